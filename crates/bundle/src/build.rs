@@ -1,0 +1,270 @@
+//! Building and sealing the archive.
+//!
+//! Why pre-sized buffers: `Vec` growth copies its contents and frees the old block, leaving a
+//! stale plaintext copy in freed heap (see the zeroize docs). The archive size is known from the
+//! entries before writing, so the buffer is allocated once at its final size. The binary also
+//! installs a zero-on-free allocator for copies made inside `flate2` and `tar`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use flate2::{Compression, GzBuilder};
+use keypack_layout::{KeyRole, PRIVATE_MODE, PUBLIC_MODE};
+use secrecy::{ExposeSecret, SecretSlice};
+use ssh_key::{HashAlg, PrivateKey, PublicKey};
+use zeroize::Zeroizing;
+
+use crate::BundleError;
+
+/// One file of a sealed bundle, as listed in its [`Manifest`]. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestEntry {
+    /// Path inside the archive, without a leading `/` (`etc/ssh/ssh_host_ed25519_key`).
+    pub path: String,
+    /// Whose key this is.
+    pub role: KeyRole,
+    /// `true` for the `.pub` half.
+    pub public: bool,
+    /// Unix mode bits (0600 or 0644).
+    pub mode: u32,
+    /// Owner uid (always 0).
+    pub uid: u64,
+    /// Owner gid (always 0).
+    pub gid: u64,
+    /// File size in bytes.
+    pub size: u64,
+    /// OpenSSH SHA256 fingerprint of the key pair (`SHA256:…`).
+    pub fingerprint: String,
+    /// The OpenSSH public key line (`ssh-ed25519 AAAA… comment`); public by nature.
+    pub public_key: String,
+}
+
+/// The list of entries of a sealed bundle, in archive order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Manifest {
+    /// Entries, sorted by path.
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl Manifest {
+    /// The host key's public line, if the bundle has one.
+    pub fn host_public_key(&self) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|e| e.role == KeyRole::Host && e.public)
+            .map(|e| e.public_key.as_str())
+    }
+}
+
+struct PendingKey {
+    private: SecretSlice<u8>,
+    public_line: String,
+    fingerprint: String,
+}
+
+/// Collects keys, checks them, and seals them into a [`SealedBundle`].
+///
+/// ```
+/// # use keypack_bundle::{BundleBuilder, KeyRole};
+/// # fn demo(host_key: secrecy::SecretSlice<u8>) -> Result<(), keypack_bundle::BundleError> {
+/// let mut builder = BundleBuilder::new();
+/// builder.add_key(KeyRole::Host, host_key, None)?;
+/// let bundle = builder.seal(0)?;
+/// assert!(bundle.manifest().host_public_key().is_some());
+/// # Ok(()) }
+/// ```
+#[derive(Default)]
+pub struct BundleBuilder {
+    keys: BTreeMap<KeyRole, PendingKey>,
+}
+
+impl BundleBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an OpenSSH ed25519 private key for `role`. The public key is derived from it; when
+    /// `stored_public` is given (a `.pub` kept beside the encrypted key) it must match.
+    pub fn add_key(
+        &mut self,
+        role: KeyRole,
+        private_openssh: SecretSlice<u8>,
+        stored_public: Option<&str>,
+    ) -> Result<(), BundleError> {
+        let path = role.private_path();
+        if self.keys.contains_key(&role) {
+            return Err(BundleError::Duplicate { path });
+        }
+        let (public_line, fingerprint) = derive_public(&path, private_openssh.expose_secret())?;
+        if let Some(stored) = stored_public {
+            check_stored_public(&role.public_path(), stored, &fingerprint)?;
+        }
+        self.keys.insert(
+            role,
+            PendingKey {
+                private: private_openssh,
+                public_line,
+                fingerprint,
+            },
+        );
+        Ok(())
+    }
+
+    /// Writes the archive. `mtime` is the timestamp of every entry (`SOURCE_DATE_EPOCH` or 0).
+    pub fn seal(self, mtime: u64) -> Result<SealedBundle, BundleError> {
+        if !self.keys.contains_key(&KeyRole::Host) {
+            return Err(BundleError::MissingHostKey {
+                path: KeyRole::Host.private_path(),
+            });
+        }
+        let mut files: Vec<(ManifestEntry, SecretSlice<u8>)> = Vec::new();
+        for (role, key) in self.keys {
+            let public_bytes = format!("{}\n", key.public_line).into_bytes();
+            let private_entry = entry(&role, false, key.private.expose_secret().len(), &key);
+            let public_entry = entry(&role, true, public_bytes.len(), &key);
+            files.push((private_entry, key.private));
+            files.push((public_entry, SecretSlice::from(public_bytes)));
+        }
+        files.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        let archive = write_archive(&files, mtime)?;
+        let manifest = Manifest {
+            entries: files.iter().map(|(e, _)| e.clone()).collect(),
+        };
+        Ok(SealedBundle {
+            archive,
+            manifest,
+            files,
+        })
+    }
+}
+
+fn entry(role: &KeyRole, public: bool, size: usize, key: &PendingKey) -> ManifestEntry {
+    ManifestEntry {
+        path: if public {
+            role.public_path()
+        } else {
+            role.private_path()
+        },
+        role: role.clone(),
+        public,
+        mode: if public { PUBLIC_MODE } else { PRIVATE_MODE },
+        uid: 0,
+        gid: 0,
+        size: size as u64,
+        fingerprint: key.fingerprint.clone(),
+        public_key: key.public_line.clone(),
+    }
+}
+
+/// Parses an OpenSSH private key and returns its public line and SHA256 fingerprint.
+pub(crate) fn derive_public(path: &str, bytes: &[u8]) -> Result<(String, String), BundleError> {
+    let not_a_key = || BundleError::NotAnOpenSshKey { path: path.into() };
+    let key = PrivateKey::from_openssh(bytes).map_err(|_| not_a_key())?;
+    if key.is_encrypted() {
+        return Err(BundleError::EncryptedKey { path: path.into() });
+    }
+    if key.algorithm() != ssh_key::Algorithm::Ed25519 {
+        return Err(BundleError::WrongKeyType {
+            path: path.into(),
+            found: key.algorithm().to_string(),
+        });
+    }
+    let public = key.public_key();
+    let line = public.to_openssh().map_err(|_| not_a_key())?;
+    Ok((line, public.fingerprint(HashAlg::Sha256).to_string()))
+}
+
+fn check_stored_public(path: &str, stored: &str, derived: &str) -> Result<(), BundleError> {
+    let public = PublicKey::from_openssh(stored.trim()).map_err(|_| BundleError::BadPublicKey {
+        path: path.into(),
+    })?;
+    let stored_fp = public.fingerprint(HashAlg::Sha256).to_string();
+    if stored_fp != derived {
+        return Err(BundleError::PublicKeyMismatch {
+            path: path.into(),
+            stored: stored_fp,
+            derived: derived.into(),
+        });
+    }
+    Ok(())
+}
+
+fn write_archive(
+    files: &[(ManifestEntry, SecretSlice<u8>)],
+    mtime: u64,
+) -> Result<SecretSlice<u8>, BundleError> {
+    // Upper bound of the gzip output: tar (512-byte header + padded data per file + 1 KiB end
+    // + record padding to 10 KiB) plus deflate's stored-block worst case and gzip framing.
+    let tar_len: usize = files
+        .iter()
+        .map(|(e, _)| 512 + (e.size as usize).div_ceil(512) * 512)
+        .sum::<usize>()
+        + 1024;
+    let tar_len = tar_len.div_ceil(10240) * 10240;
+    let capacity = tar_len + tar_len / 16_000 * 5 + 64 + 18;
+    let mut out = Zeroizing::new(Vec::with_capacity(capacity));
+    {
+        let gz = GzBuilder::new()
+            .mtime(0)
+            .operating_system(255)
+            .write(&mut *out, Compression::best());
+        let mut tar = tar::Builder::new(gz);
+        tar.mode(tar::HeaderMode::Deterministic);
+        for (meta, content) in files {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(meta.size);
+            header.set_mode(meta.mode);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(mtime);
+            header.set_entry_type(tar::EntryType::Regular);
+            header
+                .set_username("root")
+                .and_then(|_| header.set_groupname("root"))
+                .map_err(BundleError::Archive)?;
+            tar.append_data(&mut header, &meta.path, content.expose_secret())
+                .map_err(BundleError::Archive)?;
+        }
+        let mut gz = tar.into_inner().map_err(BundleError::Archive)?;
+        gz.flush().map_err(BundleError::Archive)?;
+        gz.finish().map_err(BundleError::Archive)?;
+    }
+    debug_assert!(out.len() <= capacity, "archive outgrew its pre-sized buffer");
+    let bytes: Box<[u8]> = std::mem::take(&mut *out).into_boxed_slice();
+    Ok(SecretSlice::from(bytes))
+}
+
+/// A finished bundle: archive bytes and manifest, read-only.
+///
+/// There is no `Debug` or `Clone`: the archive holds private keys. Plugins get a `&SealedBundle`
+/// and can read it but never change it.
+pub struct SealedBundle {
+    archive: SecretSlice<u8>,
+    manifest: Manifest,
+    files: Vec<(ManifestEntry, SecretSlice<u8>)>,
+}
+
+impl SealedBundle {
+    /// The manifest: paths, modes, owners, sizes, fingerprints. No secret.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Size of the `keys.tar.gz` archive in bytes.
+    pub fn archive_len(&self) -> usize {
+        self.archive.expose_secret().len()
+    }
+
+    /// The `keys.tar.gz` bytes. Every call site is an audit point listed in `SECURITY.md`:
+    /// the bytes hold private keys and may only go into the final medium.
+    pub fn expose_archive(&self) -> &[u8] {
+        self.archive.expose_secret()
+    }
+
+    /// Each file with its content, in archive order, for media that need another container
+    /// format (the initrd medium's cpio). Same audit rule as [`Self::expose_archive`].
+    pub fn expose_files(&self) -> impl Iterator<Item = (&ManifestEntry, &[u8])> {
+        self.files.iter().map(|(e, c)| (e, c.expose_secret()))
+    }
+}

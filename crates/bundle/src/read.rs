@@ -1,0 +1,112 @@
+//! Reading a `keys.tar.gz` back, for `keypack inspect`: entries, modes, owners and
+//! fingerprints, never key bytes.
+//!
+//! Supports: gzip-compressed ustar/GNU tar as written by [`crate::BundleBuilder`] or by hand.
+//! Does not support: other compressions, sparse files. Any entry that the layout does not know,
+//! or that is a link or a folder, is reported rather than skipped, so a reviewer sees it.
+
+use std::io::Read;
+
+use flate2::read::GzDecoder;
+use keypack_layout::{KnownFile, MAX_KEY_FILE_SIZE, classify};
+use ssh_key::{HashAlg, PublicKey};
+use zeroize::Zeroizing;
+
+use crate::BundleError;
+use crate::build::derive_public;
+
+/// One entry of an archive as read back. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveEntry {
+    /// Path as stored, with control characters escaped.
+    pub path: String,
+    /// `tar` entry type as a letter: `-` file, `d` folder, `l` symlink, `h` hard link, `?` other.
+    pub kind: char,
+    /// Mode bits.
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u64,
+    /// Owner gid.
+    pub gid: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// What the layout makes of the path, if anything.
+    pub known: Option<KnownFile>,
+    /// SHA256 fingerprint of the key in the entry, when it is a readable key.
+    pub fingerprint: Option<String>,
+    /// Problems found: unknown path, wrong mode, owner not root, not a regular file.
+    pub problems: Vec<String>,
+}
+
+/// Reads every entry of a `keys.tar.gz`.
+pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveEntry>, BundleError> {
+    let mut archive = tar::Archive::new(GzDecoder::new(bytes));
+    let mut out = Vec::new();
+    for entry in archive.entries().map_err(BundleError::Archive)? {
+        let mut entry = entry.map_err(BundleError::Archive)?;
+        let header = entry.header();
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let path: String = raw_path.escape_debug().collect();
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => '-',
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            _ => '?',
+        };
+        let mode = header.mode().map_err(BundleError::Archive)?;
+        let uid = header.uid().map_err(BundleError::Archive)?;
+        let gid = header.gid().map_err(BundleError::Archive)?;
+        let size = header.size().map_err(BundleError::Archive)?;
+        let known = classify(&raw_path);
+        let mut problems = Vec::new();
+        let mut fingerprint = None;
+        match (&known, kind) {
+            (None, _) => problems.push("path is not part of the keypack layout".into()),
+            (Some(_), k) if k != '-' => problems.push("not a regular file".into()),
+            (Some(file), _) => {
+                if mode & 0o7777 != file.mode() {
+                    problems.push(format!("mode {:04o}, expected {:04o}", mode, file.mode()));
+                }
+                if size > MAX_KEY_FILE_SIZE {
+                    problems.push("larger than any key file".into());
+                } else {
+                    let mut content = Zeroizing::new(Vec::with_capacity(size as usize));
+                    (&mut entry)
+                        .take(MAX_KEY_FILE_SIZE)
+                        .read_to_end(&mut content)
+                        .map_err(BundleError::Archive)?;
+                    fingerprint = fingerprint_of(file, &raw_path, &content);
+                    if fingerprint.is_none() {
+                        problems.push("content is not an ed25519 key".into());
+                    }
+                }
+            }
+        }
+        if uid != 0 || gid != 0 {
+            problems.push(format!("owner {uid}:{gid}, expected 0:0"));
+        }
+        out.push(ArchiveEntry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            size,
+            known,
+            fingerprint,
+            problems,
+        });
+    }
+    Ok(out)
+}
+
+fn fingerprint_of(file: &KnownFile, path: &str, content: &[u8]) -> Option<String> {
+    if file.public {
+        let text = std::str::from_utf8(content).ok()?;
+        let key = PublicKey::from_openssh(text.trim()).ok()?;
+        Some(key.fingerprint(HashAlg::Sha256).to_string())
+    } else {
+        derive_public(path, content).ok().map(|(_, fp)| fp)
+    }
+}

@@ -1,0 +1,3 @@
+//! Stage-1 loader: copies injected SSH keys from the initramfs into the target root
+
+fn main() {}

@@ -1,0 +1,56 @@
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the [`BootDescription`] format; bumped on incompatible changes.
+pub const BOOT_DESCRIPTION_VERSION: u32 = 1;
+
+/// What a media plugin built and how to boot it. Plain data: paths, never key bytes, so it can
+/// be stored as JSON in the host's state folder and read by any runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootDescription {
+    /// Format version, [`BOOT_DESCRIPTION_VERSION`].
+    pub version: u32,
+    /// Name of the medium that produced it (`ventoy`, `initrd`, …).
+    pub medium: String,
+    /// The host the keys belong to.
+    pub host: String,
+    /// What to boot.
+    pub boot: Boot,
+    /// Firmware the boot needs.
+    pub firmware: Firmware,
+    /// The packed host public key (`ssh-ed25519 AAAA…`), pinned by `keypack ssh`.
+    pub host_public_key: String,
+}
+
+/// The bootable artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Boot {
+    /// A whole-disk image (raw), attached as the first disk.
+    Disk {
+        /// Path of the image.
+        image: PathBuf,
+    },
+    /// Direct kernel boot: kernel, initrds in order (later ones win), command line.
+    Kernel {
+        /// Path of the kernel.
+        kernel: PathBuf,
+        /// Initrds, concatenated in this order.
+        initrds: Vec<PathBuf>,
+        /// Kernel command line.
+        cmdline: String,
+    },
+}
+
+/// Firmware a boot needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Firmware {
+    /// UEFI (OVMF under QEMU).
+    Uefi,
+    /// Legacy BIOS (SeaBIOS under QEMU).
+    Bios,
+    /// Either works (direct kernel boot).
+    Any,
+}

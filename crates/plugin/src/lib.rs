@@ -1,0 +1,41 @@
+//! The plugin seam: media plugins turn a sealed bundle into boot media and describe how to boot
+//! it; runner plugins boot that description.
+//!
+//! Position on the data path: `bundle → **media plugin** → boot description → **runner**`.
+//! A media plugin receives a read-only [`SealedBundle`] (the only way a plugin ever sees a
+//! secret), the build inputs and its own command-line flags, writes its artifact, and returns a
+//! [`BootDescription`]: plain data (paths, never bytes) that any runner can boot without knowing
+//! which medium produced it.
+//!
+//! Does **not** decrypt, resolve a keys repository or parse the CLI: plugins depend on this
+//! crate and on format crates only (`cargo tree -p keypack-media-ventoy` lists no
+//! `keypack-sops`, `keypack-repo` or `keypack`).
+//!
+//! # Adding a boot medium
+//! 1. Create `plugins/<name>/` with a crate `keypack-media-<name>` depending on this crate.
+//! 2. Define its flags as a `#[derive(clap::Args)]` struct; [`Medium::augment_args`] adds them to
+//!    `keypack build`, and [`Medium::build`] reads them back with `FromArgMatches`. Flag names
+//!    must not clash with other plugins' (a unit test in the CLI checks the whole set).
+//! 3. `impl Medium for YourMedium`: write the artifact with [`output::write_private_file`]
+//!    (0600, temp name, rename) and return a [`BootDescription`].
+//! 4. Register it with one line in `crates/keypack/src/media.rs`, and add it to the workspace
+//!    members and the README's plugin table.
+//! 5. Run [`testing::check_medium`] (feature `testing`) from its tests.
+//!
+//! `plugins/initrd` is the smallest complete medium; read it first.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod boot;
+mod error;
+mod medium;
+pub mod output;
+pub mod runner;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use boot::{Boot, BootDescription, Firmware, BOOT_DESCRIPTION_VERSION};
+pub use error::PluginError;
+pub use keypack_bundle::{Manifest, ManifestEntry, SealedBundle};
+pub use keypack_layout::HostName;
+pub use medium::{BuildInputs, Medium};

@@ -1,0 +1,1 @@
+//! Decrypt-only sops (and plain age) files: YAML, JSON, dotenv, INI, binary; MAC-verified

@@ -1,0 +1,3 @@
+//! Test-only scriptable mock of age-plugin-yubikey
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Test-only PIV card emulator for pcscd + vsmartcard-vpcd
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Media plugin: an extra gzip newc initrd carrying the keys

@@ -1,0 +1,1 @@
+//! Runner plugin: boots a boot description in QEMU

@@ -1,0 +1,1 @@
+//! End-to-end tests of keypack live in `tests/e2e/`.
