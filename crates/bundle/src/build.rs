@@ -176,9 +176,8 @@ pub(crate) fn derive_public(path: &str, bytes: &[u8]) -> Result<(String, String)
 }
 
 fn check_stored_public(path: &str, stored: &str, derived: &str) -> Result<(), BundleError> {
-    let public = PublicKey::from_openssh(stored.trim()).map_err(|_| BundleError::BadPublicKey {
-        path: path.into(),
-    })?;
+    let public = PublicKey::from_openssh(stored.trim())
+        .map_err(|_| BundleError::BadPublicKey { path: path.into() })?;
     let stored_fp = public.fingerprint(HashAlg::Sha256).to_string();
     if stored_fp != derived {
         return Err(BundleError::PublicKeyMismatch {
@@ -230,7 +229,10 @@ fn write_archive(
         gz.flush().map_err(BundleError::Archive)?;
         gz.finish().map_err(BundleError::Archive)?;
     }
-    debug_assert!(out.len() <= capacity, "archive outgrew its pre-sized buffer");
+    debug_assert!(
+        out.len() <= capacity,
+        "archive outgrew its pre-sized buffer"
+    );
     let bytes: Box<[u8]> = std::mem::take(&mut *out).into_boxed_slice();
     Ok(SecretSlice::from(bytes))
 }

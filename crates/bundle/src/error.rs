@@ -27,7 +27,9 @@ pub enum BundleError {
         path: String,
     },
     /// A stored public key does not belong to the private key.
-    #[error("{path}: stored public key does not match the private key (stored {stored}, derived {derived})")]
+    #[error(
+        "{path}: stored public key does not match the private key (stored {stored}, derived {derived})"
+    )]
     PublicKeyMismatch {
         /// Bundle path of the public key.
         path: String,

@@ -24,10 +24,10 @@ fn main() -> ExitCode {
 /// Prints `error: …` with the whole cause chain, then any hint, the way rage and coreos do.
 fn report(err: &anyhow::Error) -> ExitCode {
     // A closed pipe (`keypack inspect … | head`) is not an error worth a message.
-    if let Some(io) = err.root_cause().downcast_ref::<std::io::Error>() {
-        if io.kind() == std::io::ErrorKind::BrokenPipe {
-            return ExitCode::from(1);
-        }
+    if let Some(io) = err.root_cause().downcast_ref::<std::io::Error>()
+        && io.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        return ExitCode::from(1);
     }
     eprintln!("error: {err:#}");
     for cause in err.chain() {

@@ -211,7 +211,11 @@ pub struct KnownFile {
 impl KnownFile {
     /// The mode this file must have.
     pub fn mode(&self) -> u32 {
-        if self.public { PUBLIC_MODE } else { PRIVATE_MODE }
+        if self.public {
+            PUBLIC_MODE
+        } else {
+            PRIVATE_MODE
+        }
     }
 }
 
@@ -237,7 +241,9 @@ mod tests {
 
     #[test]
     fn names_refuse_traversal_and_controls() {
-        for bad in ["", ".", "..", "a/b", "../x", "-rf", ".hidden", "a\nb", "a b", "é"] {
+        for bad in [
+            "", ".", "..", "a/b", "../x", "-rf", ".hidden", "a\nb", "a b", "é",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_name(&"a".repeat(65)).is_err());

@@ -34,7 +34,7 @@ pub mod runner;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use boot::{Boot, BootDescription, Firmware, BOOT_DESCRIPTION_VERSION};
+pub use boot::{BOOT_DESCRIPTION_VERSION, Boot, BootDescription, Firmware};
 pub use error::PluginError;
 pub use keypack_bundle::{Manifest, ManifestEntry, SealedBundle};
 pub use keypack_layout::HostName;

@@ -7,7 +7,11 @@ use anyhow::{Result, bail};
 pub struct BuildArgs {}
 
 /// `keypack build` and `keypack rebuild` (`ignore_cache`).
-pub fn build(_args: BuildArgs, _matches: &clap::ArgMatches, _ignore_cache: bool) -> Result<ExitCode> {
+pub fn build(
+    _args: BuildArgs,
+    _matches: &clap::ArgMatches,
+    _ignore_cache: bool,
+) -> Result<ExitCode> {
     bail!("keypack build is not implemented yet")
 }
 
