@@ -8,6 +8,7 @@
 
 mod cli;
 mod cmd;
+mod keys;
 mod media;
 mod state;
 

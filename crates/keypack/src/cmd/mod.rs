@@ -3,6 +3,7 @@
 pub mod build;
 pub mod doctor;
 pub mod inspect;
+pub mod inspect_image;
 pub mod iso;
 pub mod media;
 pub mod pack;

@@ -1,0 +1,1 @@
+//! `keypack inspect IMAGE` for disk images. Owned by the Ventoy work.

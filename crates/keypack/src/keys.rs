@@ -1,0 +1,1 @@
+//! The key pipeline: keys repository → decrypt → sealed bundle. Owned by the foundation work.
