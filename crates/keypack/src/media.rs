@@ -4,7 +4,9 @@
 use keypack_plugin::Medium;
 
 /// Every media plugin, the default first.
-pub static MEDIA: &[&dyn Medium] = &[];
+pub static MEDIA: &[&dyn Medium] = &[
+    &keypack_media_initrd::Initrd,
+];
 
 /// Adds every plugin's flags to a `build`-like command.
 pub fn augment_build_args(mut cmd: clap::Command) -> clap::Command {

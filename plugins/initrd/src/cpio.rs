@@ -1,0 +1,128 @@
+//! A writer for the "new ASCII" (newc, magic `070701`) cpio format, the only one the Linux
+//! initramfs unpacker reads.
+//!
+//! Supports: directories and regular files, fixed inode numbers, owner, mode and mtime; the
+//! `TRAILER!!!` record. Does not support: symlinks, device nodes, hard links, the `070702` CRC
+//! variant, file names or sizes beyond 32 bits.
+//! Reference: `man 5 cpio` (libarchive), the kernel's `Documentation/driver-api/early-userspace/
+//! buffer-format.rst` and `init/initramfs.c`.
+//!
+//! Why pre-sized: the archive holds private keys. The caller computes [`archive_len`] first and
+//! hands a buffer of exactly that capacity, so no growth ever leaves a stale copy in freed heap.
+
+/// One record of the archive.
+pub struct Record<'a> {
+    /// Path without a leading `/`.
+    pub path: &'a str,
+    /// Full `st_mode`: file type bits and permissions.
+    pub mode: u32,
+    /// Contents (empty for directories).
+    pub data: &'a [u8],
+}
+
+/// `S_IFDIR`.
+pub const S_IFDIR: u32 = 0o040000;
+/// `S_IFREG`.
+pub const S_IFREG: u32 = 0o100000;
+
+const HEADER_LEN: usize = 110;
+const TRAILER: &str = "TRAILER!!!";
+
+fn pad4(n: usize) -> usize {
+    (4 - n % 4) % 4
+}
+
+fn record_len(path: &str, data_len: usize) -> usize {
+    let head = HEADER_LEN + path.len() + 1;
+    head + pad4(head) + data_len + pad4(data_len)
+}
+
+/// The exact size in bytes of the archive [`write_archive`] produces for `records`.
+pub fn archive_len(records: &[Record<'_>]) -> usize {
+    records
+        .iter()
+        .map(|r| record_len(r.path, r.data.len()))
+        .sum::<usize>()
+        + record_len(TRAILER, 0)
+}
+
+/// Appends the archive to `out`: the records in the order given, inode numbers 1, 2, …,
+/// uid/gid 0, the given `mtime`, then the trailer.
+pub fn write_archive(out: &mut Vec<u8>, records: &[Record<'_>], mtime: u32) {
+    for (i, r) in records.iter().enumerate() {
+        let nlink = if r.mode & S_IFDIR == S_IFDIR { 2 } else { 1 };
+        write_record(out, (i + 1) as u32, r.mode, nlink, mtime, r.path, r.data);
+    }
+    write_record(out, 0, 0, 1, 0, TRAILER, &[]);
+}
+
+fn write_record(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    mtime: u32,
+    path: &str,
+    data: &[u8],
+) {
+    let fields: [u32; 13] = [
+        ino,
+        mode,
+        0, // uid
+        0, // gid
+        nlink,
+        mtime,
+        data.len() as u32,
+        0, // devmajor
+        0, // devminor
+        0, // rdevmajor
+        0, // rdevminor
+        (path.len() + 1) as u32,
+        0, // check
+    ];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        push_hex8(out, f);
+    }
+    out.extend_from_slice(path.as_bytes());
+    out.push(0);
+    let head = HEADER_LEN + path.len() + 1;
+    out.extend(std::iter::repeat_n(0u8, pad4(head)));
+    out.extend_from_slice(data);
+    out.extend(std::iter::repeat_n(0u8, pad4(data.len())));
+}
+
+fn push_hex8(out: &mut Vec<u8>, v: u32) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for shift in (0..8).rev() {
+        out.push(HEX[((v >> (shift * 4)) & 0xf) as usize]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_is_exact_and_aligned() {
+        let records = [
+            Record {
+                path: "etc",
+                mode: S_IFDIR | 0o755,
+                data: &[],
+            },
+            Record {
+                path: "etc/a",
+                mode: S_IFREG | 0o600,
+                data: b"hello",
+            },
+        ];
+        let mut out = Vec::new();
+        write_archive(&mut out, &records, 0);
+        assert_eq!(out.len(), archive_len(&records));
+        assert_eq!(out.len() % 4, 0);
+        assert!(out.starts_with(b"07070100000001000041ED"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("TRAILER!!!"));
+    }
+}

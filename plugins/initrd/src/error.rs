@@ -1,0 +1,44 @@
+use std::path::PathBuf;
+
+/// What can go wrong building the initrd medium. Variants name paths, never contents.
+#[derive(Debug, thiserror::Error)]
+pub enum InitrdError {
+    /// A required flag was not given.
+    #[error("--media initrd needs {flag} FILE")]
+    MissingFlag {
+        /// The flag (`--kernel`, `--initrd`).
+        flag: &'static str,
+    },
+    /// The kernel or base initrd is missing or not a file.
+    #[error("{what} {path}: {source}")]
+    Input {
+        /// `kernel` or `base initrd`.
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bundle entry has a path the layout does not allow.
+    #[error("bundle entry {path} is not a known key path")]
+    UnknownPath {
+        /// The entry's path.
+        path: String,
+    },
+    /// Writing the cpio failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The artifact path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Compressing failed.
+    #[error("compressing the keys cpio: {0}")]
+    Compress(#[source] std::io::Error),
+    /// The bundle has no host key (a sealed bundle always has one).
+    #[error("the bundle has no host public key")]
+    NoHostKey,
+}
