@@ -1,0 +1,201 @@
+//! Asking the user for a PIN or a yes/no answer, from exactly one source.
+//!
+//! Order: `KEYPACK_PIN_FD` (test/automation only: an inherited file descriptor, one answer
+//! per line), else pinentry (`PINENTRY_PROGRAM`, or `pinentry` on `PATH`), else the
+//! controlling terminal without echo (`/dev/tty`, via rpassword), else nothing — the caller
+//! then fails cleanly instead of hanging. A PIN is never read from an environment *value*
+//! or from argv: `KEYPACK_PIN_FD` holds only a descriptor number.
+//!
+//! PINs come back as [`SecretString`] built with an exact-size allocation, so no resized
+//! copy is left behind; the line buffer is zeroized.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::sync::Mutex;
+
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+/// Environment variable naming a file descriptor to read PINs and confirmations from.
+///
+/// Test and automation use only: each PIN request reads one line (the PIN); each
+/// confirmation reads one line (`y`/`yes` or `n`/`no`/`skip`). End of input = no answer.
+pub const PIN_FD_ENV: &str = "KEYPACK_PIN_FD";
+
+/// Environment variable that, when `1`, disables the terminal and pinentry (for tests that
+/// must prove keypack does not hang without a way to ask).
+pub const NO_PROMPT_ENV: &str = "KEYPACK_NO_PROMPT";
+
+const MAX_LINE: usize = 256;
+
+pub(crate) enum Prompter {
+    /// Read answers from an inherited descriptor.
+    Fd(Mutex<File>),
+    /// pinentry if available, else the terminal.
+    Interactive,
+    /// No way to ask.
+    None,
+}
+
+impl Prompter {
+    pub(crate) fn from_env() -> Prompter {
+        if let Some(fd) = std::env::var_os(PIN_FD_ENV) {
+            let fd = fd.to_string_lossy().trim().to_owned();
+            if !fd.is_empty()
+                && fd.bytes().all(|b| b.is_ascii_digit())
+                && let Ok(f) = File::open(format!("/dev/fd/{fd}"))
+            {
+                return Prompter::Fd(Mutex::new(f));
+            }
+            return Prompter::None;
+        }
+        if std::env::var_os(NO_PROMPT_ENV).is_some_and(|v| v == "1") {
+            return Prompter::None;
+        }
+        Prompter::Interactive
+    }
+
+    /// Ask for a PIN. `None` when there is no way to ask or the user cancelled.
+    pub(crate) fn pin(&self, description: &str) -> Option<SecretString> {
+        match self {
+            Prompter::None => None,
+            Prompter::Fd(f) => {
+                let mut f = f.lock().ok()?;
+                let line = read_line(&mut *f)?;
+                secret_from_bytes(&line)
+            }
+            Prompter::Interactive => {
+                if let Some(input) = pinentry_program()
+                    .and_then(pinentry::PassphraseInput::with_binary)
+                    .or_else(|| {
+                        if std::env::var_os("PINENTRY_PROGRAM").is_none() {
+                            pinentry::PassphraseInput::with_default_binary()
+                        } else {
+                            None
+                        }
+                    })
+                {
+                    let mut input = input;
+                    input
+                        .with_description(description)
+                        .with_prompt("PIN")
+                        .with_timeout(60);
+                    if let Ok(pin) = input.interact() {
+                        return Some(pin);
+                    }
+                    // pinentry failed (no display, cancelled): fall back to the terminal.
+                }
+                if !has_tty() {
+                    return None;
+                }
+                let pin =
+                    Zeroizing::new(rpassword::prompt_password(format!("{description}: ")).ok()?);
+                if pin.is_empty() {
+                    return None;
+                }
+                secret_from_bytes(pin.as_bytes())
+            }
+        }
+    }
+
+    /// Ask a yes/no question. `None` when there is no way to ask.
+    pub(crate) fn confirm(&self, message: &str, yes: &str, no: Option<&str>) -> Option<bool> {
+        match self {
+            Prompter::None => None,
+            Prompter::Fd(f) => {
+                let mut f = f.lock().ok()?;
+                let line = read_line(&mut *f)?;
+                match std::str::from_utf8(&line).ok()?.trim() {
+                    "y" | "yes" => Some(true),
+                    "n" | "no" | "skip" => Some(false),
+                    _ => None,
+                }
+            }
+            Prompter::Interactive => {
+                if has_tty() {
+                    let mut tty = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open("/dev/tty")
+                        .ok()?;
+                    let choices = match no {
+                        Some(no) => format!("[Enter] {yes} / [s] {no}"),
+                        None => format!("[Enter] {yes}"),
+                    };
+                    write!(tty, "{message}\n{choices}: ").ok()?;
+                    tty.flush().ok()?;
+                    let answer = read_line(&mut tty)?;
+                    let answer = std::str::from_utf8(&answer)
+                        .ok()?
+                        .trim()
+                        .to_ascii_lowercase();
+                    return Some(!(no.is_some() && (answer == "s" || answer == "n")));
+                }
+                let dialog = pinentry_program()
+                    .and_then(pinentry::ConfirmationDialog::with_binary)
+                    .or_else(pinentry::ConfirmationDialog::with_default_binary);
+                if let Some(mut dialog) = dialog {
+                    dialog.with_ok(yes).with_timeout(60);
+                    if let Some(no) = no {
+                        dialog.with_cancel(no);
+                    }
+                    return dialog.confirm(message).ok();
+                }
+                None
+            }
+        }
+    }
+}
+
+fn pinentry_program() -> Option<String> {
+    std::env::var("PINENTRY_PROGRAM")
+        .ok()
+        .filter(|p| !p.is_empty())
+}
+
+fn has_tty() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map(|f| f.is_terminal())
+        .unwrap_or(false)
+}
+
+/// Read one line (without the newline) byte by byte, so nothing past it is consumed.
+/// `None` at end of input before any byte.
+fn read_line(r: &mut impl Read) -> Option<Zeroizing<Vec<u8>>> {
+    let mut line = Zeroizing::new(Vec::with_capacity(MAX_LINE));
+    let mut byte = [0u8; 1];
+    loop {
+        match r.read(&mut byte) {
+            Ok(0) => {
+                if line.is_empty() {
+                    return None;
+                }
+                break;
+            }
+            Ok(_) => {
+                if byte[0] == b'\n' {
+                    break;
+                }
+                if line.len() == MAX_LINE {
+                    return None;
+                }
+                line.push(byte[0]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Some(line)
+}
+
+fn secret_from_bytes(bytes: &[u8]) -> Option<SecretString> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    // `String::from(&str)` allocates exactly `len`, so `into_boxed_str` does not reallocate.
+    Some(SecretString::from(String::from(s)))
+}
