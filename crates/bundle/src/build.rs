@@ -201,7 +201,7 @@ fn write_archive(
         .sum::<usize>()
         + 1024;
     let tar_len = tar_len.div_ceil(10240) * 10240;
-    let capacity = tar_len + tar_len / 16_000 * 5 + 64 + 18;
+    let capacity = tar_len + tar_len.div_ceil(16_000) * 5 + 64 + 18;
     let mut out = Zeroizing::new(Vec::with_capacity(capacity));
     {
         let gz = GzBuilder::new()

@@ -5,6 +5,7 @@
 //! Does not support: other compressions, sparse files. Any entry that the layout does not know,
 //! or that is a link or a folder, is reported rather than skipped, so a reviewer sees it.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use flate2::read::GzDecoder;
@@ -109,4 +110,57 @@ fn fingerprint_of(file: &KnownFile, path: &str, content: &[u8]) -> Option<String
     } else {
         derive_public(path, content).ok().map(|(_, fp)| fp)
     }
+}
+
+/// Problems of the archive as a whole, beyond each entry's own: a path stored twice (tar
+/// extracts the last copy, so the first is not what lands), a `.pub` that belongs to another key
+/// than its private half, a key without its other half, and a missing host key.
+pub fn archive_problems(entries: &[ArchiveEntry]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen = BTreeMap::new();
+    for entry in entries {
+        *seen.entry(entry.path.as_str()).or_insert(0usize) += 1;
+    }
+    for (path, count) in &seen {
+        if *count > 1 {
+            problems.push(format!("{path}: stored {count} times"));
+        }
+    }
+    // Pair each known private key with its public half by role.
+    let mut pairs: BTreeMap<String, (Option<&ArchiveEntry>, Option<&ArchiveEntry>)> =
+        BTreeMap::new();
+    for entry in entries {
+        if let Some(known) = &entry.known {
+            let slot = pairs.entry(known.role.private_path()).or_default();
+            if known.public {
+                slot.1 = Some(entry);
+            } else {
+                slot.0 = Some(entry);
+            }
+        }
+    }
+    for (private_path, pair) in &pairs {
+        match pair {
+            (Some(private), Some(public)) => {
+                if let (Some(a), Some(b)) = (&private.fingerprint, &public.fingerprint)
+                    && a != b
+                {
+                    problems.push(format!(
+                        "{}: public key {b} does not match the private key {a}",
+                        public.path
+                    ));
+                }
+            }
+            (Some(_), None) => problems.push(format!("{private_path}.pub: missing")),
+            (None, Some(_)) => {
+                problems.push(format!("{private_path}: missing (only the .pub is stored)"))
+            }
+            (None, None) => {}
+        }
+    }
+    let host = keypack_layout::KeyRole::Host.private_path();
+    if !pairs.contains_key(&host) {
+        problems.push(format!("{host}: missing (a bundle needs a host key)"));
+    }
+    problems
 }
