@@ -1,0 +1,659 @@
+//! One host's VM: its files in the host's state folder, start, status, stop, wait for SSH.
+//!
+//! Files (all in the state folder, 0700): `qemu.pid` (QEMU's `-pidfile`), `qmp.sock` (QMP),
+//! `serial.log` (the serial console), `run.json` (what was started: pid, port, boot, pinned
+//! key fingerprint, the QEMU arguments), `initrd.img` (the initrds concatenated, 0600: it holds
+//! keys), `OVMF_VARS.fd` (the VM's UEFI variable store), `known_hosts` (written by `ssh`).
+//!
+//! A VM counts as running when the pid in `qemu.pid` is alive, not a zombie, and its command
+//! line names this pidfile (a recycled pid is not mistaken for QEMU). Anything else is stale
+//! state, removed by [`Vm::status`].
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use keypack_plugin::{Boot, BootDescription, Firmware};
+use serde::{Deserialize, Serialize};
+
+use crate::firmware::{self, Uefi};
+use crate::ports::{self, PortChoice};
+use crate::qmp::Qmp;
+use crate::{QemuError, hostkey};
+
+/// Which accelerator QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accel {
+    /// KVM when `/dev/kvm` works (bounded probe), TCG otherwise.
+    #[default]
+    Auto,
+    /// KVM or an error.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+/// Which firmware boots the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FirmwareChoice {
+    /// What the boot description asks for; UEFI found through the firmware descriptors.
+    #[default]
+    Auto,
+    /// This UEFI firmware (code, and optionally a variable store template).
+    File(Uefi),
+    /// Legacy BIOS (SeaBIOS).
+    Bios,
+}
+
+/// How to start the VM.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Firmware.
+    pub firmware: FirmwareChoice,
+    /// SSH forward port on 127.0.0.1.
+    pub port: PortChoice,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Virtual CPUs.
+    pub cpus: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            qemu: default_qemu(),
+            accel: Accel::Auto,
+            firmware: FirmwareChoice::Auto,
+            port: PortChoice::Fixed(2222),
+            memory_mib: 2048,
+            cpus: 2,
+        }
+    }
+}
+
+/// `$KEYPACK_QEMU` or `qemu-system-x86_64`.
+pub fn default_qemu() -> PathBuf {
+    std::env::var_os("KEYPACK_QEMU")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "qemu-system-x86_64".into())
+}
+
+/// What `keypack run` started, stored as `run.json`. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The host.
+    pub host: String,
+    /// QEMU's pid.
+    pub pid: u32,
+    /// Start time, seconds since the epoch.
+    pub started_unix: u64,
+    /// Address the SSH forward listens on (always `127.0.0.1`).
+    pub ssh_address: String,
+    /// Host port forwarded to the guest's port 22.
+    pub ssh_port: u16,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// `bios`, or the UEFI code file.
+    pub firmware: String,
+    /// The medium that built what runs.
+    pub medium: String,
+    /// What runs.
+    pub boot: Boot,
+    /// The pinned host public key (may be empty with `--image` and no build).
+    pub host_public_key: String,
+    /// Its fingerprint (empty when unknown).
+    pub host_key_fingerprint: String,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// QEMU's arguments (paths only, never key bytes).
+    pub args: Vec<String>,
+}
+
+/// Whether the VM runs.
+#[derive(Debug, Clone)]
+pub enum Status {
+    /// Running.
+    Running {
+        /// QEMU's pid.
+        pid: u32,
+        /// What was started (absent if `run.json` was lost).
+        record: Option<Box<RunRecord>>,
+    },
+    /// Not running.
+    Stopped {
+        /// A pidfile or socket of a dead VM was found and removed.
+        stale_cleaned: bool,
+    },
+}
+
+/// How [`Vm::stop`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// Nothing ran.
+    NotRunning {
+        /// Stale state was removed.
+        stale_cleaned: bool,
+    },
+    /// The guest powered off after the ACPI power button.
+    PoweredOff,
+    /// The guest ignored the power button; QEMU was told to quit.
+    Quit,
+    /// QEMU did not quit; it was killed.
+    Killed,
+}
+
+/// A host's VM.
+pub struct Vm {
+    host: String,
+    dir: PathBuf,
+}
+
+impl Vm {
+    /// The VM of `host`, with its files in `dir` (the host's state folder, already 0700).
+    pub fn new(host: &str, dir: &Path) -> Self {
+        Self {
+            host: host.to_owned(),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// `qemu.pid`.
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.join("qemu.pid")
+    }
+    /// `qmp.sock`.
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+    /// `serial.log`.
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join("serial.log")
+    }
+    /// `run.json`.
+    pub fn record_path(&self) -> PathBuf {
+        self.dir.join("run.json")
+    }
+    /// `known_hosts`.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+    fn combined_initrd(&self) -> PathBuf {
+        self.dir.join("initrd.img")
+    }
+    fn vars(&self) -> PathBuf {
+        self.dir.join("OVMF_VARS.fd")
+    }
+
+    /// The stored run record, if any.
+    pub fn record(&self) -> Result<Option<RunRecord>, QemuError> {
+        let path = self.record_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| QemuError::BadState {
+                        path,
+                        why: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(QemuError::state(&path)(e)),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.pidfile())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Whether the VM runs; removes a stale pidfile, socket and record.
+    pub fn status(&self) -> Result<Status, QemuError> {
+        if let Some(pid) = self.pid()
+            && is_our_qemu(pid, &self.pidfile())
+        {
+            return Ok(Status::Running {
+                pid,
+                record: self.record().ok().flatten().map(Box::new),
+            });
+        }
+        let mut cleaned = false;
+        for path in [self.pidfile(), self.qmp_socket(), self.record_path()] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => cleaned = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(QemuError::state(&path)(e)),
+            }
+        }
+        Ok(Status::Stopped {
+            stale_cleaned: cleaned,
+        })
+    }
+
+    /// The QEMU arguments for `desc` (no `-daemonize`; pure except for reading no files).
+    pub fn qemu_args(
+        &self,
+        desc: &BootDescription,
+        accel: &str,
+        firmware: Option<&Uefi>,
+        port: u16,
+        opts: &Options,
+    ) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        let path = |p: &Path| p.display().to_string();
+        push(&["-name", &format!("keypack-{}", self.host)]);
+        push(&["-machine", &format!("q35,accel={accel}")]);
+        push(&["-cpu", if accel == "kvm" { "host" } else { "max" }]);
+        push(&[
+            "-smp",
+            &opts.cpus.to_string(),
+            "-m",
+            &opts.memory_mib.to_string(),
+        ]);
+        push(&["-display", "none", "-monitor", "none", "-parallel", "none"]);
+        push(&[
+            "-chardev",
+            &format!("file,id=serial0,path={}", path(&self.serial_log())),
+            "-serial",
+            "chardev:serial0",
+        ]);
+        push(&[
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", path(&self.qmp_socket())),
+        ]);
+        push(&["-pidfile", &path(&self.pidfile())]);
+        // The SSH forward listens on the loopback address only, never on all interfaces.
+        push(&[
+            "-netdev",
+            &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22"),
+            "-device",
+            "virtio-net-pci,netdev=net0",
+            "-device",
+            "virtio-rng-pci",
+        ]);
+        if let Some(fw) = firmware {
+            match &fw.vars {
+                Some(_) => push(&[
+                    "-drive",
+                    &format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                        path(&fw.code)
+                    ),
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=1,file={}", path(&self.vars())),
+                ]),
+                None => push(&["-bios", &path(&fw.code)]),
+            }
+        }
+        match &desc.boot {
+            Boot::Disk { image } => push(&[
+                "-drive",
+                &format!("file={},format=raw,if=virtio", path(image)),
+            ]),
+            Boot::Kernel {
+                kernel,
+                initrds,
+                cmdline,
+            } => {
+                push(&["-kernel", &path(kernel)]);
+                match initrds.as_slice() {
+                    [] => {}
+                    [one] => push(&["-initrd", &path(one)]),
+                    _ => push(&["-initrd", &path(&self.combined_initrd())]),
+                }
+                push(&["-append", cmdline]);
+            }
+        }
+        a
+    }
+
+    /// Prepares everything and returns the QEMU arguments without starting it (`--dry-run`
+    /// and the benchmark). Checks files, firmware, accelerator and port.
+    pub fn prepare(
+        &self,
+        desc: &BootDescription,
+        opts: &Options,
+    ) -> Result<(Vec<String>, String, String, u16), QemuError> {
+        let socket = self.qmp_socket();
+        let len = socket.as_os_str().len();
+        if len > 107 {
+            return Err(QemuError::SocketPathTooLong { path: socket, len });
+        }
+        match &desc.boot {
+            Boot::Disk { image } => need_file("disk image", image)?,
+            Boot::Kernel {
+                kernel, initrds, ..
+            } => {
+                need_file("kernel", kernel)?;
+                for i in initrds {
+                    need_file("initrd", i)?;
+                }
+            }
+        }
+        let firmware = match (&opts.firmware, desc.firmware) {
+            (FirmwareChoice::Bios, _) => None,
+            (FirmwareChoice::File(fw), _) => {
+                need_file("firmware", &fw.code)?;
+                if let Some(v) = &fw.vars {
+                    need_file("firmware variable store", v)?;
+                }
+                Some(fw.clone())
+            }
+            (FirmwareChoice::Auto, Firmware::Uefi) => Some(firmware::find_uefi(&opts.qemu)?),
+            (FirmwareChoice::Auto, Firmware::Bios | Firmware::Any) => None,
+        };
+        let accel = match opts.accel {
+            Accel::Tcg => "tcg".to_owned(),
+            Accel::Kvm => {
+                probe_kvm(&opts.qemu).map_err(|why| QemuError::KvmUnavailable { why })?;
+                "kvm".to_owned()
+            }
+            Accel::Auto => match probe_kvm(&opts.qemu) {
+                Ok(()) => "kvm".to_owned(),
+                Err(_) => "tcg".to_owned(),
+            },
+        };
+        let port = ports::pick(opts.port)?;
+        let fw_name = match &firmware {
+            None => "bios".to_owned(),
+            Some(fw) => fw.code.display().to_string(),
+        };
+        let args = self.qemu_args(desc, &accel, firmware.as_ref(), port, opts);
+        // Files QEMU reads that keypack derives: the variable store and the joined initrds.
+        if let Some(Uefi {
+            vars: Some(template),
+            ..
+        }) = &firmware
+            && !self.vars().exists()
+        {
+            let bytes = std::fs::read(template).map_err(QemuError::state(template))?;
+            keypack_plugin::output::write_private_file(&self.vars(), &bytes)
+                .map_err(QemuError::state(&self.vars()))?;
+        }
+        if let Boot::Kernel { initrds, .. } = &desc.boot
+            && initrds.len() > 1
+        {
+            self.join_initrds(initrds)?;
+        }
+        Ok((args, accel, fw_name, port))
+    }
+
+    fn join_initrds(&self, initrds: &[PathBuf]) -> Result<(), QemuError> {
+        let target = self.combined_initrd();
+        let mut pending = keypack_plugin::output::PendingFile::create(&target)
+            .map_err(QemuError::state(&target))?;
+        let mut written = 0usize;
+        for part in initrds {
+            let mut f = std::fs::File::open(part).map_err(QemuError::state(part))?;
+            // Each archive starts 4-byte aligned; the kernel skips the zero padding.
+            let pad = (4 - written % 4) % 4;
+            pending
+                .file()
+                .write_all(&[0u8; 3][..pad])
+                .map_err(QemuError::state(&target))?;
+            written += pad;
+            written +=
+                std::io::copy(&mut f, pending.file()).map_err(QemuError::state(part))? as usize;
+        }
+        pending.commit().map_err(QemuError::state(&target))
+    }
+
+    /// Starts the VM daemonized and records it in `run.json`.
+    pub fn start(&self, desc: &BootDescription, opts: &Options) -> Result<RunRecord, QemuError> {
+        if let Status::Running { pid, record } = self.status()? {
+            return Err(QemuError::AlreadyRunning {
+                host: self.host.clone(),
+                pid,
+                port: record.map(|r| r.ssh_port).unwrap_or(0),
+            });
+        }
+        let (mut args, accel, firmware, port) = self.prepare(desc, opts)?;
+        args.push("-daemonize".into());
+        let out = qemu_command(&opts.qemu)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| QemuError::Spawn {
+                qemu: opts.qemu.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            if stderr.contains("host forwarding") {
+                return Err(QemuError::PortInUse {
+                    port,
+                    owner: ports::owner(port),
+                });
+            }
+            return Err(QemuError::QemuFailed {
+                status: out.status.to_string(),
+                stderr,
+            });
+        }
+        let pid = self.pid().ok_or_else(|| QemuError::BadState {
+            path: self.pidfile(),
+            why: "QEMU started but wrote no pid".into(),
+        })?;
+        let fingerprint = if desc.host_public_key.is_empty() {
+            String::new()
+        } else {
+            hostkey::fingerprint(&desc.host_public_key)?
+        };
+        args.pop(); // -daemonize: the record shows the VM's arguments
+        let record = RunRecord {
+            host: self.host.clone(),
+            pid,
+            started_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            ssh_address: "127.0.0.1".into(),
+            ssh_port: port,
+            accel,
+            firmware,
+            medium: desc.medium.clone(),
+            boot: desc.boot.clone(),
+            host_public_key: desc.host_public_key.clone(),
+            host_key_fingerprint: fingerprint,
+            qemu: opts.qemu.clone(),
+            args,
+        };
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| QemuError::BadState {
+            path: self.record_path(),
+            why: e.to_string(),
+        })?;
+        keypack_plugin::output::write_private_file(&self.record_path(), &json)
+            .map_err(QemuError::state(&self.record_path()))?;
+        Ok(record)
+    }
+
+    /// ACPI power-down over QMP; after `timeout`, `quit`; then SIGKILL. Cleans the state.
+    pub fn stop(&self, timeout: Duration) -> Result<StopOutcome, QemuError> {
+        let pid = match self.status()? {
+            Status::Stopped { stale_cleaned } => {
+                return Ok(StopOutcome::NotRunning { stale_cleaned });
+            }
+            Status::Running { pid, .. } => pid,
+        };
+        let pidfile = self.pidfile();
+        let gone = |t: Duration| wait_until(t, || !is_our_qemu(pid, &pidfile));
+        let mut outcome = StopOutcome::Killed;
+        if let Ok(mut qmp) = Qmp::connect(&self.qmp_socket(), Duration::from_secs(5)) {
+            let _ = qmp.execute("system_powerdown", None);
+            if gone(timeout) {
+                outcome = StopOutcome::PoweredOff;
+            } else {
+                let _ = qmp.execute("quit", None);
+                if gone(Duration::from_secs(10)) {
+                    outcome = StopOutcome::Quit;
+                }
+            }
+        }
+        if outcome == StopOutcome::Killed && !gone(Duration::ZERO) {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+            gone(Duration::from_secs(5));
+        }
+        self.status()?;
+        Ok(outcome)
+    }
+
+    /// Waits until SSH on the forward answers with the pinned key; returns the time waited.
+    /// A different key is refused at once with both fingerprints.
+    pub fn wait_ssh(&self, record: &RunRecord, timeout: Duration) -> Result<Duration, QemuError> {
+        let start = Instant::now();
+        loop {
+            if !is_our_qemu(record.pid, &self.pidfile()) {
+                return Err(QemuError::VmExited {
+                    log: self.serial_log(),
+                });
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(QemuError::SshTimeout {
+                    port: record.ssh_port,
+                    secs: timeout.as_secs(),
+                });
+            }
+            if let Some(served) = hostkey::scan(record.ssh_port, left.min(Duration::from_secs(5)))?
+            {
+                hostkey::check(&record.host_public_key, &served)?;
+                return Ok(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn need_file(what: &'static str, path: &Path) -> Result<(), QemuError> {
+    let err = |source| QemuError::MissingFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(err)?;
+    if meta.is_dir() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a folder, not a file",
+        )));
+    }
+    Ok(())
+}
+
+/// A QEMU command with a scrubbed environment: only what QEMU needs, so no variable holding
+/// a secret (`SOPS_AGE_KEY`, …) ever reaches it.
+pub fn qemu_command(qemu: &Path) -> Command {
+    let mut cmd = Command::new(qemu);
+    cmd.env_clear();
+    for var in [
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "XDG_RUNTIME_DIR",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd
+}
+
+/// Whether `pid` is a live (non-zombie) QEMU started with this pidfile.
+pub fn is_our_qemu(pid: u32, pidfile: &Path) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(stat) = std::fs::read_to_string(proc.join("stat")) else {
+        return false;
+    };
+    // State is the first field after the parenthesised command name.
+    if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..])
+        && matches!(rest.trim_start().chars().next(), Some('Z' | 'X' | 'x'))
+    {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(proc.join("cmdline")) else {
+        return false;
+    };
+    let needle = pidfile.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|arg| arg == needle)
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Probes KVM: `/dev/kvm` opens read-write, and a QEMU with `accel=kvm` answers QMP within 10 s
+/// (a nested KVM can hang instead of failing; the probe is killed then).
+pub fn probe_kvm(qemu: &Path) -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map_err(|e| format!("/dev/kvm: {e}"))?;
+    let mut child = qemu_command(qemu)
+        .args([
+            "-machine",
+            "q35,accel=kvm",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-qmp",
+            "stdio",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", qemu.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(
+            b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-kvm\"}\n{\"execute\":\"quit\"}\n",
+        );
+    }
+    let mut stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(out) = stdout.as_mut() {
+            let _ = out.read_to_string(&mut s);
+        }
+        s
+    });
+    let exited = wait_until(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("a KVM probe did not answer within 10 s (nested KVM?)".into());
+    }
+    let out = reader.join().unwrap_or_default();
+    if out.contains("\"enabled\": true") {
+        Ok(())
+    } else {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        Err(format!("QEMU could not use KVM: {}", err.trim()))
+    }
+}
