@@ -40,6 +40,8 @@ mod session;
 pub mod ui;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -79,6 +81,7 @@ pub struct IdentitySet {
     plugins: Vec<PluginIdentity>,
     pin_cache: Mutex<Option<SecretString>>,
     prompter: Prompter,
+    plugin_path: Option<OsString>,
     sink: MessageSink,
     touch_after: Duration,
 }
@@ -139,6 +142,7 @@ impl IdentitySet {
             plugins: parsed.plugins,
             pin_cache: Mutex::new(None),
             prompter: Prompter::from_env(),
+            plugin_path: None,
             sink: ui::stderr_sink(),
             touch_after: Duration::from_secs(10),
         })
@@ -148,6 +152,28 @@ impl IdentitySet {
     /// stderr.
     pub fn set_message_sink(&mut self, sink: MessageSink) {
         self.sink = sink;
+    }
+
+    /// Look for plugin binaries in this `PATH`-style list instead of the process's `PATH`.
+    pub fn set_plugin_path(&mut self, path: impl Into<OsString>) {
+        self.plugin_path = Some(path.into());
+    }
+
+    /// Test and automation only: read PINs and confirmations from `answers`, one per line
+    /// (what `KEYPACK_PIN_FD` does with a descriptor).
+    pub fn set_answers(&mut self, answers: Box<dyn Read + Send>) {
+        self.prompter = Prompter::Lines(Mutex::new(answers));
+    }
+
+    /// Never ask anything (a PIN request then fails with [`IdentityError::PinRequired`]).
+    pub fn set_no_prompt(&mut self) {
+        self.prompter = Prompter::None;
+    }
+
+    /// How long a plugin session may stay silent before "Touch your YubiKey" is shown
+    /// (default 10 s, as age's own "Waiting for…" message).
+    pub fn set_touch_after(&mut self, after: Duration) {
+        self.touch_after = after;
     }
 
     /// Public recipients of the identities held (`age1…`, `age1yubikey1…` when the identity
@@ -275,7 +301,11 @@ impl IdentitySet {
             if units.is_empty() {
                 continue;
             }
-            let path = match which::which(binary) {
+            let found = match &self.plugin_path {
+                Some(p) => which::which_in(binary, Some(p), "/"),
+                None => which::which(binary),
+            };
+            let path = match found {
                 Ok(p) => p,
                 Err(_) => {
                     for &(i, _) in &units {
@@ -361,13 +391,6 @@ impl IdentitySet {
                 if !retry {
                     break;
                 }
-                // A retry that succeeds must not leave the earlier attempt's error behind.
-                for &u in &remaining {
-                    let (i, _) = units[u];
-                    if wrong_pin || progress {
-                        errors[i] = None;
-                    }
-                }
             }
         }
 
@@ -417,7 +440,7 @@ fn plugin_matches(p: &PluginIdentity, s: &OwnedStanza) -> bool {
 
 fn keep_worst(slot: &mut Option<IdentityError>, e: IdentityError) {
     match slot {
-        Some(old) if old.rank() >= e.rank() => {}
+        Some(old) if old.rank() > e.rank() => {}
         _ => *slot = Some(e),
     }
 }

@@ -29,8 +29,8 @@ pub const NO_PROMPT_ENV: &str = "KEYPACK_NO_PROMPT";
 const MAX_LINE: usize = 256;
 
 pub(crate) enum Prompter {
-    /// Read answers from an inherited descriptor.
-    Fd(Mutex<File>),
+    /// Read answers line by line (an inherited descriptor, or a reader given by the embedder).
+    Lines(Mutex<Box<dyn Read + Send>>),
     /// pinentry if available, else the terminal.
     Interactive,
     /// No way to ask.
@@ -45,7 +45,7 @@ impl Prompter {
                 && fd.bytes().all(|b| b.is_ascii_digit())
                 && let Ok(f) = File::open(format!("/dev/fd/{fd}"))
             {
-                return Prompter::Fd(Mutex::new(f));
+                return Prompter::Lines(Mutex::new(Box::new(f)));
             }
             return Prompter::None;
         }
@@ -59,9 +59,9 @@ impl Prompter {
     pub(crate) fn pin(&self, description: &str) -> Option<SecretString> {
         match self {
             Prompter::None => None,
-            Prompter::Fd(f) => {
+            Prompter::Lines(f) => {
                 let mut f = f.lock().ok()?;
-                let line = read_line(&mut *f)?;
+                let line = read_line(&mut **f)?;
                 secret_from_bytes(&line)
             }
             Prompter::Interactive => {
@@ -102,9 +102,9 @@ impl Prompter {
     pub(crate) fn confirm(&self, message: &str, yes: &str, no: Option<&str>) -> Option<bool> {
         match self {
             Prompter::None => None,
-            Prompter::Fd(f) => {
+            Prompter::Lines(f) => {
                 let mut f = f.lock().ok()?;
-                let line = read_line(&mut *f)?;
+                let line = read_line(&mut **f)?;
                 match std::str::from_utf8(&line).ok()?.trim() {
                     "y" | "yes" => Some(true),
                     "n" | "no" | "skip" => Some(false),
@@ -164,7 +164,7 @@ fn has_tty() -> bool {
 
 /// Read one line (without the newline) byte by byte, so nothing past it is consumed.
 /// `None` at end of input before any byte.
-fn read_line(r: &mut impl Read) -> Option<Zeroizing<Vec<u8>>> {
+fn read_line(r: &mut (impl Read + ?Sized)) -> Option<Zeroizing<Vec<u8>>> {
     let mut line = Zeroizing::new(Vec::with_capacity(MAX_LINE));
     let mut byte = [0u8; 1];
     loop {
