@@ -111,6 +111,11 @@ impl BundleBuilder {
         Ok(())
     }
 
+    /// The SHA256 fingerprint of the key added for `role`, if any (for `keypack verify`).
+    pub fn fingerprint(&self, role: &KeyRole) -> Option<&str> {
+        self.keys.get(role).map(|k| k.fingerprint.as_str())
+    }
+
     /// Writes the archive. `mtime` is the timestamp of every entry (`SOURCE_DATE_EPOCH` or 0).
     pub fn seal(self, mtime: u64) -> Result<SealedBundle, BundleError> {
         if !self.keys.contains_key(&KeyRole::Host) {

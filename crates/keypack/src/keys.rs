@@ -1,1 +1,470 @@
-//! The key pipeline: keys repository → decrypt → sealed bundle. Owned by the foundation work.
+//! The key pipeline: keys repository → decrypt → sealed bundle.
+//!
+//! Position on the data path: this module is the join of `keys repo → decrypt → bundle`. In: a
+//! [`KeySelection`] (host, users, where the repository and the identity are); out: a
+//! [`SealedBundle`] ([`pack_bundle`]) or, for `keypack verify`, one [`KeyReport`] per key
+//! ([`verify_keys`]).
+//!
+//! Steps: find the repository ([`resolve_keys_repo`]), resolve the key files
+//! (`keypack-repo`), read and parse each file once (`keypack-sops`; plain age files as they
+//! are), unwrap every file's age layer in **one** `IdentitySet::decrypt_batch` call (so a
+//! YubiKey is opened once and the PIN asked once per build), decrypt and MAC-check each sops
+//! file with its data key, take each key's field, and hand it to `BundleBuilder::add_key`, which
+//! checks that it is an unencrypted ed25519 OpenSSH key, derives its `.pub` and compares any
+//! stored public key.
+//!
+//! Does **not** write anything: the caller decides where the bundle goes. Plaintext moves only
+//! as `SecretSlice<u8>` (zeroized on drop); the one place it is looked at here is the sops data
+//! key handed to `DataKey::from_bytes` (see `SECURITY.md`).
+//!
+//! Why one batch: with PIN policy "always" and touch policy "always", one plugin session per
+//! file would mean a PIN and a touch per file; the identity crate's batch makes it one session.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use keypack_bundle::{BundleBuilder, Manifest, SealedBundle};
+use keypack_identity::{AgeFile, IdentitySet};
+use keypack_layout::{HostName, KeyRole, UserName};
+use keypack_repo::{DocumentFormat, Extract, KeySource, KeysRepo, PublicSource};
+use keypack_sops::{DataKey, Decrypted, Format, SopsFile};
+use secrecy::{ExposeSecret, SecretSlice};
+
+use crate::cmd::CliError;
+
+/// Environment variable naming the keys repository.
+pub const KEYS_REPO_ENV: &str = "KEYPACK_KEYS_REPO";
+
+/// What to pack: a host, its users, and where the repository and the identity are.
+#[derive(Debug, Clone)]
+pub struct KeySelection {
+    /// The host whose host key (and deploy key, when present) to pack.
+    pub host: HostName,
+    /// Users whose keys to pack, in any order (the bundle is sorted).
+    pub users: Vec<UserName>,
+    /// `--keys-repo`; `None` falls back to `KEYPACK_KEYS_REPO`, then the config file.
+    pub keys_repo: Option<PathBuf>,
+    /// `--identity`; `None` falls back to the sops conventions (see `IdentitySet::discover`).
+    pub identity: Option<PathBuf>,
+}
+
+/// The outcome for one key of a [`verify_keys`] run.
+pub struct KeyReport {
+    /// Whose key.
+    pub role: KeyRole,
+    /// The repository file it came from.
+    pub source: PathBuf,
+    /// The SHA256 fingerprint, or why the key failed.
+    pub result: Result<String>,
+}
+
+/// Decrypts the selection and seals it into a bundle. The bundle's memory is locked where the
+/// `RLIMIT_MEMLOCK` allows (a warning otherwise).
+pub fn pack_bundle(sel: &KeySelection) -> Result<SealedBundle> {
+    let loaded = load(sel)?;
+    let mut builder = BundleBuilder::new();
+    let mut failures = Vec::new();
+    for key in loaded.keys {
+        match key {
+            Loaded::Key(key) => {
+                if let Err(e) = add(&mut builder, key) {
+                    failures.push(e);
+                }
+            }
+            Loaded::Absent => {}
+            Loaded::Failed { error, .. } => failures.push(error),
+        }
+    }
+    if !failures.is_empty() {
+        let more = failures.len() - 1;
+        let first = failures.remove(0);
+        if more > 0 {
+            return Err(first.context(format!(
+                "{more} more key(s) failed too; `keypack verify -H {}` lists every one",
+                sel.host
+            )));
+        }
+        return Err(first);
+    }
+    let bundle = builder
+        .seal(source_date_epoch()?)
+        .context("sealing the bundle")?;
+    crate::hardening::lock_memory(bundle.expose_archive());
+    Ok(bundle)
+}
+
+/// Decrypts and checks every key of the selection, going on past failures, and returns one
+/// report per key plus the manifest of the bundle a pack would give (when every key passed).
+pub fn verify_keys(sel: &KeySelection) -> Result<(Vec<KeyReport>, Option<Manifest>)> {
+    let loaded = load(sel)?;
+    let mut builder = BundleBuilder::new();
+    let mut reports = Vec::new();
+    for key in loaded.keys {
+        match key {
+            Loaded::Key(key) => {
+                let role = key.source.role.clone();
+                let source = key.source.path.clone();
+                let result = add(&mut builder, key)
+                    .map(|()| builder.fingerprint(&role).unwrap_or_default().to_owned());
+                reports.push(KeyReport {
+                    role,
+                    source,
+                    result,
+                });
+            }
+            Loaded::Absent => {}
+            Loaded::Failed { source, error } => reports.push(KeyReport {
+                role: source.role,
+                source: source.path,
+                result: Err(error),
+            }),
+        }
+    }
+    if reports.iter().any(|r| r.result.is_err()) {
+        return Ok((reports, None));
+    }
+    let bundle = builder
+        .seal(source_date_epoch()?)
+        .context("sealing the bundle")?;
+    let manifest = bundle.manifest().clone();
+    drop(bundle);
+    Ok((reports, Some(manifest)))
+}
+
+/// `SOURCE_DATE_EPOCH` when set (reproducible builds), else 0.
+pub fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        _ => Ok(0),
+    }
+}
+
+/// Finds the keys repository: `--keys-repo`, then `KEYPACK_KEYS_REPO`, then `keys_repo` in
+/// `$XDG_CONFIG_HOME/keypack/config.toml` (default `~/.config/keypack/config.toml`).
+pub fn resolve_keys_repo(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os(KEYS_REPO_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let config = config_path();
+    if let Some(config) = &config
+        && config.exists()
+    {
+        let text = std::fs::read_to_string(config)
+            .with_context(|| format!("reading {}", config.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
+        if let Some(value) = table.get("keys_repo") {
+            let dir = value.as_str().ok_or_else(|| {
+                anyhow!(
+                    "{}: keys_repo must be a string (a folder)",
+                    config.display()
+                )
+            })?;
+            return Ok(expand_config_path(dir, config));
+        }
+    }
+    Err(CliError::NoKeysRepo {
+        config: config.unwrap_or_else(|| PathBuf::from("~/.config/keypack/config.toml")),
+    }
+    .into())
+}
+
+fn config_path() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("keypack/config.toml"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".config/keypack/config.toml"))
+}
+
+/// `~/x` is under `$HOME`; a relative path is relative to the config file's folder.
+fn expand_config_path(dir: &str, config: &Path) -> PathBuf {
+    if let Some(rest) = dir.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    let path = PathBuf::from(dir);
+    if path.is_absolute() {
+        path
+    } else {
+        config.parent().unwrap_or(Path::new(".")).join(path)
+    }
+}
+
+/// A key taken out of its file, not yet checked.
+struct PlainKey {
+    source: KeySource,
+    private: SecretSlice<u8>,
+    public: Option<String>,
+}
+
+enum Loaded {
+    Key(PlainKey),
+    /// An optional key (a deploy key field) that the document does not have.
+    Absent,
+    Failed {
+        source: KeySource,
+        error: anyhow::Error,
+    },
+}
+
+struct LoadedSet {
+    keys: Vec<Loaded>,
+}
+
+/// One repository file and how it is encrypted.
+enum Parsed {
+    Sops(SopsFile),
+    Age(Vec<u8>),
+}
+
+fn load(sel: &KeySelection) -> Result<LoadedSet> {
+    let root = resolve_keys_repo(sel.keys_repo.as_deref())?;
+    let repo = KeysRepo::open(&root)?;
+    let sources = repo.resolve(&sel.host, &sel.users).with_context(|| {
+        format!(
+            "finding the keys of host {} in {}",
+            sel.host,
+            repo.root().display()
+        )
+    })?;
+
+    // Each file once, in order: a host document holds two keys.
+    let mut files: BTreeMap<PathBuf, Vec<KeySource>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for source in sources {
+        if !files.contains_key(&source.path) {
+            order.push(source.path.clone());
+        }
+        files.entry(source.path.clone()).or_default().push(source);
+    }
+
+    // Read and parse. A file that fails here fails its keys; the others go on (verify lists all).
+    let mut keys = Vec::new();
+    let mut parsed: Vec<(PathBuf, Parsed)> = Vec::new();
+    for path in &order {
+        let sources = &files[path];
+        match read_and_parse(&repo, path, &sources[0].extract) {
+            Ok(p) => parsed.push((path.clone(), p)),
+            Err(error) => fail_all(&mut keys, sources, error),
+        }
+    }
+    if parsed.is_empty() {
+        return Ok(LoadedSet { keys });
+    }
+
+    let (identities, identity_path) = IdentitySet::discover(sel.identity.as_deref())?;
+    let batch: Vec<AgeFile> = parsed
+        .iter()
+        .map(|(path, p)| AgeFile {
+            label: path.display().to_string(),
+            alternatives: match p {
+                Parsed::Sops(file) => file
+                    .age_entries()
+                    .iter()
+                    .map(|e| e.enc.as_bytes())
+                    .collect(),
+                Parsed::Age(bytes) => vec![bytes.as_slice()],
+            },
+        })
+        .collect();
+    let operations = identities.plugin_operations(&batch);
+    if operations > 0 {
+        eprintln!("{operations} YubiKey operation(s) needed");
+    }
+    let results = identities.decrypt_batch(&batch);
+    drop(batch);
+
+    for ((path, p), result) in parsed.into_iter().zip(results) {
+        let sources = &files[&path];
+        let plain = match result {
+            Ok(plain) => plain,
+            Err(e) => {
+                let error = anyhow::Error::new(e).context(format!(
+                    "unwrapping the age layer of {} with the identities in {}",
+                    path.display(),
+                    identity_path.display()
+                ));
+                fail_all(&mut keys, sources, error);
+                continue;
+            }
+        };
+        match p {
+            Parsed::Age(_) => {
+                let source = sources[0].clone();
+                let public = match stored_file_public(&repo, &source) {
+                    Ok(p) => p,
+                    Err(error) => {
+                        keys.push(Loaded::Failed { source, error });
+                        continue;
+                    }
+                };
+                keys.push(Loaded::Key(PlainKey {
+                    source,
+                    private: plain,
+                    public,
+                }));
+            }
+            Parsed::Sops(file) => {
+                let decrypted = DataKey::from_bytes(plain.expose_secret())
+                    .and_then(|key| file.decrypt(&key))
+                    .with_context(|| format!("decrypting {}", path.display()));
+                drop(plain);
+                match decrypted {
+                    Ok(decrypted) => {
+                        for source in sources {
+                            keys.push(take_key(&repo, &decrypted, source.clone()));
+                        }
+                    }
+                    Err(error) => fail_all(&mut keys, sources, error),
+                }
+            }
+        }
+    }
+    // Report in repository order: host, deploy, users.
+    keys.sort_by_key(|k| match k {
+        Loaded::Key(k) => Some(k.source.role.clone()),
+        Loaded::Failed { source, .. } => Some(source.role.clone()),
+        Loaded::Absent => None,
+    });
+    Ok(LoadedSet { keys })
+}
+
+fn fail_all(keys: &mut Vec<Loaded>, sources: &[KeySource], error: anyhow::Error) {
+    // anyhow errors cannot be cloned: the first key gets the error, the others point at it.
+    let mut error = Some(error);
+    for source in sources {
+        let error = error.take().unwrap_or_else(|| {
+            anyhow!(
+                "{}: see the error above for this file",
+                source.path.display()
+            )
+        });
+        if !source.required {
+            // An optional key in a file that failed: the required key's error says it all.
+            continue;
+        }
+        keys.push(Loaded::Failed {
+            source: source.clone(),
+            error,
+        });
+    }
+}
+
+fn read_and_parse(repo: &KeysRepo, path: &Path, extract: &Extract) -> Result<Parsed> {
+    let bytes = repo.read_file(path)?;
+    let parsed = match extract {
+        Extract::AgeFile => {
+            if !keypack_sops::looks_like_age(&bytes) {
+                anyhow::bail!("{}: not an age file", path.display());
+            }
+            Parsed::Age(bytes)
+        }
+        Extract::DocumentField { format, .. } => Parsed::Sops(
+            SopsFile::parse(&bytes, sops_format(*format))
+                .with_context(|| format!("parsing {}", path.display()))?,
+        ),
+        Extract::BinaryEnvelope { format } => {
+            let format = match format {
+                DocumentFormat::Dotenv => Format::Dotenv,
+                _ => Format::Binary,
+            };
+            Parsed::Sops(
+                SopsFile::parse(&bytes, format)
+                    .with_context(|| format!("parsing {}", path.display()))?,
+            )
+        }
+    };
+    Ok(parsed)
+}
+
+fn sops_format(format: DocumentFormat) -> Format {
+    match format {
+        DocumentFormat::Yaml => Format::Yaml,
+        DocumentFormat::Json => Format::Json,
+        DocumentFormat::Dotenv => Format::Dotenv,
+    }
+}
+
+/// Takes one key (and its optional stored public key) out of a decrypted sops file.
+fn take_key(repo: &KeysRepo, decrypted: &Decrypted, source: KeySource) -> Loaded {
+    let (private, what) = match &source.extract {
+        Extract::DocumentField { field, .. } => (decrypted.field(field), format!("field {field}")),
+        Extract::BinaryEnvelope { .. } => (decrypted.binary_data(), "binary data".to_owned()),
+        Extract::AgeFile => unreachable!("age files are not sops files"),
+    };
+    let Some(private) = private else {
+        if !source.required {
+            return Loaded::Absent;
+        }
+        let error = anyhow!(
+            "{}: has no {what} (expected the OpenSSH private key of {})",
+            source.path.display(),
+            source.role.private_path()
+        );
+        return Loaded::Failed { source, error };
+    };
+    let public = match &source.public {
+        Some(PublicSource::Field(name)) => match decrypted.field(name) {
+            None => Ok(None),
+            Some(value) => String::from_utf8(value.expose_secret().to_vec())
+                .map(Some)
+                .map_err(|_| anyhow!("{}: field {name} is not text", source.path.display())),
+        },
+        Some(PublicSource::File(_)) | None => stored_file_public(repo, &source),
+    };
+    match public {
+        Ok(public) => Loaded::Key(PlainKey {
+            source,
+            private,
+            public,
+        }),
+        Err(error) => Loaded::Failed { source, error },
+    }
+}
+
+fn stored_file_public(repo: &KeysRepo, source: &KeySource) -> Result<Option<String>> {
+    let Some(PublicSource::File(path)) = &source.public else {
+        return Ok(None);
+    };
+    let bytes = repo.read_file(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        anyhow!(
+            "{}: not a text file (expected an OpenSSH public key)",
+            path.display()
+        )
+    })?;
+    Ok(Some(text))
+}
+
+fn add(builder: &mut BundleBuilder, key: PlainKey) -> Result<()> {
+    let what = match &key.source.extract {
+        Extract::DocumentField { field, .. } => format!(" field {field}"),
+        _ => String::new(),
+    };
+    let public_origin = match &key.source.public {
+        Some(PublicSource::File(p)) => format!(" (stored public key {})", p.display()),
+        Some(PublicSource::Field(f)) if key.public.is_some() => {
+            format!(" (stored public key in field {f})")
+        }
+        _ => String::new(),
+    };
+    builder
+        .add_key(key.source.role.clone(), key.private, key.public.as_deref())
+        .with_context(|| {
+            format!(
+                "checking {}{what}{public_origin}",
+                key.source.path.display()
+            )
+        })
+}

@@ -5,16 +5,26 @@
 //! The CLI is glue: it joins `keypack-repo` (which files), `keypack-sops` and
 //! `keypack-identity` (decrypt), `keypack-bundle` (the sealed archive) and the plugins. Each
 //! verb lives in `cmd/<verb>.rs` as a function named after its command path.
+//!
+//! `unsafe` is denied everywhere but in `hardening` (prctl, rlimit, mlock, the zero-on-free
+//! allocator), whose every block explains itself.
+#![deny(unsafe_code)]
 
 mod cli;
 mod cmd;
+mod hardening;
 mod keys;
 mod media;
 mod state;
 
+/// Every freed heap block is zeroed first: covers copies that library code makes of secrets.
+#[global_allocator]
+static ALLOCATOR: hardening::ZeroizingAlloc = hardening::ZeroizingAlloc;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    hardening::harden_process();
     let matches = cli::command().get_matches();
     match cmd::dispatch(&matches) {
         Ok(code) => code,

@@ -1,12 +1,122 @@
+//! `keypack inspect FILE`: what a bundle holds — entries, modes, owners, sizes, fingerprints and
+//! problems — never a key byte. A file that is not gzip is handed to the disk-image inspector
+//! (`cmd::inspect_image`). Exits 1 when the bundle has problems, so scripts can check it.
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
+use keypack_bundle::{archive_problems, read_archive};
+use zeroize::Zeroizing;
+
+/// Largest bundle read (a bundle of a host and a hundred users is a few tens of KiB).
+const MAX_BUNDLE_SIZE: u64 = 16 * 1024 * 1024;
 
 /// Flags of `keypack inspect`.
 #[derive(Debug, clap::Args)]
-pub struct InspectArgs {}
+pub struct InspectArgs {
+    /// A keys.tar.gz written by `keypack pack`, or a disk image written by `keypack build`
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
 
 /// `keypack inspect`.
-pub fn inspect(_args: InspectArgs) -> Result<ExitCode> {
-    bail!("keypack inspect is not implemented yet")
+pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
+    let path = &args.file;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut magic = [0u8; 2];
+    let n =
+        read_up_to(&mut file, &mut magic).with_context(|| format!("reading {}", path.display()))?;
+    if n < 2 || magic != [0x1f, 0x8b] {
+        drop(file);
+        return crate::cmd::inspect_image::inspect_image(path);
+    }
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > MAX_BUNDLE_SIZE {
+        anyhow::bail!(
+            "{}: {len} bytes is far larger than any keys.tar.gz (at most {MAX_BUNDLE_SIZE})",
+            path.display()
+        );
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(len as usize));
+    bytes.extend_from_slice(&magic);
+    file.take(MAX_BUNDLE_SIZE)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let entries = read_archive(&bytes).with_context(|| format!("reading {}", path.display()))?;
+    drop(bytes);
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: keys.tar.gz, {} entries",
+        path.display(),
+        entries.len()
+    )?;
+    let width = entries.iter().map(|e| e.path.len()).max().unwrap_or(0);
+    let mut problems = Vec::new();
+    for e in &entries {
+        writeln!(
+            out,
+            "{}{}  {}:{}  {:>5}  {:width$}  {}",
+            e.kind,
+            mode_string(e.mode),
+            e.uid,
+            e.gid,
+            e.size,
+            e.path,
+            e.fingerprint.as_deref().unwrap_or("-"),
+        )?;
+        problems.extend(e.problems.iter().map(|p| format!("{}: {p}", e.path)));
+    }
+    problems.extend(archive_problems(&entries));
+    problems.sort();
+    problems.dedup();
+    if problems.is_empty() {
+        writeln!(out, "problems: none")?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "problems:")?;
+    for p in &problems {
+        writeln!(out, "  {p}")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::from(1))
+}
+
+fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// `rw-r--r--` style permission bits (the file type letter is printed separately).
+fn mode_string(mode: u32) -> String {
+    let mut s = String::with_capacity(9);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mode_strings() {
+        assert_eq!(super::mode_string(0o600), "rw-------");
+        assert_eq!(super::mode_string(0o644), "rw-r--r--");
+        assert_eq!(super::mode_string(0o755), "rwxr-xr-x");
+    }
 }

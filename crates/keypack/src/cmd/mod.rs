@@ -10,12 +10,15 @@ pub mod pack;
 pub mod run;
 pub mod verify;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::FromArgMatches;
+use keypack_layout::{HostName, UserName};
 
 use crate::cli::{Cli, Command};
+use crate::keys::KeySelection;
 
 /// Runs the verb the user chose.
 pub fn dispatch(matches: &clap::ArgMatches) -> Result<ExitCode> {
@@ -41,7 +44,152 @@ pub fn dispatch(matches: &clap::ArgMatches) -> Result<ExitCode> {
     }
 }
 
+/// The flags that choose keys: `-H`, `-U`, `--keys-repo`, `-i`. Shared by `pack`, `verify` and
+/// `build` (flatten it with `#[command(flatten)]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyArgs {
+    /// Host whose keys to use: its host key, and its deploy key when the repository has one
+    #[arg(short = 'H', long = "host", value_name = "HOST")]
+    pub host: HostName,
+    /// Also pack this user's key (repeat for several users)
+    #[arg(short = 'U', long = "user", value_name = "USER")]
+    pub users: Vec<UserName>,
+    /// The keys repository [default: $KEYPACK_KEYS_REPO, then `keys_repo` in
+    /// ~/.config/keypack/config.toml]
+    #[arg(long, value_name = "DIR")]
+    pub keys_repo: Option<PathBuf>,
+    /// age identity file (X25519 or YubiKey plugin identities) [default: $KEYPACK_IDENTITY,
+    /// then $SOPS_AGE_KEY_FILE, then ~/.config/sops/age/keys.txt]
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The selection these flags describe (users deduplicated, in order).
+    pub fn selection(&self) -> KeySelection {
+        let mut users: Vec<UserName> = Vec::with_capacity(self.users.len());
+        for u in &self.users {
+            if !users.contains(u) {
+                users.push(u.clone());
+            }
+        }
+        KeySelection {
+            host: self.host.clone(),
+            users,
+            keys_repo: self.keys_repo.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+/// Mistakes the CLI itself catches, before or after the libraries run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// `-o -` while standard output is a terminal.
+    #[error("refusing to write the bundle (private keys) to a terminal")]
+    StdoutIsTerminal,
+    /// The output file exists and `-f` was not given.
+    #[error("{path} already exists")]
+    OutputExists {
+        /// The output path.
+        path: PathBuf,
+    },
+    /// The output's folder does not exist.
+    #[error("{path}: folder {folder} does not exist")]
+    OutputFolderMissing {
+        /// The output path.
+        path: PathBuf,
+        /// Its folder.
+        folder: PathBuf,
+    },
+    /// The output would land inside the keys repository.
+    #[error("{path} is inside the keys repository {repo}; refusing to write plaintext keys there")]
+    OutputInRepo {
+        /// The output path.
+        path: PathBuf,
+        /// The repository root.
+        repo: PathBuf,
+    },
+    /// The output is a folder.
+    #[error("{path} is a folder")]
+    OutputIsFolder {
+        /// The output path.
+        path: PathBuf,
+    },
+    /// No keys repository was named anywhere.
+    #[error("no keys repository given")]
+    NoKeysRepo {
+        /// The config file that was looked at.
+        config: PathBuf,
+    },
+    /// `keypack verify` found keys that fail.
+    #[error("{failed} of {total} key(s) failed verification")]
+    VerifyFailed {
+        /// Keys that failed.
+        failed: usize,
+        /// Keys checked.
+        total: usize,
+    },
+}
+
+impl CliError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<&'static str> {
+        Some(match self {
+            CliError::StdoutIsTerminal => {
+                "redirect it (`-o - > keys.tar.gz`, `| ssh …`) or use -o FILE"
+            }
+            CliError::OutputExists { .. } => "use -f to replace it, or choose another -o",
+            CliError::OutputFolderMissing { .. } => {
+                "create the folder first (keypack does not create it)"
+            }
+            CliError::OutputInRepo { .. } => {
+                "write the bundle outside the repository, so it is never committed"
+            }
+            CliError::NoKeysRepo { .. } => {
+                "pass --keys-repo DIR, set KEYPACK_KEYS_REPO, or put `keys_repo = \"DIR\"` in ~/.config/keypack/config.toml"
+            }
+            CliError::VerifyFailed { .. } => {
+                "each failing key is named above with its file and field"
+            }
+            CliError::OutputIsFolder { .. } => return None,
+        })
+    }
+}
+
 /// A "what to do" line for an error in the chain, printed as `hint: …`.
-pub fn hint_for(_err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+pub fn hint_for(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    if let Some(e) = err.downcast_ref::<CliError>() {
+        return e.hint();
+    }
+    if let Some(e) = err.downcast_ref::<keypack_repo::RepoError>() {
+        return e.hint();
+    }
+    if let Some(e) = err.downcast_ref::<keypack_identity::IdentityError>() {
+        return e.hint();
+    }
+    if let Some(e) = err.downcast_ref::<keypack_sops::SopsError>() {
+        return e.hint();
+    }
+    if let Some(e) = err.downcast_ref::<keypack_bundle::BundleError>() {
+        use keypack_bundle::BundleError as B;
+        return match e {
+            B::PublicKeyMismatch { .. } => Some(
+                "the stored public key belongs to another key: delete it (keypack derives the .pub) or store the right one",
+            ),
+            B::BadPublicKey { .. } => {
+                Some("a stored public key is one line: `ssh-ed25519 AAAA… comment`")
+            }
+            B::NotAnOpenSshKey { .. } | B::WrongKeyType { .. } => Some(
+                "keys are OpenSSH ed25519 private keys (`ssh-keygen -t ed25519`), stored whole, BEGIN and END lines included",
+            ),
+            B::EncryptedKey { .. } => Some(
+                "remove the passphrase: `ssh-keygen -p -N \"\" -f KEY` before encrypting it with sops",
+            ),
+            B::Archive(_) => Some("is this a keys.tar.gz written by `keypack pack`?"),
+            _ => None,
+        };
+    }
     None
 }
