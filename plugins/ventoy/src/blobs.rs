@@ -1,0 +1,201 @@
+//! The Ventoy release files keypack needs, found and checked before anything is written.
+//!
+//! Supports: a Ventoy release folder (`ventoy-X.Y.Z/` from the Linux tarball) or
+//! `…/share/ventoy` of the nixpkgs `ventoy` package: `boot/boot.img`, `boot/core.img.xz`,
+//! `ventoy/ventoy.disk.img.xz`, `ventoy/version`.
+//! Does not support: rebuilding the blobs from source, or checking them against pinned
+//! hashes (no hash table is shipped yet; their structure is checked instead).
+//! Reference: `ventoy.md` §2.4, Ventoy `INSTALL/ventoy_pack.sh`.
+
+use std::fs::File;
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use crate::VentoyError;
+use crate::layout::{CORE_LEN, EFI_LEN, MBR_SIG_HEAD, MBR_SIG_MID};
+
+/// The checked release files.
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    /// The release folder.
+    pub dir: PathBuf,
+    /// `boot/boot.img`, 512 bytes.
+    pub boot_img: Vec<u8>,
+    /// `boot/core.img.xz`.
+    pub core_xz: PathBuf,
+    /// `ventoy/ventoy.disk.img.xz`.
+    pub efi_xz: PathBuf,
+    /// Contents of `ventoy/version`, trimmed.
+    pub version: String,
+}
+
+/// Folders tried when `--ventoy-dir` is not given.
+pub fn default_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let ventoy = dir.join("ventoy");
+            if let Ok(real) = std::fs::canonicalize(&ventoy)
+                && let Some(prefix) = real.parent().and_then(Path::parent)
+            {
+                dirs.push(prefix.join("share/ventoy"));
+            }
+        }
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".nix-profile/share/ventoy"));
+    }
+    dirs.push(PathBuf::from("/run/current-system/sw/share/ventoy"));
+    dirs.push(PathBuf::from("/usr/share/ventoy"));
+    dirs
+}
+
+impl Blobs {
+    /// Finds the release folder (`explicit`, else [`default_dirs`]) and checks its files.
+    pub fn find(explicit: Option<&Path>) -> Result<Blobs, VentoyError> {
+        match explicit {
+            Some(dir) => Blobs::load(dir),
+            None => {
+                for dir in default_dirs() {
+                    if dir.join("boot/boot.img").is_file() {
+                        return Blobs::load(&dir);
+                    }
+                }
+                Err(VentoyError::NoVentoyDir)
+            }
+        }
+    }
+
+    /// Loads and checks the files of `dir`. Decompresses both images once to check their
+    /// sizes (streamed; nothing is kept in memory).
+    pub fn load(dir: &Path) -> Result<Blobs, VentoyError> {
+        if !dir.is_dir() {
+            return Err(VentoyError::Blob {
+                path: dir.to_path_buf(),
+                problem: "not a folder".into(),
+            });
+        }
+        let boot_path = dir.join("boot/boot.img");
+        let boot_img =
+            std::fs::read(&boot_path).map_err(|e| VentoyError::io("reading", &boot_path, e))?;
+        check_boot_img(&boot_path, &boot_img)?;
+        let core_xz = dir.join("boot/core.img.xz");
+        let n = xz_len(&core_xz)?;
+        if n != CORE_LEN {
+            return Err(VentoyError::Blob {
+                path: core_xz,
+                problem: format!(
+                    "decompresses to {n} bytes, expected {CORE_LEN} (2047 sectors for LBA 1–2047)"
+                ),
+            });
+        }
+        let efi_xz = dir.join("ventoy/ventoy.disk.img.xz");
+        let n = xz_len(&efi_xz)?;
+        if n != EFI_LEN {
+            return Err(VentoyError::Blob {
+                path: efi_xz,
+                problem: format!(
+                    "decompresses to {n} bytes, expected {EFI_LEN} (the 65536-sector VTOYEFI partition)"
+                ),
+            });
+        }
+        let version_path = dir.join("ventoy/version");
+        let version = std::fs::read_to_string(&version_path)
+            .map_err(|e| VentoyError::io("reading", &version_path, e))?
+            .trim()
+            .to_string();
+        if version.is_empty()
+            || version.len() > 32
+            || !version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.')
+        {
+            return Err(VentoyError::Blob {
+                path: version_path,
+                problem: "does not hold a version like 1.1.17".into(),
+            });
+        }
+        Ok(Blobs {
+            dir: dir.to_path_buf(),
+            boot_img,
+            core_xz,
+            efi_xz,
+            version,
+        })
+    }
+
+    /// Streams the decompressed core image into `out`.
+    pub fn write_core(&self, out: &mut dyn Write) -> Result<u64, VentoyError> {
+        xz_into(&self.core_xz, out)
+    }
+
+    /// Streams the decompressed VTOYEFI partition into `out`.
+    pub fn write_efi(&self, out: &mut dyn Write) -> Result<u64, VentoyError> {
+        xz_into(&self.efi_xz, out)
+    }
+}
+
+fn check_boot_img(path: &Path, img: &[u8]) -> Result<(), VentoyError> {
+    let bad = |problem: String| VentoyError::Blob {
+        path: path.to_path_buf(),
+        problem,
+    };
+    if img.len() != 512 {
+        return Err(bad(format!("is {} bytes, expected 512", img.len())));
+    }
+    if img[..MBR_SIG_HEAD.len()] != MBR_SIG_HEAD {
+        return Err(bad(
+            "bytes 0x000–0x02F are not EB 63 90 followed by zeros (not Ventoy's GRUB boot.img)"
+                .into(),
+        ));
+    }
+    if img[0x190..0x1A0] != MBR_SIG_MID {
+        return Err(bad(
+            "bytes 0x190–0x19F lack Ventoy's signature (not Ventoy's GRUB boot.img)".into(),
+        ));
+    }
+    Ok(())
+}
+
+struct Counter<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn xz_into(path: &Path, out: &mut dyn Write) -> Result<u64, VentoyError> {
+    let file = File::open(path).map_err(|e| VentoyError::io("reading", path, e))?;
+    let mut input = BufReader::with_capacity(1 << 16, file);
+    let mut counter = Counter { inner: out, n: 0 };
+    lzma_rs::xz_decompress(&mut input, &mut counter).map_err(|e| VentoyError::Blob {
+        path: path.to_path_buf(),
+        problem: format!("cannot be decompressed as xz: {e}"),
+    })?;
+    counter
+        .flush()
+        .map_err(|e| VentoyError::io("writing", path, e))?;
+    Ok(counter.n)
+}
+
+fn xz_len(path: &Path) -> Result<u64, VentoyError> {
+    xz_into(path, &mut io::sink())
+}
+
+/// Reads the `VENTOY_VERSION` set in a `grub.cfg`.
+pub fn grub_cfg_version(cfg: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(cfg);
+    text.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("set VENTOY_VERSION=")?;
+        Some(rest.trim_matches('"').to_string())
+    })
+}

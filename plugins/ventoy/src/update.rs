@@ -1,0 +1,374 @@
+//! Reading and updating existing Ventoy disks: `keypack inspect IMAGE` and
+//! `keypack media update --image FILE | --mount DIR`.
+//!
+//! Supports: images and devices that pass Ventoy's layout checks, with a FAT32 data partition
+//! for `--image`; any data filesystem the OS mounted for `--mount`.
+//! Does not support: writing anything below LBA 2048 or to partition 2 (never done), exFAT data
+//! partitions inside image files.
+//! Reference: `ventoy.md` §2.6 (the update path) and §1.1 (merging `ventoy.json`).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::fat::{self, DataFs, Listed, ReadFs};
+use crate::layout::{self, Found, SECTOR};
+use crate::{ARCHIVE_PATH, JSON_PATH, VentoyError, json};
+
+/// What `inspect` found on a Ventoy image. Holds archive bytes (secret) only in
+/// `archives`, zeroized on drop.
+pub struct ImageInfo {
+    /// Partition layout.
+    pub found: Found,
+    /// `VENTOY_VERSION` from partition 2's `grub/grub.cfg`.
+    pub version: Option<String>,
+    /// FAT type of the data partition, or why it could not be read.
+    pub data_fs: Result<String, String>,
+    /// Files on the data partition.
+    pub files: Vec<Listed>,
+    /// Parsed `ventoy.json`, or why it failed.
+    pub json: Option<Result<serde_json::Value, String>>,
+    /// Injection entries: (key, image, archive).
+    pub injection: Vec<(String, String, String)>,
+    /// Archives named by injection entries that exist: (path, bytes).
+    pub archives: Vec<(String, Zeroizing<Vec<u8>>)>,
+}
+
+/// Reads a Ventoy image without changing it.
+pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
+    let file = File::open(path).map_err(|e| VentoyError::io("opening", path, e))?;
+    let found = layout::check_disk(&file, path)?;
+    let version = fat::check_efi(
+        &file,
+        path,
+        found.efi.start * SECTOR,
+        found.efi.sectors * SECTOR,
+    )?;
+    let mut info = ImageInfo {
+        found: found.clone(),
+        version,
+        data_fs: Err(String::new()),
+        files: Vec::new(),
+        json: None,
+        injection: Vec::new(),
+        archives: Vec::new(),
+    };
+    let fs = match ReadFs::open(
+        &file,
+        path,
+        found.data.start * SECTOR,
+        found.data.sectors * SECTOR,
+        "the data partition",
+    ) {
+        Ok(fs) => fs,
+        Err(_) => {
+            info.data_fs = Err("not FAT (exFAT or NTFS: mount it and look there)".into());
+            return Ok(info);
+        }
+    };
+    info.data_fs = Ok(format!("{:?}", fs.fat_type()));
+    info.files = fs.list(10_000);
+    if let Some(bytes) = fs.read(JSON_PATH)? {
+        let parsed = json::parse(&bytes);
+        if let Ok(v) = &parsed {
+            info.injection = json::injection_entries(v);
+        }
+        info.json = Some(parsed);
+    }
+    let mut seen = Vec::new();
+    for (_, _, archive) in &info.injection {
+        if archive.starts_with('/') && !seen.contains(archive) {
+            seen.push(archive.clone());
+            if let Some(bytes) = fs.read(archive)? {
+                info.archives.push((archive.clone(), bytes));
+            }
+        }
+    }
+    Ok(info)
+}
+
+/// Puts the ISO, the bundle and the merged `ventoy.json` on the FAT32 data partition of a
+/// Ventoy image (or a block device opened as a file). Returns warnings for the user.
+pub fn update_image(
+    image: &Path,
+    iso: &Path,
+    iso_name: &str,
+    archive: &[u8],
+    settings: &json::Settings,
+) -> Result<Vec<String>, VentoyError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .map_err(|e| VentoyError::io("opening", image, e))?;
+    let found = layout::check_disk(&file, image)?;
+    fat::check_efi(
+        &file,
+        image,
+        found.efi.start * SECTOR,
+        found.efi.sectors * SECTOR,
+    )?;
+    let off = found.data.start * SECTOR;
+    let len = found.data.sectors * SECTOR;
+    let mut warnings = Vec::new();
+    let (json_bytes, archive_exists, json_exists, had_dir) = {
+        let fs = DataFs::open(&file, image, off, len)?;
+        let existing = fs.read(JSON_PATH)?;
+        let json_bytes = match &existing {
+            Some(bytes) => {
+                let (b, w) = settings.merge(bytes).map_err(|problem| VentoyError::Json {
+                    path: image.to_path_buf(),
+                    problem,
+                })?;
+                warnings.extend(w);
+                b
+            }
+            None => settings.fresh(),
+        };
+        // The ISO: temp name, then the switch of names.
+        let tmp_iso = "/.keypack-tmp-iso";
+        fs.remove(tmp_iso)?;
+        let mut src = File::open(iso).map_err(|e| VentoyError::io("reading", iso, e))?;
+        fs.write_from(tmp_iso, &mut src)?;
+        fs.remove(&format!("/{iso_name}"))?;
+        fs.rename(tmp_iso, &format!("/{iso_name}"))?;
+        let archive_exists = fs.read(ARCHIVE_PATH)?.is_some();
+        if !archive_exists {
+            fs.write_bytes("/.keypack-tmp-keys", archive)?;
+            fs.rename("/.keypack-tmp-keys", ARCHIVE_PATH)?;
+        }
+        let json_exists = existing.is_some();
+        let had_dir = fs.dir_exists("/ventoy");
+        if !json_exists {
+            fs.mkdir_p("/ventoy")?;
+            fs.write_bytes("/ventoy/.keypack-tmp-json", &json_bytes)?;
+            fs.rename("/ventoy/.keypack-tmp-json", JSON_PATH)?;
+        }
+        fs.finish()?;
+        (json_bytes, archive_exists, json_exists, had_dir)
+    };
+    if !had_dir {
+        fat::fix_dot_entries(&file, image, off, "/ventoy")?;
+    }
+    file.sync_all()
+        .map_err(|e| VentoyError::io("syncing", image, e))?;
+    // Existing files: the crash-consistent switch.
+    if archive_exists {
+        fat::switch_file(&file, image, off, ARCHIVE_PATH, archive)?;
+    }
+    if json_exists {
+        fat::switch_file(&file, image, off, JSON_PATH, &json_bytes)?;
+    }
+    Ok(warnings)
+}
+
+/// What [`check_mount`] could establish about the disk behind a mount point.
+#[derive(Debug, Clone)]
+pub struct MountCheck {
+    /// The partition device (`/dev/sdb1`).
+    pub partition: PathBuf,
+    /// The whole disk (`/dev/sdb`).
+    pub disk: PathBuf,
+    /// Whether the MBR signature (check 5) could be read and matched; `false` means it was not
+    /// readable (no permission), not that it failed.
+    pub mbr_checked: bool,
+}
+
+fn sys_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Checks that `dir` is the mounted data partition of a Ventoy disk, from sysfs (no root
+/// needed): partition 1 at sector 2048, partition 2 right after it with 65536 sectors and the
+/// label `VTOYEFI`; and the MBR signature when the disk device is readable.
+pub fn check_mount(dir: &Path) -> Result<MountCheck, VentoyError> {
+    let not = |check: &'static str, problem: String| VentoyError::NotVentoy {
+        path: dir.to_path_buf(),
+        check,
+        problem,
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| VentoyError::io("opening", dir, e))?;
+    if !meta.is_dir() {
+        return Err(not("mount point", "is not a folder".into()));
+    }
+    let parent =
+        std::fs::metadata(dir.join("..")).map_err(|e| VentoyError::io("opening", dir, e))?;
+    if parent.dev() == meta.dev() && parent.ino() != meta.ino() {
+        return Err(not(
+            "mount point",
+            "is not the root of a mounted filesystem (pass the folder the stick is mounted on)"
+                .into(),
+        ));
+    }
+    let dev = meta.dev();
+    let (major, minor) = (rustix_major(dev), rustix_minor(dev));
+    let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    let part_dir = std::fs::canonicalize(&sys).map_err(|_| {
+        not(
+            "device",
+            format!("the filesystem is not on a block device ({major}:{minor})"),
+        )
+    })?;
+    if sys_u64(&part_dir.join("partition")) != Some(1) {
+        return Err(not(
+            "check 2 (partition 1)",
+            "the filesystem is not on partition 1 of a disk".into(),
+        ));
+    }
+    let start = sys_u64(&part_dir.join("start")).unwrap_or(0);
+    let size = sys_u64(&part_dir.join("size")).unwrap_or(0);
+    if start != layout::DATA_START {
+        return Err(not(
+            "check 2 (partition 1 start)",
+            format!("partition 1 starts at sector {start}, not 2048"),
+        ));
+    }
+    let disk_dir = part_dir
+        .parent()
+        .ok_or_else(|| not("device", "no parent disk in sysfs".into()))?
+        .to_path_buf();
+    let mut p2 = None;
+    if let Ok(entries) = std::fs::read_dir(&disk_dir) {
+        for e in entries.flatten() {
+            if sys_u64(&e.path().join("partition")) == Some(2) {
+                p2 = Some(e.path());
+            }
+        }
+    }
+    let p2 = p2.ok_or_else(|| {
+        not(
+            "check 3 (partition 2)",
+            "the disk has no partition 2".into(),
+        )
+    })?;
+    let p2_start = sys_u64(&p2.join("start")).unwrap_or(0);
+    let p2_size = sys_u64(&p2.join("size")).unwrap_or(0);
+    if p2_size != layout::EFI_SECTORS || p2_start != start + size {
+        return Err(not(
+            "check 3 (partition 2)",
+            format!(
+                "partition 2 is {p2_size} sectors at {p2_start}, not 65536 right after partition 1"
+            ),
+        ));
+    }
+    let p2_name = p2
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let label_ok = std::fs::canonicalize("/dev/disk/by-label/VTOYEFI")
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        == Some(p2_name);
+    if !label_ok {
+        return Err(not(
+            "check 4 (VTOYEFI label)",
+            "partition 2 is not labelled VTOYEFI (per /dev/disk/by-label)".into(),
+        ));
+    }
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let disk = PathBuf::from("/dev").join(name(&disk_dir));
+    let partition = PathBuf::from("/dev").join(name(&part_dir));
+    let mbr_checked = match File::open(&disk) {
+        Ok(f) => {
+            layout::check_disk(&f, &disk)?;
+            true
+        }
+        Err(_) => false,
+    };
+    Ok(MountCheck {
+        partition,
+        disk,
+        mbr_checked,
+    })
+}
+
+fn rustix_major(dev: u64) -> u64 {
+    ((dev >> 32) & 0xFFFF_F000) | ((dev >> 8) & 0xFFF)
+}
+fn rustix_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xFFFF_FF00) | (dev & 0xFF)
+}
+
+/// [`check_mount`], then [`update_dir`].
+pub fn update_mount(
+    dir: &Path,
+    iso: &Path,
+    iso_name: &str,
+    archive: &[u8],
+    settings: &json::Settings,
+) -> Result<(MountCheck, Vec<String>), VentoyError> {
+    let check = check_mount(dir)?;
+    let warnings = update_dir(dir, iso, iso_name, archive, settings)?;
+    Ok((check, warnings))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), VentoyError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| VentoyError::io("syncing", dir, e))
+}
+
+fn write_via_temp(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), VentoyError> {
+    let target = dir.join(name);
+    let tmp = dir.join(format!(".keypack-tmp-{name}"));
+    let _ = std::fs::remove_file(&tmp);
+    let res = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        write(&mut f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(VentoyError::io("writing", target, e));
+    }
+    sync_dir(dir)
+}
+
+/// Writes the ISO, the bundle and the merged `ventoy.json` into the root of a mounted data
+/// partition, each through a temp name and a rename. Does not check that it is a Ventoy disk
+/// (see [`check_mount`]).
+pub fn update_dir(
+    dir: &Path,
+    iso: &Path,
+    iso_name: &str,
+    archive: &[u8],
+    settings: &json::Settings,
+) -> Result<Vec<String>, VentoyError> {
+    let json_path = dir.join("ventoy/ventoy.json");
+    let mut warnings = Vec::new();
+    let json_bytes = match std::fs::read(&json_path) {
+        Ok(bytes) => {
+            let (b, w) = settings
+                .merge(&bytes)
+                .map_err(|problem| VentoyError::Json {
+                    path: dir.to_path_buf(),
+                    problem,
+                })?;
+            warnings.extend(w);
+            b
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => settings.fresh(),
+        Err(e) => return Err(VentoyError::io("reading", json_path, e)),
+    };
+    write_via_temp(dir, iso_name, |f| {
+        let mut src = File::open(iso)?;
+        std::io::copy(&mut src, f).map(|_| ())
+    })?;
+    write_via_temp(dir, "keys.tar.gz", |f| f.write_all(archive))?;
+    let vdir = dir.join("ventoy");
+    std::fs::create_dir_all(&vdir).map_err(|e| VentoyError::io("creating", &vdir, e))?;
+    write_via_temp(&vdir, "ventoy.json", |f| f.write_all(&json_bytes))?;
+    Ok(warnings)
+}

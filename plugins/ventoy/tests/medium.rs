@@ -1,0 +1,335 @@
+//! The Ventoy medium built from synthetic release files, checked by an independent verifier and
+//! by Debian tools (sfdisk, mtools, fsck.fat).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use keypack_media_ventoy::{BuildMode, BuildOptions, Ventoy, VentoyArgs, build_image};
+use keypack_plugin::testing::{Check, check_medium_with};
+
+fn args(gpt: bool) -> VentoyArgs {
+    VentoyArgs {
+        ventoy_dir: Some(fixture().dir.clone()),
+        gpt,
+        menu_timeout: 3,
+        ..Default::default()
+    }
+}
+
+fn build(
+    archive: &[u8],
+    iso: &Path,
+    out: &Path,
+    a: &VentoyArgs,
+    seed: Option<u64>,
+    state: Option<&Path>,
+) -> BuildMode {
+    build_image(
+        archive,
+        &BuildOptions {
+            args: a,
+            iso,
+            output: out,
+            state_dir: state,
+            seed,
+            ignore_cache: false,
+        },
+    )
+    .expect("build")
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    use std::io::Read;
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut v)
+        .unwrap();
+    v
+}
+
+fn check_image_with_tools(test: &str, img: &Path, iso: &Path, archive: &[u8], gpt: bool) {
+    let bytes = fs::read(img).unwrap();
+    let v = verify(&bytes, fixture()).unwrap_or_else(|e| panic!("verifier: {e}"));
+    assert_eq!(v.gpt, gpt);
+    if !have_tools(test, &["sfdisk", "mdir", "mtype", "fsck.fat"]) {
+        return;
+    }
+    // sfdisk agrees on the table.
+    let (ok, text) = run(Command::new("sfdisk").arg("-d").arg(img));
+    assert!(ok, "sfdisk -d: {text}");
+    assert!(
+        text.contains(&format!("start=        2048, size={:>12}", v.p1.1))
+            || text.contains("start=2048")
+            || text.contains("start=        2048"),
+        "sfdisk: {text}"
+    );
+    assert!(
+        text.contains(&format!("start={:>12}, size=       65536", v.p2.0)),
+        "sfdisk partition 2: {text}"
+    );
+    if gpt {
+        assert!(text.contains("label: gpt"), "{text}");
+    } else {
+        assert!(
+            text.contains("label: dos") && text.contains("type=c, bootable"),
+            "{text}"
+        );
+    }
+    // mtools reads the data partition.
+    let (ok, listing) = run(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args([
+        "-i",
+        &format!("{}@@1M", img.display()),
+        "::/",
+    ]));
+    assert!(ok, "mdir: {listing}");
+    let iso_name = iso.file_name().unwrap().to_str().unwrap();
+    assert!(
+        listing.contains(iso_name) && listing.contains("keys.tar.gz"),
+        "{listing}"
+    );
+    // ISO and bundle are byte-identical to the inputs.
+    assert!(
+        mtype(img, &format!("/{iso_name}")) == fs::read(iso).unwrap(),
+        "ISO differs"
+    );
+    assert!(mtype(img, "/keys.tar.gz") == archive, "bundle differs");
+    // ventoy.json parses and every path it names exists.
+    let json: serde_json::Value =
+        serde_json::from_slice(&mtype(img, "/ventoy/ventoy.json")).unwrap();
+    let mut named = Vec::new();
+    for e in json["injection"].as_array().unwrap() {
+        named.push(e["image"].as_str().unwrap().to_string());
+        named.push(e["archive"].as_str().unwrap().to_string());
+    }
+    for c in json["control"].as_array().unwrap() {
+        if let Some(p) = c.get("VTOY_DEFAULT_IMAGE") {
+            named.push(p.as_str().unwrap().to_string());
+        }
+    }
+    assert!(named.len() >= 3);
+    for p in &named {
+        assert!(p.starts_with('/'));
+        let (ok, t) = run(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args([
+            "-i",
+            &format!("{}@@1M", img.display()),
+            &format!("::{p}"),
+        ]));
+        assert!(ok, "{p} named in ventoy.json is missing: {t}");
+    }
+    // fsck.fat on both carved partitions.
+    let tmp = private_tmp();
+    for (name, (start, len)) in [("p1", v.p1), ("p2", v.p2)] {
+        let part = tmp.path().join(name);
+        carve(img, start, len, &part);
+        let (ok, t) = run(Command::new("fsck.fat").arg("-n").arg(&part));
+        assert!(ok, "fsck.fat -n {name}: {t}");
+        if name == "p1" {
+            assert!(t.contains("FAT32") || !t.contains("FAT16"), "{t}");
+        }
+    }
+}
+
+#[test]
+fn mbr_image_passes_verifier_and_debian_tools() {
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "keypack-nixos.iso", 3 << 20);
+    let archive = random_bytes(3000);
+    let out = tmp.path().join("ventoy.img");
+    assert_eq!(
+        build(&archive, &iso, &out, &args(false), None, None),
+        BuildMode::Full
+    );
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    check_image_with_tools(
+        "mbr_image_passes_verifier_and_debian_tools",
+        &out,
+        &iso,
+        &archive,
+        false,
+    );
+}
+
+#[test]
+fn gpt_image_passes_verifier_and_debian_tools() {
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "nixos.iso", 2 << 20);
+    let archive = random_bytes(5000);
+    let out = tmp.path().join("ventoy.img");
+    build(&archive, &iso, &out, &args(true), Some(7), None);
+    check_image_with_tools(
+        "gpt_image_passes_verifier_and_debian_tools",
+        &out,
+        &iso,
+        &archive,
+        true,
+    );
+    if have("sgdisk") {
+        let (ok, t) = run(Command::new("sgdisk").arg("-v").arg(&out));
+        assert!(ok && t.contains("No problems found"), "sgdisk -v: {t}");
+    }
+}
+
+#[test]
+fn same_seed_gives_same_bytes_and_no_seed_gives_unique_ids() {
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "k.iso", 1 << 20);
+    let archive = random_bytes(2000);
+    let a = tmp.path().join("a.img");
+    let b = tmp.path().join("b.img");
+    let c = tmp.path().join("c.img");
+    let d = tmp.path().join("d.img");
+    build(&archive, &iso, &a, &args(false), Some(9), None);
+    build(&archive, &iso, &b, &args(false), Some(9), None);
+    assert!(
+        fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+        "same seed, different bytes"
+    );
+    build(&archive, &iso, &c, &args(false), None, None);
+    build(&archive, &iso, &d, &args(false), None, None);
+    let (c, d) = (fs::read(&c).unwrap(), fs::read(&d).unwrap());
+    assert_ne!(
+        c[0x180..0x190],
+        d[0x180..0x190],
+        "disk GUID must be unique per image"
+    );
+    assert_ne!(
+        c[0x1B8..0x1BC],
+        d[0x1B8..0x1BC],
+        "disk signature must be unique per image"
+    );
+}
+
+#[test]
+fn json_flags_are_written() {
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "k.iso", 1 << 20);
+    let out = tmp.path().join("v.img");
+    let mut a = args(false);
+    a.menu_timeout = 9;
+    a.text_menu = true;
+    a.iso_name = Some("renamed.iso".into());
+    build(b"x", &iso, &out, &a, Some(1), None);
+    let info = keypack_media_ventoy::inspect(&out).unwrap();
+    let json = info.json.unwrap().unwrap();
+    assert_eq!(json["theme"]["display_mode"], "CLI");
+    assert_eq!(json["control"][1]["VTOY_MENU_TIMEOUT"], "9");
+    assert_eq!(json["control"][0]["VTOY_DEFAULT_IMAGE"], "/renamed.iso");
+    assert_eq!(json["injection"][0]["image"], "/renamed.iso");
+    assert!(
+        info.files
+            .iter()
+            .any(|f| f.path == "/renamed.iso" && f.size == 1 << 20)
+    );
+    assert_eq!(info.version.as_deref(), Some("1.1.17"));
+}
+
+#[test]
+fn conformance_check_passes() {
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "keypack.iso", 1 << 20);
+    let desc = check_medium_with(
+        &Ventoy,
+        &Check {
+            args: vec!["--ventoy-dir".into(), fixture().dir.display().to_string()],
+            iso: Some(&iso),
+        },
+    );
+    assert_eq!(desc.firmware, keypack_plugin::Firmware::Uefi);
+}
+
+fn copy_fixture_without(file: &str) -> tempfile::TempDir {
+    let t = private_tmp();
+    for sub in ["boot", "ventoy"] {
+        fs::create_dir_all(t.path().join(sub)).unwrap();
+    }
+    for f in [
+        "boot/boot.img",
+        "boot/core.img.xz",
+        "ventoy/ventoy.disk.img.xz",
+        "ventoy/version",
+    ] {
+        if f != file {
+            fs::copy(fixture().dir.join(f), t.path().join(f)).unwrap();
+        }
+    }
+    t
+}
+
+#[test]
+fn bad_release_files_are_refused_with_clear_errors() {
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "k.iso", 1 << 16);
+    let out = tmp.path().join("v.img");
+    let try_dir = |dir: PathBuf| {
+        let a = VentoyArgs {
+            ventoy_dir: Some(dir),
+            ..Default::default()
+        };
+        build_image(
+            b"x",
+            &BuildOptions {
+                args: &a,
+                iso: &iso,
+                output: &out,
+                state_dir: None,
+                seed: None,
+                ignore_cache: false,
+            },
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let t = copy_fixture_without("boot/boot.img");
+    let mut bad = boot_img();
+    bad[0x195] ^= 0xFF;
+    fs::write(t.path().join("boot/boot.img"), &bad).unwrap();
+    let e = try_dir(t.path().to_path_buf());
+    assert!(e.contains("boot.img") && e.contains("0x190"), "{e}");
+
+    let t = copy_fixture_without("boot/core.img.xz");
+    fs::write(t.path().join("boot/core.img.xz"), b"not xz").unwrap();
+    let e = try_dir(t.path().to_path_buf());
+    assert!(e.contains("core.img.xz") && e.contains("xz"), "{e}");
+
+    let t = copy_fixture_without("ventoy/ventoy.disk.img.xz");
+    let e = try_dir(t.path().to_path_buf());
+    assert!(e.contains("ventoy.disk.img.xz"), "{e}");
+
+    let t = copy_fixture_without("ventoy/version");
+    let e = try_dir(t.path().to_path_buf());
+    assert!(e.contains("version"), "{e}");
+    assert!(!out.exists(), "no image after a failed build");
+}
+
+#[test]
+fn world_readable_output_folder_is_refused() {
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "k.iso", 1 << 16);
+    let open = tmp.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+    let a = args(false);
+    let e = build_image(
+        b"x",
+        &BuildOptions {
+            args: &a,
+            iso: &iso,
+            output: &open.join("v.img"),
+            state_dir: None,
+            seed: None,
+            ignore_cache: false,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("other users"), "{e}");
+}
