@@ -19,7 +19,8 @@ use zeroize::Zeroizing;
 /// Environment variable naming a file descriptor to read PINs and confirmations from.
 ///
 /// Test and automation use only: each PIN request reads one line (the PIN); each
-/// confirmation reads one line (`y`/`yes` or `n`/`no`/`skip`). End of input = no answer.
+/// confirmation reads one line (`y`/`yes`, `n`/`no`/`skip`, or `wait:N` = yes after N
+/// seconds). End of input = no answer.
 pub const PIN_FD_ENV: &str = "KEYPACK_PIN_FD";
 
 /// Environment variable that, when `1`, disables the terminal and pinentry (for tests that
@@ -105,7 +106,14 @@ impl Prompter {
             Prompter::Lines(f) => {
                 let mut f = f.lock().ok()?;
                 let line = read_line(&mut **f)?;
-                match std::str::from_utf8(&line).ok()?.trim() {
+                let answer = std::str::from_utf8(&line).ok()?.trim();
+                // `wait:N` = "plugged in, after N seconds" (automation replugging a card).
+                if let Some(secs) = answer.strip_prefix("wait:") {
+                    let secs: u64 = secs.parse().ok()?;
+                    std::thread::sleep(std::time::Duration::from_secs(secs.min(60)));
+                    return Some(true);
+                }
+                match answer {
                     "y" | "yes" => Some(true),
                     "n" | "no" | "skip" => Some(false),
                     _ => None,
