@@ -1,0 +1,717 @@
+//! Offline checks of `flake.nix` and `nix/**/*.nix`: Nix ≥ 2.18 (needed to evaluate nixpkgs) is
+//! not available in CI, so the files are checked as syntax: they parse (rnix, and Debian's
+//! `nix-instantiate --parse`), they are formatted (`nixfmt --check`) and have no dead code
+//! (`deadnix --fail`), and their structure says what issue 6 requires — the unit ordering of the
+//! stage-1 service, `postMountCommands` only under the scripted-stage-1 condition, one ed25519
+//! host key, no secret as a path literal, the flake's outputs.
+//!
+//! Structural checks work on "bindings": every `a.b.c = value;` with its full attribute path
+//! (the paths of all enclosing bindings, through `lib.mkIf`/`lib.mkMerge` calls) and the list of
+//! `lib.mkIf` conditions it sits under, with let-bound names substituted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rnix::{SyntaxKind, SyntaxNode};
+
+fn skip(test: &str, why: &str) {
+    if std::env::var("KEYPACK_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("{test}: required but cannot run: {why}");
+    }
+    eprintln!("KEYPACK-SKIPPED: {test}: {why}");
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+const REQUIRED: &[&str] = &[
+    "flake.nix",
+    "nix/default.nix",
+    "nix/load-keys.nix",
+    "nix/ssh.nix",
+    "nix/boot.nix",
+    "nix/network.nix",
+    "nix/users.nix",
+    "nix/programs.nix",
+    "nix/tailscale.nix",
+    "nix/pkgs/load-keys.nix",
+    "nix/pkgs/keypack.nix",
+    "nix/tests/vm.nix",
+    "nix/tests/iso.nix",
+    "nix/tests/fixtures.nix",
+    "nix/tests/assertions.nix",
+];
+
+/// `flake.nix` and every `.nix` file under `nix/`, relative to the repository, sorted.
+fn nix_files() -> Vec<String> {
+    let mut out = vec!["flake.nix".to_owned()];
+    let mut todo = vec![repo().join("nix")];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read nix/") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|e| e == "nix") {
+                let rel = path.strip_prefix(repo()).expect("under repo");
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn parse(rel: &str) -> SyntaxNode {
+    let text = std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let parsed = rnix::Root::parse(&text);
+    assert!(parsed.errors().is_empty(), "{rel}: {:?}", parsed.errors());
+    parsed.syntax()
+}
+
+fn squash(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+#[derive(Debug)]
+struct Binding {
+    path: Vec<String>,
+    value: SyntaxNode,
+    guards: Vec<String>,
+}
+
+impl Binding {
+    fn value_text(&self) -> String {
+        squash(&self.value.text().to_string())
+    }
+    /// String literals anywhere in the value, without quotes.
+    fn strings(&self) -> Vec<String> {
+        self.value
+            .descendants()
+            .filter(|n| n.kind() == SyntaxKind::NODE_STRING)
+            .map(|n| n.text().to_string().trim_matches('"').to_owned())
+            .collect()
+    }
+}
+
+struct NixFile {
+    name: String,
+    root: SyntaxNode,
+    lets: BTreeMap<String, String>,
+    bindings: Vec<Binding>,
+}
+
+fn attrpath_of(apv: &SyntaxNode) -> Vec<String> {
+    apv.children()
+        .find(|c| c.kind() == SyntaxKind::NODE_ATTRPATH)
+        .map(|p| {
+            p.children()
+                .map(|c| c.text().to_string().trim_matches('"').to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_let_binding(apv: &SyntaxNode) -> bool {
+    apv.parent()
+        .is_some_and(|p| p.kind() == SyntaxKind::NODE_LET_IN)
+}
+
+/// Substitutes let-bound names (whole identifiers) in a squashed expression, to a fixpoint.
+fn resolve(expr: &str, lets: &BTreeMap<String, String>) -> String {
+    let mut out = expr.to_owned();
+    for _ in 0..4 {
+        let mut next = String::new();
+        let mut word = String::new();
+        let flush = |word: &mut String, next: &mut String| {
+            match lets.get(word.as_str()) {
+                Some(v) => next.push_str(v),
+                None => next.push_str(word),
+            }
+            word.clear();
+        };
+        let mut prev_dot = false;
+        for c in out.chars() {
+            if c.is_alphanumeric() || c == '_' || c == '-' || c == '\'' {
+                word.push(c);
+            } else {
+                if prev_dot {
+                    next.push_str(&word);
+                    word.clear();
+                } else {
+                    flush(&mut word, &mut next);
+                }
+                prev_dot = c == '.';
+                next.push(c);
+            }
+        }
+        if prev_dot {
+            next.push_str(&word);
+        } else {
+            flush(&mut word, &mut next);
+        }
+        if next == out {
+            break;
+        }
+        out = next;
+    }
+    out
+}
+
+/// The `lib.mkIf` conditions `node` sits in the body of, innermost first.
+fn guards(node: &SyntaxNode, lets: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut child = node.clone();
+    while let Some(parent) = child.parent() {
+        if parent.kind() == SyntaxKind::NODE_APPLY {
+            let parts: Vec<SyntaxNode> = parent.children().collect();
+            if parts.len() == 2 && parts[1] == child && parts[0].kind() == SyntaxKind::NODE_APPLY {
+                let inner: Vec<SyntaxNode> = parts[0].children().collect();
+                if inner.len() == 2 && squash(&inner[0].text().to_string()) == "lib.mkIf" {
+                    let cond = squash(&inner[1].text().to_string());
+                    let cond = cond.trim_start_matches('(').trim_end_matches(')');
+                    out.push(resolve(cond, lets));
+                }
+            }
+        }
+        child = parent;
+    }
+    out
+}
+
+fn load(rel: &str) -> NixFile {
+    let root = parse(rel);
+    let mut lets = BTreeMap::new();
+    for apv in root
+        .descendants()
+        .filter(|n| n.kind() == SyntaxKind::NODE_ATTRPATH_VALUE && is_let_binding(n))
+    {
+        let path = attrpath_of(&apv);
+        if let (Some(name), Some(value)) = (path.first(), apv.children().last()) {
+            lets.insert(name.clone(), squash(&value.text().to_string()));
+        }
+    }
+    let mut bindings = Vec::new();
+    for apv in root
+        .descendants()
+        .filter(|n| n.kind() == SyntaxKind::NODE_ATTRPATH_VALUE && !is_let_binding(n))
+    {
+        let mut path = Vec::new();
+        for anc in apv.ancestors().skip(1) {
+            if anc.kind() == SyntaxKind::NODE_ATTRPATH_VALUE && !is_let_binding(&anc) {
+                let mut outer = attrpath_of(&anc);
+                outer.extend(path);
+                path = outer;
+            }
+        }
+        path.extend(attrpath_of(&apv));
+        let Some(value) = apv.children().last() else {
+            continue;
+        };
+        let guards = guards(&apv, &lets);
+        bindings.push(Binding {
+            path,
+            value,
+            guards,
+        });
+    }
+    NixFile {
+        name: rel.to_owned(),
+        root,
+        lets,
+        bindings,
+    }
+}
+
+impl NixFile {
+    /// Bindings whose full path ends with `suffix`.
+    fn find(&self, suffix: &[&str]) -> Vec<&Binding> {
+        self.bindings
+            .iter()
+            .filter(|b| b.path.len() >= suffix.len() && b.path.ends_with_strs(suffix))
+            .collect()
+    }
+    fn one(&self, suffix: &[&str]) -> &Binding {
+        let found = self.find(suffix);
+        assert_eq!(
+            found.len(),
+            1,
+            "{}: {suffix:?} bound {} times",
+            self.name,
+            found.len()
+        );
+        found[0]
+    }
+    /// `suffix` is bound, or inherited (`inherit (x) name;`) inside a binding ending in `prefix`.
+    fn defines(&self, prefix: &[&str], name: &str) -> bool {
+        let mut full: Vec<&str> = prefix.to_vec();
+        full.push(name);
+        if !self.find(&full).is_empty() {
+            return true;
+        }
+        self.root
+            .descendants()
+            .filter(|n| n.kind() == SyntaxKind::NODE_INHERIT)
+            .any(|inh| {
+                let names: Vec<String> = inh
+                    .children()
+                    .filter(|c| c.kind() == SyntaxKind::NODE_IDENT)
+                    .map(|c| c.text().to_string())
+                    .collect();
+                let owner = inh
+                    .ancestors()
+                    .find(|a| a.kind() == SyntaxKind::NODE_ATTRPATH_VALUE && !is_let_binding(a));
+                names.iter().any(|n| n == name)
+                    && owner.is_some_and(|o| {
+                        attrpath_of(&o).last().map(String::as_str) == prefix.last().copied()
+                    })
+            })
+    }
+    fn text(&self) -> String {
+        self.root.text().to_string()
+    }
+}
+
+trait EndsWithStrs {
+    fn ends_with_strs(&self, suffix: &[&str]) -> bool;
+}
+
+impl EndsWithStrs for Vec<String> {
+    fn ends_with_strs(&self, suffix: &[&str]) -> bool {
+        self.len() >= suffix.len()
+            && self[self.len() - suffix.len()..]
+                .iter()
+                .zip(suffix)
+                .all(|(a, b)| a == b)
+    }
+}
+
+const SYSTEMD_STAGE1: &str = "config.boot.initrd.systemd.enable";
+
+#[test]
+fn every_required_nix_file_exists_and_parses_with_rnix() {
+    let files = nix_files();
+    for required in REQUIRED {
+        assert!(files.iter().any(|f| f == required), "missing {required}");
+    }
+    for f in &files {
+        parse(f);
+    }
+    // The parser is not vacuous: a truncated file is an error.
+    assert!(!rnix::Root::parse("{ a = 1; ").errors().is_empty());
+}
+
+/// Finds a tool on PATH, in `$KEYPACK_TOOLS/bin` or in `~/.cache/keypack-tools/bin`.
+fn tool(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(t) = std::env::var_os("KEYPACK_TOOLS") {
+        dirs.push(PathBuf::from(t).join("bin"));
+    }
+    if let Some(c) = std::env::var_os("XDG_CACHE_HOME") {
+        dirs.push(PathBuf::from(c).join("keypack-tools/bin"));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(h).join(".cache/keypack-tools/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Runs `tool args files` in the repository; returns (success, combined output).
+fn run_tool(tool: &Path, args: &[&str], files: &[String]) -> (bool, String) {
+    let out = Command::new(tool)
+        .args(args)
+        .args(files)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn bad_file(name: &str, body: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, body).expect("write");
+    let shown = path.to_string_lossy().into_owned();
+    (dir, shown)
+}
+
+#[test]
+fn nix_instantiate_parses_every_file() {
+    let Some(nix) = tool("nix-instantiate") else {
+        return skip(
+            "nix_instantiate_parses_every_file",
+            "nix-instantiate not found (apt-get install nix-bin)",
+        );
+    };
+    for f in nix_files() {
+        let (ok, out) = run_tool(&nix, &["--parse"], std::slice::from_ref(&f));
+        assert!(ok, "nix-instantiate --parse {f}: {out}");
+    }
+    let (_dir, broken) = bad_file("broken.nix", "{ a = 1; ");
+    assert!(
+        !run_tool(&nix, &["--parse"], &[broken]).0,
+        "a broken file parsed"
+    );
+}
+
+#[test]
+fn nixfmt_check_passes() {
+    let Some(nixfmt) = tool("nixfmt") else {
+        return skip(
+            "nixfmt_check_passes",
+            "nixfmt not found (cargo install nixfmt_rs)",
+        );
+    };
+    let (ok, out) = run_tool(&nixfmt, &["--check"], &nix_files());
+    assert!(
+        ok,
+        "nixfmt --check (run `nixfmt flake.nix nix` to fix): {out}"
+    );
+    let (_dir, ugly) = bad_file("ugly.nix", "{a=1;  b =   2;}\n");
+    assert!(
+        !run_tool(&nixfmt, &["--check"], &[ugly]).0,
+        "nixfmt accepted a badly formatted file"
+    );
+}
+
+#[test]
+fn deadnix_finds_nothing() {
+    let Some(deadnix) = tool("deadnix") else {
+        return skip(
+            "deadnix_finds_nothing",
+            "deadnix not found (cargo install deadnix)",
+        );
+    };
+    let (ok, out) = run_tool(&deadnix, &["--fail"], &nix_files());
+    assert!(ok, "deadnix --fail: {out}");
+    let (_dir, dead) = bad_file("dead.nix", "{ lib, ... }:\nlet\n  unused = 1;\nin\n{ }\n");
+    assert!(
+        !run_tool(&deadnix, &["--fail"], &[dead]).0,
+        "deadnix missed dead code"
+    );
+}
+
+#[test]
+fn stage1_unit_is_ordered_before_activation_and_only_wanted() {
+    let f = load("nix/load-keys.nix");
+    let unit = ["boot", "initrd", "systemd", "services", "load-keys"];
+    let service = f.one(&unit);
+    assert!(
+        service.guards.iter().any(|g| g == SYSTEMD_STAGE1),
+        "the initrd unit must sit under lib.mkIf {SYSTEMD_STAGE1}: {:?}",
+        service.guards
+    );
+    let list = |key: &str| -> Vec<String> {
+        let mut path = unit.to_vec();
+        path.push(key);
+        f.one(&path).strings()
+    };
+    assert!(list("after").contains(&"initrd-fs.target".to_owned()));
+    assert!(list("before").contains(&"initrd-nixos-activation.service".to_owned()));
+    assert_eq!(list("wantedBy"), ["initrd.target"]);
+    for hard in ["requiredBy", "requires", "requisite", "bindsTo", "upholds"] {
+        let mut path = unit.to_vec();
+        path.push(hard);
+        assert!(
+            f.find(&path).is_empty(),
+            "load-keys must not be {hard}: a failure must never block boot"
+        );
+    }
+    let mut ty = unit.to_vec();
+    ty.extend(["serviceConfig", "Type"]);
+    assert_eq!(f.one(&ty).value_text(), "\"oneshot\"");
+    let mut dd = unit.to_vec();
+    dd.extend(["unitConfig", "DefaultDependencies"]);
+    assert_eq!(f.one(&dd).value_text(), "false");
+    let mut exec = unit.to_vec();
+    exec.extend(["serviceConfig", "ExecStart"]);
+    let exec = f.one(&exec).value_text();
+    assert!(
+        exec.contains("${loadKeys}") && exec.contains("/sysroot"),
+        "{exec}"
+    );
+
+    // The binary is copied into the initrd (an ExecStart store path is not, by itself).
+    let store = f.one(&["boot", "initrd", "systemd", "storePaths"]);
+    assert!(
+        store.value_text().contains("loadKeys"),
+        "{}",
+        store.value_text()
+    );
+    assert!(store.guards.iter().any(|g| g == SYSTEMD_STAGE1));
+    assert_eq!(
+        resolve("loadKeys", &f.lets),
+        "\"${config.keypack.loadKeys.package}/bin/load-keys\"",
+        "loadKeys must name the package's binary"
+    );
+}
+
+#[test]
+fn post_mount_commands_only_under_the_scripted_stage1_condition() {
+    let scripted = format!("!{SYSTEMD_STAGE1}");
+    let mut seen = 0;
+    for rel in nix_files() {
+        let f = load(&rel);
+        for b in &f.bindings {
+            let last = b.path.last().map(String::as_str).unwrap_or("");
+            if matches!(
+                last,
+                "postMountCommands" | "extraUtilsCommands" | "extraUtilsCommandsTest"
+            ) {
+                seen += 1;
+                assert!(
+                    b.guards.contains(&scripted),
+                    "{rel}: {} is not under lib.mkIf (!{SYSTEMD_STAGE1}): guards {:?}",
+                    b.path.join("."),
+                    b.guards
+                );
+            }
+        }
+    }
+    assert!(seen >= 2, "the scripted stage-1 path is missing");
+    let f = load("nix/load-keys.nix");
+    let pm = f.one(&["boot", "initrd", "postMountCommands"]);
+    assert!(
+        pm.strings().concat().contains("load-keys"),
+        "postMountCommands must run load-keys"
+    );
+    assert!(pm.strings().concat().contains("$targetRoot"));
+}
+
+#[test]
+fn stage2_unit_installs_user_keys_before_sshd() {
+    let f = load("nix/load-keys.nix");
+    let unit = ["systemd", "services", "keypack-user-keys"];
+    let get = |key: &[&str]| {
+        let mut p = unit.to_vec();
+        p.extend(key);
+        f.one(&p)
+    };
+    assert!(
+        get(&["before"])
+            .strings()
+            .contains(&"sshd.service".to_owned())
+    );
+    assert_eq!(get(&["wantedBy"]).strings(), ["multi-user.target"]);
+    assert!(
+        get(&["after"])
+            .strings()
+            .contains(&"systemd-tmpfiles-setup.service".to_owned())
+    );
+    assert!(
+        get(&["serviceConfig", "ExecStart"])
+            .value_text()
+            .contains("--install-users")
+    );
+    assert!(
+        get(&["unitConfig", "ConditionDirectoryNotEmpty"])
+            .value_text()
+            .contains("/users")
+    );
+    assert!(f.text().contains("default = \"/run/keypack\";"));
+}
+
+#[test]
+fn ssh_serves_only_the_injected_ed25519_key_and_sops_uses_it() {
+    let f = load("nix/ssh.nix");
+    assert_eq!(
+        f.lets.get("hostKey").map(String::as_str),
+        Some("\"/etc/ssh/ssh_host_ed25519_key\"")
+    );
+    let keys = f.one(&["services", "openssh", "hostKeys"]);
+    let sets = keys
+        .value
+        .children()
+        .filter(|c| c.kind() == SyntaxKind::NODE_ATTR_SET)
+        .count();
+    assert_eq!(sets, 1, "exactly one host key");
+    assert_eq!(f.one(&["hostKeys", "type"]).value_text(), "\"ed25519\"");
+    assert_eq!(f.one(&["hostKeys", "path"]).value_text(), "hostKey");
+    assert_eq!(
+        f.one(&["sops", "age", "sshKeyPaths"]).value_text(),
+        "[hostKey]"
+    );
+    assert_eq!(f.one(&["sops", "gnupg", "sshKeyPaths"]).value_text(), "[]");
+    let cond = f.one(&[
+        "keypack-host-key-check",
+        "unitConfig",
+        "ConditionPathExists",
+    ]);
+    assert_eq!(cond.value_text(), "\"!${hostKey}\"");
+    let script = f.one(&["keypack-host-key-check", "script"]).value_text();
+    assert!(script.contains("WARNING"), "{script}");
+    let out = f.one(&["keypack-host-key-check", "serviceConfig", "StandardOutput"]);
+    assert!(out.value_text().contains("console"));
+}
+
+#[test]
+fn tailscale_key_is_a_string_path_with_a_condition() {
+    let f = load("nix/tailscale.nix");
+    let paths = f
+        .root
+        .descendants()
+        .filter(|n| {
+            matches!(
+                n.kind(),
+                SyntaxKind::NODE_PATH_ABS | SyntaxKind::NODE_PATH_REL | SyntaxKind::NODE_PATH_HOME
+            )
+        })
+        .count();
+    assert_eq!(
+        paths, 0,
+        "no path literals in tailscale.nix: they copy files into the store"
+    );
+    assert_eq!(
+        f.one(&["services", "tailscale", "authKeyFile"])
+            .value_text(),
+        "keyFile"
+    );
+    let staged = f.lets.get("stagedKey").cloned().unwrap_or_default();
+    assert!(staged.starts_with("\"/run/keypack/"), "{staged}");
+    assert!(
+        f.lets["keyFile"].contains("config.sops.secrets"),
+        "sops is the default source"
+    );
+    let cond = f.one(&[
+        "tailscaled-autoconnect",
+        "unitConfig",
+        "ConditionPathExists",
+    ]);
+    assert_eq!(cond.value_text(), "keyFile");
+    assert_eq!(
+        f.one(&["authKeySource", "default"]).value_text(),
+        "\"sops\""
+    );
+}
+
+#[test]
+fn no_secret_is_a_path_literal_and_the_iso_boots_uefi() {
+    for rel in nix_files() {
+        let f = load(&rel);
+        for n in f.root.descendants().filter(|n| {
+            matches!(
+                n.kind(),
+                SyntaxKind::NODE_PATH_ABS | SyntaxKind::NODE_PATH_REL | SyntaxKind::NODE_PATH_HOME
+            )
+        }) {
+            let p = n.text().to_string().to_lowercase();
+            for bad in ["secret", "_key", "id_ed25519", ".age", "authkey", ".pem"] {
+                assert!(
+                    !p.contains(bad),
+                    "{rel}: path literal {p} looks like a secret"
+                );
+            }
+        }
+    }
+    let f = load("nix/boot.nix");
+    assert_eq!(f.one(&["isoImage", "makeEfiBootable"]).value_text(), "true");
+    assert!(
+        f.text()
+            .contains("installer/cd-dvd/installation-cd-minimal.nix")
+    );
+    let asserts = f.one(&["assertions"]).value_text();
+    for what in [
+        "hostKeys",
+        "sops.age.keyFile",
+        "tailscale",
+        "initrd.secrets",
+    ] {
+        assert!(asserts.contains(what), "boot.nix must assert on {what}");
+    }
+}
+
+#[test]
+fn flake_is_pure_and_has_the_outputs() {
+    let f = load("flake.nix");
+    let text = f.text();
+    for impure in [
+        "getEnv",
+        "currentSystem",
+        "--impure",
+        "builtins.fetchGit",
+        "builtins.fetchTarball",
+    ] {
+        assert!(!text.contains(impure), "flake.nix uses {impure}");
+    }
+    for input in ["nixpkgs", "crane", "sops-nix"] {
+        assert!(
+            !f.find(&["inputs", input, "url"]).is_empty() || !f.find(&["inputs", input]).is_empty(),
+            "input {input}"
+        );
+    }
+    for (prefix, name) in [
+        (&["packages"][..], "default"),
+        (&["packages"], "keypack"),
+        (&["packages"], "load-keys"),
+        (&["packages"], "iso"),
+        (&["nixosModules"], "default"),
+        (&["nixosModules"], "load-keys"),
+        (&["nixosConfigurations"], "iso"),
+        (&["devShells"], "default"),
+        (&["checks"], "clippy"),
+        (&["checks"], "tests"),
+        (&["checks"], "nix-lint"),
+        (&["checks"], "vm-systemd-stage1"),
+        (&["checks"], "vm-scripted-stage1"),
+        (&["checks"], "vm-not-injected"),
+        (&["checks"], "iso-systemd-stage1"),
+        (&["checks"], "iso-scripted-stage1"),
+    ] {
+        assert!(
+            f.defines(prefix, name),
+            "flake.nix: {prefix:?}.{name} missing"
+        );
+    }
+    assert!(!f.find(&["formatter"]).is_empty());
+    assert!(text.contains("crane.mkLib"));
+    assert!(text.contains("cargoClippy") && text.contains("cargoNextest"));
+    assert!(text.contains("pkgsStatic.callPackage ./nix/pkgs/load-keys.nix"));
+    let iso = f.lets.get("iso").cloned().unwrap_or_default();
+    assert!(
+        iso.contains("writeShellScriptBin\"iso\"") && iso.contains("exec"),
+        "dev shell iso command: {iso}"
+    );
+    for tool in [
+        "pkgs.qemu",
+        "pkgs.OVMF.fd",
+        "pkgs.age",
+        "pkgs.sops",
+        "pkgs.age-plugin-yubikey",
+    ] {
+        assert!(text.contains(tool), "dev shell lacks {tool}");
+    }
+
+    // The VM tests boot with the injected cpio under both flavours and check the three outcomes.
+    let vm = load("nix/tests/vm.nix");
+    assert!(vm.text().contains("runNixOSTest"));
+    assert_eq!(
+        vm.one(&["boot", "initrd", "systemd", "enable"])
+            .value_text(),
+        "systemdStage1"
+    );
+    assert!(
+        vm.one(&["boot", "initrd", "prepend"])
+            .value_text()
+            .contains("keys.cpio.gz")
+    );
+    let script = std::fs::read_to_string(repo().join("nix/tests/assertions.nix")).unwrap();
+    for must in [
+        "ssh-keyscan -t ed25519",
+        "/run/secrets/test-secret",
+        "600:alice:users",
+        "700:alice:users",
+        "=== Stage 1: Key loading complete ===",
+    ] {
+        assert!(script.contains(must), "test script lacks {must}");
+    }
+}

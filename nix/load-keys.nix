@@ -1,0 +1,104 @@
+# Copies the keys keypack injected into the initramfs into the booted system, before anything
+# reads them: sops-nix decrypts with the host key during activation (inside the initrd under
+# systemd stage 1), and sshd must start with the injected key instead of generating one.
+#
+# - systemd stage 1 (the default since 26.05): a oneshot initrd unit, after initrd-fs.target
+#   (/sysroot and an etc overlay are mounted) and before initrd-nixos-activation.service.
+#   wantedBy, never requiredBy: a failure is logged but never blocks the boot.
+# - scripted stage 1 (deprecated, removed in 26.11): the seed's postMountCommands path, only
+#   when systemd stage 1 is off (systemd stage 1 rejects postMountCommands with an assertion).
+# - stage 2: users' keys, staged by stage 1 under /run/keypack/users/<u>/, are installed into
+#   each user's ~/.ssh by name once users exist, before sshd.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.keypack.loadKeys;
+  systemdStage1 = config.boot.initrd.systemd.enable;
+  loadKeys = "${cfg.package}/bin/load-keys";
+in
+{
+  options.keypack.loadKeys = {
+    enable = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = "Whether to copy keypack-injected SSH keys from the initramfs into the system at boot.";
+    };
+    package = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.pkgsStatic.callPackage ./pkgs/load-keys.nix { };
+      defaultText = lib.literalExpression "pkgs.pkgsStatic.callPackage ./pkgs/load-keys.nix { }";
+      description = "The load-keys package; statically linked so it runs in any initrd.";
+    };
+    stageDir = lib.mkOption {
+      type = lib.types.str;
+      default = "/run/keypack";
+      readOnly = true;
+      description = "Where stage 1 stages users' keys (0700 root); /run survives switch-root.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable (
+    lib.mkMerge [
+      (lib.mkIf systemdStage1 {
+        # An ExecStart store path is not copied into the initrd by itself.
+        boot.initrd.systemd.storePaths = [ loadKeys ];
+        boot.initrd.systemd.services.load-keys = {
+          description = "Copy keypack-injected SSH keys into /sysroot";
+          wantedBy = [ "initrd.target" ];
+          after = [ "initrd-fs.target" ];
+          before = [
+            "initrd-nixos-activation.service"
+            "initrd-switch-root.target"
+          ];
+          unitConfig = {
+            DefaultDependencies = false;
+            RequiresMountsFor = "/sysroot";
+          };
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStart = "${loadKeys} --stage-dir ${cfg.stageDir} / /sysroot";
+            StandardOutput = "journal+console";
+            StandardError = "journal+console";
+          };
+        };
+      })
+
+      (lib.mkIf (!systemdStage1) {
+        boot.initrd.extraUtilsCommands = ''
+          copy_bin_and_libs ${loadKeys}
+        '';
+        boot.initrd.extraUtilsCommandsTest = ''
+          $out/bin/load-keys --version
+        '';
+        boot.initrd.postMountCommands = ''
+          load-keys --stage-dir ${cfg.stageDir} / "$targetRoot" || echo "load-keys failed; continuing without (some) injected keys"
+        '';
+      })
+
+      {
+        systemd.services.keypack-user-keys = {
+          description = "Install keypack-staged user SSH keys into home folders";
+          wantedBy = [ "multi-user.target" ];
+          after = [
+            "systemd-tmpfiles-setup.service"
+            "systemd-sysusers.service"
+            "userborn.service"
+          ];
+          before = [ "sshd.service" ];
+          unitConfig.ConditionDirectoryNotEmpty = "${cfg.stageDir}/users";
+          serviceConfig = {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            ExecStart = "${loadKeys} --install-users --stage-dir ${cfg.stageDir}";
+            StandardOutput = "journal+console";
+            StandardError = "journal+console";
+          };
+        };
+      }
+    ]
+  );
+}

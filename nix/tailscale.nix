@@ -1,0 +1,55 @@
+# Optional: join a tailnet at boot.
+#
+# The auth key comes from a sops secret encrypted to the host key (default: the bundle then only
+# carries the host key), or from the bundle itself, staged by load-keys under /run/keypack/.
+# Either way the path is a string, never a Nix path literal, which would copy the key into the
+# world-readable store; and tailscaled-autoconnect only runs when the file exists, so a boot
+# without it skips cleanly instead of running `tailscale up --auth-key ""`.
+# Use an ephemeral, reusable, pre-approved, tagged key: the live system's state is on tmpfs.
+{ config, lib, ... }:
+let
+  cfg = config.keypack.tailscale;
+  stagedKey = "/run/keypack/tailscale-authkey";
+  keyFile =
+    if cfg.authKeySource == "sops" then config.sops.secrets.${cfg.sopsSecret}.path else stagedKey;
+in
+{
+  options.keypack.tailscale = {
+    enable = lib.mkEnableOption "joining a tailnet at boot";
+    authKeySource = lib.mkOption {
+      type = lib.types.enum [
+        "sops"
+        "bundle"
+      ];
+      default = "sops";
+      description = ''
+        Where the auth key comes from: "sops" (a sops-nix secret, see sopsSecret) or "bundle"
+        (staged by load-keys at ${stagedKey}; needs a bundle entry for it, which keypack-layout
+        does not define yet, so "bundle" boots skip Tailscale until it does).
+      '';
+    };
+    sopsSecret = lib.mkOption {
+      type = lib.types.str;
+      default = "tailscale-authkey";
+      description = "Name of the sops-nix secret holding the auth key.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable (
+    lib.mkMerge [
+      {
+        services.tailscale = {
+          enable = true;
+          authKeyFile = keyFile;
+          extraUpFlags = [ "--ssh" ];
+        };
+        systemd.services.tailscaled-autoconnect.unitConfig.ConditionPathExists = keyFile;
+        networking.firewall.trustedInterfaces = [ "tailscale0" ];
+      }
+      (lib.mkIf (cfg.authKeySource == "sops") {
+        sops.secrets.${cfg.sopsSecret}.restartUnits = [ "tailscaled-autoconnect.service" ];
+        systemd.services.tailscaled-autoconnect.after = [ "sops-install-secrets.service" ];
+      })
+    ]
+  );
+}
