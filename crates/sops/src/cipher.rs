@@ -23,15 +23,19 @@ pub struct DataKey(Zeroizing<[u8; 32]>);
 impl DataKey {
     /// Takes a copy of `bytes`, which must be exactly 32 bytes long ([`SopsError::BadDataKey`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<DataKey, SopsError> {
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| SopsError::BadDataKey { len: bytes.len() })?;
-        Ok(DataKey(Zeroizing::new(arr)))
+        if bytes.len() != 32 {
+            return Err(SopsError::BadDataKey { len: bytes.len() });
+        }
+        // Copied straight into the zeroizing array: no intermediate stack copy of the key.
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(bytes);
+        Ok(DataKey(key))
     }
 
-    fn aead(&self) -> SopsAead {
+    /// The AES-256-GCM instance (key schedule built once per file, not per value).
+    pub(crate) fn cipher(&self) -> SopsCipher {
         let k: &[u8; 32] = &self.0;
-        SopsAead::new(k.into())
+        SopsCipher(SopsAead::new(k.into()))
     }
 }
 
@@ -110,15 +114,18 @@ pub(crate) fn parse_enc(s: &str, path: &str) -> Result<EncValue, SopsError> {
     Ok(v)
 }
 
+/// AES-256-GCM keyed with a data key (a distinct type so it cannot be printed or cloned).
+pub(crate) struct SopsCipher(SopsAead);
+
 /// Decrypts `v` with `aad`; the plaintext lands in a buffer of exactly the ciphertext's size.
 /// A tag failure yields `None` (the caller names the path).
-pub(crate) fn open(key: &DataKey, v: &EncValue, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+pub(crate) fn open(cipher: &SopsCipher, v: &EncValue, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let mut buf = Zeroizing::new(Vec::with_capacity(v.data.len()));
     buf.extend_from_slice(&v.data);
     let nonce = Nonce::<U32>::from_slice(&v.iv);
     let tag = Tag::<aes_gcm::aead::consts::U16>::from_slice(&v.tag);
-    match key
-        .aead()
+    match cipher
+        .0
         .decrypt_in_place_detached(nonce, aad, buf.as_mut_slice(), tag)
     {
         Ok(()) => Some(buf),

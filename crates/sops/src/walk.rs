@@ -7,7 +7,7 @@ use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::cipher::{DataKey, EncType, is_enc, open, parse_enc};
+use crate::cipher::{DataKey, EncType, SopsCipher, is_enc, open, parse_enc};
 use crate::error::{SopsError, malformed};
 use crate::metadata::Metadata;
 use crate::tree::{Node, Scalar, Value, ValueType, secret_copy};
@@ -19,7 +19,7 @@ const MAC_ONLY_ENCRYPTED_INIT: [u8; 32] = [
 ];
 
 struct Walk<'a> {
-    key: &'a DataKey,
+    cipher: SopsCipher,
     meta: &'a Metadata,
     hash: Sha512,
     /// Keys only: the rule input and the associated data.
@@ -106,7 +106,7 @@ impl<'a> Walk<'a> {
         let enc = parse_enc(s, &path)?;
         let mut aad = self.keys.join(":");
         aad.push(':');
-        let plain = open(self.key, &enc, aad.as_bytes())
+        let plain = open(&self.cipher, &enc, aad.as_bytes())
             .ok_or(SopsError::ValueAuth { path: path.clone() })?;
         let kind = match enc.kind {
             // A comment element of a list: authenticated, not hashed, dropped from the output.
@@ -159,10 +159,12 @@ pub(crate) fn decrypt(
     let mac_enc = meta.mac.as_deref().ok_or(SopsError::MissingMac)?;
     // The stored MAC first: a wrong `lastmodified` or MAC fails before any value is touched.
     let mac_enc = parse_enc(mac_enc, "sops:mac").map_err(|_| SopsError::MacMismatch)?;
-    let stored = open(key, &mac_enc, meta.lastmodified.as_bytes()).ok_or(SopsError::MacMismatch)?;
+    let cipher = key.cipher();
+    let stored =
+        open(&cipher, &mac_enc, meta.lastmodified.as_bytes()).ok_or(SopsError::MacMismatch)?;
 
     let mut w = Walk {
-        key,
+        cipher,
         meta,
         hash: Sha512::new(),
         keys: Vec::new(),

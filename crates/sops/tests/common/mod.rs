@@ -2,6 +2,7 @@
 //! comparison form for decrypted trees and for expected plaintext files, and the skip convention.
 #![allow(dead_code)]
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use keypack_sops::{Decrypted, Value};
@@ -30,7 +31,8 @@ pub fn skip(test: &str, why: &str) {
     if std::env::var("KEYPACK_REQUIRE_ALL").as_deref() == Ok("1") {
         panic!("{test}: prerequisite missing and KEYPACK_REQUIRE_ALL=1: {why}");
     }
-    eprintln!("KEYPACK-SKIPPED: {test}: {why}");
+    // Written to the stderr handle directly: libtest's capture only swallows `eprintln!`.
+    let _ = writeln!(std::io::stderr(), "KEYPACK-SKIPPED: {test}: {why}");
 }
 
 /// A plain tree for comparisons: scalars as their text.
