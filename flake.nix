@@ -33,6 +33,8 @@
         let
           craneLib = crane.mkLib pkgs;
           commonArgs = {
+            pname = "keypack-workspace";
+            inherit ((lib.importTOML ./Cargo.toml).workspace.package) version;
             src = lib.fileset.toSource {
               root = ./.;
               fileset = lib.fileset.unions [

@@ -322,7 +322,10 @@ pub fn write_file(
             op: "sync",
             source,
         })?;
-        fs::renameat(dir, &tmp, dir, name).map_err(|e| io_err(shown, "rename", e))
+        fs::renameat(dir, &tmp, dir, name).map_err(|e| io_err(shown, "rename", e))?;
+        // Make the rename durable where that means anything (not on tmpfs); best effort.
+        let _ = fs::fsync(dir);
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::unlinkat(dir, &tmp, AtFlags::empty());
