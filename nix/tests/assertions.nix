@@ -10,6 +10,7 @@ if injected then
     machine.succeed("journalctl -b --no-pager | grep -F '=== Stage 1: Loading SSH keys (Ventoy) ==='")
     machine.succeed("journalctl -b --no-pager | grep -F 'Found Ventoy-injected keys, copying to target...'")
     machine.succeed("journalctl -b --no-pager | grep -F '=== Stage 1: Key loading complete ==='")
+    machine.fail("journalctl -b --no-pager | grep -F 'load-keys: error'")
 
     with subtest("sshd serves the injected host key, and no other"):
         machine.wait_for_unit("sshd.service")
@@ -43,5 +44,5 @@ else
     machine.wait_for_unit("sshd.service")
     machine.fail("test -e /run/secrets/test-secret")
     machine.fail("test -e /home/alice/.ssh/id_ed25519")
-    machine.fail("systemctl is-failed load-keys.service keypack-user-keys.service")
+    machine.fail("journalctl -b --no-pager | grep -F 'load-keys: error'")
   ''
