@@ -258,6 +258,16 @@ impl Decrypted {
             .map(Scalar::to_secret)
     }
 
+    /// Like [`field`](Self::field), but only if the value was *encrypted* in the file (not a
+    /// plain `*_unencrypted`-style value). Use this for private keys: sops authenticates the
+    /// names of encrypted values (associated data) but not the names of plain ones, and with
+    /// `mac_only_encrypted` not their values either, so a plain value can be renamed or planted
+    /// by whoever can write the file.
+    pub fn encrypted_field(&self, name: &str) -> Option<SecretSlice<u8>> {
+        let s = self.docs.first()?.get(name)?.as_scalar()?;
+        (s.kind() != ValueType::Plain).then(|| s.to_secret())
+    }
+
     /// The payload of a binary-store file (its `data` value): for [`Format::Binary`], or any
     /// file whose first document holds only `data`.
     pub fn binary_data(&self) -> Option<SecretSlice<u8>> {

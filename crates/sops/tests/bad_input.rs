@@ -197,3 +197,25 @@ fn binary_envelope_without_data_is_malformed() {
         SopsError::Malformed { .. }
     ));
 }
+
+#[test]
+fn alias_bombs_are_refused_small_aliases_work() {
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    bomb.push_str("sops: {}\n");
+    let err = parse_err(bomb.as_bytes(), Format::Yaml);
+    assert!(
+        matches!(err, SopsError::Malformed { ref what } if what.contains("aliases")),
+        "{err:?}"
+    );
+
+    // A plain alias is expanded (as yaml.v3 does for sops) and the file is still parsed.
+    let small = b"base: &b {k: v}\ncopy: *b\nsops: {lastmodified: x, mac: y}\n";
+    let f = SopsFile::parse(small, Format::Yaml).expect("small alias");
+    assert_eq!(f.document_count(), 1);
+}

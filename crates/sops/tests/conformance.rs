@@ -284,3 +284,37 @@ fn decrypted_debug_shows_no_values() {
     }
     assert!(dbg.contains("REDACTED"));
 }
+
+#[test]
+fn recipients_of_any_kind_are_kept_as_strings() {
+    let text = String::from_utf8(read_vector("mixed.enc.yaml")).expect("utf8");
+    let second = "age1yt3tfqlfrwdwx0z0ynwplcr6qxcxfaqycuprpmy89nr83ltx74tqdpszlw";
+    let id = vector_identity();
+    for kind in [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKx0SWnMcb0whUKCxBYsM1m4m1dDyrnB3e6b8lVovy0b user@host",
+        "age1pq1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq",
+        "age1se1qgg72x2qfk9wg3wh0qg9u0v7l5dkq4jx69fv80p6wdus3ftg6flwg5dz2dp",
+        "not-a-recipient-at-all",
+    ] {
+        let changed = text.replace(second, kind);
+        assert_ne!(changed, text);
+        let file = SopsFile::parse(changed.as_bytes(), Format::Yaml)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(file.recipients()[1], kind);
+        file.decrypt(&file.data_key(&[&id]).expect("key"))
+            .expect("decrypts");
+    }
+}
+
+#[test]
+fn unquoted_lastmodified_is_used_as_raw_text() {
+    // rops-written files (and hand edits) leave `lastmodified` unquoted: a YAML timestamp.
+    let text = String::from_utf8(read_vector("mixed.enc.yaml")).expect("utf8");
+    let unquoted = text.replace(
+        "lastmodified: \"2026-11-25T17:18:57Z\"",
+        "lastmodified: 2026-11-25T17:18:57Z",
+    );
+    assert_ne!(unquoted, text);
+    let id = vector_identity();
+    decrypt_with(unquoted.as_bytes(), Format::Yaml, &[&id]).expect("decrypts");
+}

@@ -425,3 +425,41 @@ fn sops_generated_binary_envelopes_are_byte_exact() {
     let dec = s.ours(&enc, Format::sniff(&enc));
     assert_eq!(dec.binary_data().expect("payload").expose_secret(), key);
 }
+
+#[test]
+fn sops_generated_planted_plain_value_is_not_an_encrypted_field() {
+    let Some(s) = Sops::new("sops_generated_planted_plain_value_is_not_an_encrypted_field") else {
+        return;
+    };
+    // With mac_only_encrypted and a regex rule, sops does not authenticate values outside the
+    // rule: someone with write access can plant a plaintext "private key". `field` shows it
+    // (as sops would), `encrypted_field` refuses it.
+    let enc = String::from_utf8(s.encrypt(
+        "plant.yaml",
+        b"password: pw\nusername: bob\n",
+        &["--mac-only-encrypted", "--encrypted-regex", "^password$"],
+    ))
+    .expect("utf8");
+    let planted = enc.replacen(
+        "username: bob\n",
+        "username: bob\nssh_host_ed25519_key: ATTACKER\n",
+        1,
+    );
+    assert_ne!(planted, enc);
+    let dec =
+        decrypt_with(planted.as_bytes(), Format::Yaml, &[&s.id]).expect("sops accepts this too");
+    assert_eq!(
+        dec.field("ssh_host_ed25519_key")
+            .expect("plain")
+            .expose_secret(),
+        b"ATTACKER"
+    );
+    assert!(dec.encrypted_field("ssh_host_ed25519_key").is_none());
+    assert_eq!(
+        dec.encrypted_field("password").expect("pw").expose_secret(),
+        b"pw"
+    );
+    // The oracle agrees that sops itself accepts the planted value.
+    let out = String::from_utf8(s.oracle("enc-plant.yaml", planted.as_bytes(), &[])).expect("utf8");
+    assert!(out.contains("ssh_host_ed25519_key: ATTACKER"), "{out}");
+}

@@ -19,6 +19,8 @@ use crate::tree::Node;
 
 /// Maximum nesting depth, so that hostile input cannot exhaust the stack.
 const MAX_DEPTH: usize = 256;
+/// Maximum number of nodes after alias expansion ("billion laughs" guard).
+const MAX_NODES: usize = 1_000_000;
 
 enum Frame {
     Map {
@@ -37,7 +39,12 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     docs: Vec<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes and their sizes (in nodes).
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes created so far, aliases counted at their expanded size.
+    nodes: usize,
+    /// Size of the node being built at each open frame.
+    sizes: Vec<usize>,
     error: Option<SopsError>,
 }
 
@@ -52,9 +59,21 @@ impl Builder {
         }
     }
 
-    fn complete(&mut self, node: Node, anchor: usize, mark: &Marker) {
+    /// `size`: the node's size in nodes (for its parent and anchors); `added`: how many new
+    /// nodes this event creates (1 for a scalar or a container, the expanded size for an alias).
+    fn complete(&mut self, node: Node, size: usize, added: usize, anchor: usize, mark: &Marker) {
+        self.nodes += added;
+        if self.nodes > MAX_NODES {
+            return self.fail(malformed(format!(
+                "YAML expands to more than {MAX_NODES} nodes (aliases) at {}",
+                at(mark)
+            )));
+        }
+        if let Some(parent) = self.sizes.last_mut() {
+            *parent += size;
+        }
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => {
@@ -117,12 +136,20 @@ impl MarkedEventReceiver for Builder {
         match ev {
             Event::Scalar(value, style, anchor, tag) => {
                 let node = scalar_node(value, style, tag.as_ref());
-                self.complete(node, anchor, &mark);
+                self.complete(node, 1, 1, anchor, &mark);
             }
             Event::Alias(id) => match self.anchors.get(&id) {
-                Some(n) => {
+                Some((n, size)) => {
+                    let size = *size;
+                    if self.nodes + size > MAX_NODES {
+                        return self.fail(malformed(format!(
+                            "YAML expands to more than {MAX_NODES} nodes (aliases) at {}",
+                            at(&mark)
+                        )));
+                    }
                     let n = n.clone();
-                    self.complete(n, 0, &mark);
+                    // The expanded copy counts again; its nodes were counted once when defined.
+                    self.complete(n, size, size, 0, &mark);
                 }
                 None => self.fail(malformed(format!("unknown YAML alias at {}", at(&mark)))),
             },
@@ -133,6 +160,7 @@ impl MarkedEventReceiver for Builder {
                         at(&mark)
                     )));
                 }
+                self.sizes.push(1);
                 self.stack.push(Frame::Seq {
                     items: Vec::new(),
                     anchor,
@@ -145,6 +173,7 @@ impl MarkedEventReceiver for Builder {
                         at(&mark)
                     )));
                 }
+                self.sizes.push(1);
                 self.stack.push(Frame::Map {
                     items: Vec::new(),
                     key: None,
@@ -152,24 +181,27 @@ impl MarkedEventReceiver for Builder {
                     line: mark.line(),
                 });
             }
-            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Seq { items, anchor }) => {
-                    self.complete(Node::List(items), anchor, &mark)
+            Event::SequenceEnd | Event::MappingEnd => match (self.stack.pop(), self.sizes.pop()) {
+                (Some(Frame::Seq { items, anchor }), Some(size)) => {
+                    self.complete(Node::List(items), size, 1, anchor, &mark)
                 }
-                Some(Frame::Map {
-                    items,
-                    anchor,
-                    key,
-                    line,
-                }) => {
+                (
+                    Some(Frame::Map {
+                        items,
+                        anchor,
+                        key,
+                        line,
+                    }),
+                    Some(size),
+                ) => {
                     if key.is_some() {
                         return self.fail(malformed(format!(
                             "YAML mapping at line {line} ends after a key"
                         )));
                     }
-                    self.complete(Node::Map(items), anchor, &mark)
+                    self.complete(Node::Map(items), size, 1, anchor, &mark)
                 }
-                None => self.fail(malformed("unbalanced YAML events")),
+                _ => self.fail(malformed("unbalanced YAML events")),
             },
             Event::DocumentEnd => self.anchors.clear(),
             _ => {}
