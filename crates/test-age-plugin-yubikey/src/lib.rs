@@ -166,6 +166,16 @@ impl PivRecipient {
         })
     }
 
+    /// From the 33-byte compressed point (the bech32 payload of `age1yubikey1…`).
+    pub fn from_compressed(bytes: &[u8]) -> Option<PivRecipient> {
+        if bytes.len() != 33 {
+            return None;
+        }
+        Some(PivRecipient {
+            pk: p256::PublicKey::from_sec1_bytes(bytes).ok()?,
+        })
+    }
+
     fn compressed(&self) -> [u8; 33] {
         let mut out = [0u8; 33];
         out.copy_from_slice(self.pk.to_encoded_point(true).as_bytes());

@@ -22,14 +22,14 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
 use age_core::format::{FileKey, Stanza};
 use age_core::secrecy::ExposeSecret;
-use age_plugin::{Callbacks, PluginHandler, identity, run_state_machine};
-use keypack_test_age_plugin_yubikey::SoftCard;
+use age_plugin::{Callbacks, PluginHandler, identity, recipient, run_state_machine};
+use keypack_test_age_plugin_yubikey::{PivRecipient, SoftCard};
 
 const FOOTER: &str = "\n\n[ Did this not do what you expected? Could an error be more useful? ]\n[ Tell us: https://str4d.xyz/age-plugin-yubikey/report             ]";
 
@@ -117,14 +117,85 @@ impl Config {
 struct Handler;
 
 impl PluginHandler for Handler {
-    type RecipientV1 = Infallible;
+    type RecipientV1 = MockRecipient;
     type IdentityV1 = MockIdentity;
+
+    fn recipient_v1(self) -> io::Result<MockRecipient> {
+        Ok(MockRecipient {
+            recipients: Vec::new(),
+        })
+    }
 
     fn identity_v1(self) -> io::Result<MockIdentity> {
         Ok(MockIdentity {
             config: Config::load(),
             stubs: Vec::new(),
         })
+    }
+}
+
+/// Encryption needs no card (as in the real plugin): `sops --age age1yubikey1…` works.
+struct MockRecipient {
+    recipients: Vec<PivRecipient>,
+}
+
+impl recipient::RecipientPluginV1 for MockRecipient {
+    fn add_recipient(
+        &mut self,
+        index: usize,
+        _plugin_name: &str,
+        bytes: &[u8],
+    ) -> Result<(), recipient::Error> {
+        match PivRecipient::from_compressed(bytes) {
+            Some(r) => {
+                self.recipients.push(r);
+                Ok(())
+            }
+            None => Err(recipient::Error::Recipient {
+                index,
+                message: "Invalid recipient".to_owned(),
+            }),
+        }
+    }
+
+    fn add_identity(
+        &mut self,
+        index: usize,
+        _plugin_name: &str,
+        _bytes: &[u8],
+    ) -> Result<(), recipient::Error> {
+        Err(recipient::Error::Identity {
+            index,
+            message: "mock: identities are not supported for encryption".to_owned(),
+        })
+    }
+
+    fn labels(&mut self) -> HashSet<String> {
+        HashSet::new()
+    }
+
+    fn wrap_file_keys(
+        &mut self,
+        file_keys: Vec<FileKey>,
+        _callbacks: impl Callbacks<recipient::Error>,
+    ) -> io::Result<Result<Vec<Vec<Stanza>>, Vec<recipient::Error>>> {
+        use age::Recipient as _;
+        let mut out = Vec::with_capacity(file_keys.len());
+        for key in &file_keys {
+            let mut stanzas = Vec::new();
+            for r in &self.recipients {
+                match r.wrap_file_key(key) {
+                    Ok((s, _)) => stanzas.extend(s),
+                    Err(_) => {
+                        return Ok(Err(vec![recipient::Error::Internal {
+                            message: "wrap failed".to_owned(),
+                        }]));
+                    }
+                }
+            }
+            out.push(stanzas);
+        }
+        Ok(Ok(out))
     }
 }
 
