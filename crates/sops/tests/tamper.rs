@@ -573,7 +573,7 @@ fn plain_age_files_binary_and_armored() {
 }
 
 /// Every tampered variant of a good file (label, text): flips, swaps, metadata edits.
-fn corpus(name: &str, text: &str, paths: &[&str]) -> Vec<(String, String)> {
+fn corpus(text: &str, paths: &[&str]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let spans = value_spans(text);
     for (span, path) in spans.iter().zip(paths) {
@@ -632,7 +632,7 @@ fn no_tamper_error_shows_a_secret_in_display_or_debug() {
         let text = String::from_utf8(read_vector(name)).expect("utf8");
         let secrets = secrets(name, &text);
         assert!(!secrets.is_empty());
-        for (label, bad) in corpus(name, &text, paths) {
+        for (label, bad) in corpus(&text, paths) {
             let swapped_equal_values = label.starts_with("swap") && bad == text;
             match run(&bad, *format) {
                 Err(e) => assert_clean(&e, &secrets, &format!("{name}: {label}")),
