@@ -65,6 +65,6 @@ pub enum BundleError {
         reason: &'static str,
     },
     /// The archive is not a gzip-compressed tar, or is corrupt.
-    #[error("not a readable keys.tar.gz: {0}")]
+    #[error("not a readable keys.tar.gz")]
     Archive(#[source] io::Error),
 }

@@ -290,8 +290,14 @@ fn load(sel: &KeySelection) -> Result<LoadedSet> {
         let plain = match result {
             Ok(plain) => plain,
             Err(e) => {
+                let listed = match &p {
+                    Parsed::Sops(file) => {
+                        format!(" (sops lists: {})", file.recipients().join(", "))
+                    }
+                    Parsed::Age(_) => String::new(),
+                };
                 let error = anyhow::Error::new(e).context(format!(
-                    "unwrapping the age layer of {} with the identities in {}",
+                    "unwrapping the age layer of {}{listed} with the identities in {}",
                     path.display(),
                     identity_path.display()
                 ));
