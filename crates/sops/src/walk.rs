@@ -160,8 +160,14 @@ pub(crate) fn decrypt(
     // The stored MAC first: a wrong `lastmodified` or MAC fails before any value is touched.
     let mac_enc = parse_enc(mac_enc, "sops:mac").map_err(|_| SopsError::MacMismatch)?;
     let cipher = key.cipher();
-    let stored =
-        open(&cipher, &mac_enc, meta.lastmodified.as_bytes()).ok_or(SopsError::MacMismatch)?;
+    // sops uses `LastModified.Format(time.RFC3339)` as associated data: the raw text for every
+    // file sops writes; the normalized form for hand-edited ones (fraction dropped, `Z` for UTC).
+    let stored = open(&cipher, &mac_enc, meta.lastmodified.as_bytes())
+        .or_else(|| {
+            let n = rfc3339_seconds(&meta.lastmodified)?;
+            open(&cipher, &mac_enc, n.as_bytes())
+        })
+        .ok_or(SopsError::MacMismatch)?;
 
     let mut w = Walk {
         cipher,
@@ -195,8 +201,48 @@ pub(crate) fn decrypt(
     }
 }
 
+/// Go's `time.Parse(RFC3339)` then `Format(RFC3339)`, if that differs from the input.
+fn rfc3339_seconds(raw: &str) -> Option<String> {
+    let b = raw.as_bytes();
+    if b.len() < 20 || !raw.is_ascii() || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    let (main, rest) = raw.split_at(19);
+    let rest = match rest.strip_prefix('.') {
+        Some(r) => r.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    let zone = match rest {
+        "Z" | "z" | "+00:00" | "-00:00" => "Z",
+        z if z.len() == 6 && (z.starts_with('+') || z.starts_with('-')) => z,
+        _ => return None,
+    };
+    let out = format!("{}T{}{zone}", &main[..10], &main[11..]);
+    (out != raw).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lastmodified_normalization() {
+        use super::rfc3339_seconds as n;
+        assert_eq!(n("2026-11-25T17:18:57Z"), None);
+        assert_eq!(
+            n("2026-11-25T17:18:57.123Z").as_deref(),
+            Some("2026-11-25T17:18:57Z")
+        );
+        assert_eq!(
+            n("2026-11-25t17:18:57+00:00").as_deref(),
+            Some("2026-11-25T17:18:57Z")
+        );
+        assert_eq!(
+            n("2026-11-25T17:18:57.5+02:00").as_deref(),
+            Some("2026-11-25T17:18:57+02:00")
+        );
+        assert_eq!(n("garbage"), None);
+        assert_eq!(n("2026-11-25T17:18:5é7Z"), None);
+    }
+
     use sha2::Sha256;
 
     use super::*;

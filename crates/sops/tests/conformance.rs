@@ -317,4 +317,13 @@ fn unquoted_lastmodified_is_used_as_raw_text() {
     assert_ne!(unquoted, text);
     let id = vector_identity();
     decrypt_with(unquoted.as_bytes(), Format::Yaml, &[&id]).expect("decrypts");
+    // sops authenticates `lastmodified` re-formatted as RFC 3339 seconds: a fraction added by
+    // hand does not change it, another second does.
+    let fraction = text.replace("17:18:57Z\"", "17:18:57.250Z\"");
+    assert_ne!(fraction, text);
+    decrypt_with(fraction.as_bytes(), Format::Yaml, &[&id]).expect("fraction ignored as in sops");
+    let other = text.replace("17:18:57Z\"", "17:18:58Z\"");
+    let err =
+        decrypt_with(other.as_bytes(), Format::Yaml, &[&id]).expect_err("changed lastmodified");
+    assert!(matches!(err, SopsError::MacMismatch), "{err:?}");
 }

@@ -205,7 +205,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "vars.env",
-        plain: "A=1\nB=hello world\n# comment\nC=multi\\nline\nD_unencrypted=visible\nE=\n",
+        plain: "A=1\nB=hello world\n# comment\nC=multi\\nline\nD_unencrypted=visible\nP_unencrypted=two\\nlines\nE=\n",
         args: &[],
         expect_in_file: &["D_unencrypted=visible", "sops_mac=ENC["],
     },
