@@ -132,6 +132,19 @@ nested:
   public_unencrypted: visible
 quoted: "with: colon # and hash"
 unicode: "héllo ✓"
+accounts:
+  - name: a
+    pw: x
+  - name: b
+    pw: y
+    tags: [t1, t2]
+matrix: [[1, 2], [3], []]
+folded: >
+  one
+  two
+literal_keep: |+
+  kept
+
 "#;
 
 const CASES: &[Case] = &[
@@ -462,4 +475,46 @@ fn sops_generated_planted_plain_value_is_not_an_encrypted_field() {
     // The oracle agrees that sops itself accepts the planted value.
     let out = String::from_utf8(s.oracle("enc-plant.yaml", planted.as_bytes(), &[])).expect("utf8");
     assert!(out.contains("ssh_host_ed25519_key: ATTACKER"), "{out}");
+}
+
+#[test]
+fn sops_generated_ini_default_section_comments_and_quoting() {
+    let Some(s) = Sops::new("sops_generated_ini_default_section_comments_and_quoting") else {
+        return;
+    };
+    let plain = "glob = g1\n; a comment\n[sec]\nkey = v  ; inline\nhash_unencrypted = `a#b`\nq = \"quoted value\"\n";
+    let enc = s.encrypt("q.ini", plain.as_bytes(), &[]);
+    let text = String::from_utf8(enc.clone()).expect("utf8");
+    assert!(text.contains("hash_unencrypted = `a#b`"), "{text}");
+    let dec = s.ours(&enc, Format::Ini);
+    let get = |p: &[&str]| {
+        dec.get(p)
+            .and_then(Value::as_scalar)
+            .map(|v| v.expose().to_vec())
+    };
+    assert_eq!(get(&["DEFAULT", "glob"]).as_deref(), Some(&b"g1"[..]));
+    assert_eq!(get(&["sec", "key"]).as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        get(&["sec", "hash_unencrypted"]).as_deref(),
+        Some(&b"a#b"[..])
+    );
+    assert_eq!(get(&["sec", "q"]).as_deref(), Some(&b"quoted value"[..]));
+    // INI values are authenticated with `section:key:`; moving one between sections fails.
+    let key_line = text
+        .lines()
+        .find(|l| l.starts_with("key "))
+        .expect("key line");
+    let glob_line = text
+        .lines()
+        .find(|l| l.starts_with("glob "))
+        .expect("glob line");
+    let moved = text.replacen(
+        glob_line,
+        &format!("glob = {}", key_line.split_once("= ").expect("=").1),
+        1,
+    );
+    match decrypt_with(moved.as_bytes(), Format::Ini, &[&s.id]) {
+        Err(SopsError::ValueAuth { path }) => assert_eq!(path, "DEFAULT:glob"),
+        other => panic!("expected ValueAuth, got {other:?}"),
+    }
 }
