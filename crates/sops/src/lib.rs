@@ -28,6 +28,11 @@
 //! - `str` values stay bytes (the binary store holds arbitrary bytes).
 //! - Recipients are kept as opaque strings: a recipient keypack cannot use is skipped, never a
 //!   parse error.
+//! - sops does not authenticate the *names* of unencrypted values (nor, with
+//!   `mac_only_encrypted`, their contents), so private keys should be read with
+//!   [`Decrypted::encrypted_field`], which only returns values that were encrypted.
+//! - Where sops itself is lenient, so is this crate, on purpose (compatibility): `#` comments
+//!   are not authenticated and are ignored; moving a list comment element is not detected.
 //!
 //! ```no_run
 //! # fn demo(bytes: &[u8], id: &age::x25519::Identity) -> Result<(), keypack_sops::SopsError> {

@@ -432,6 +432,14 @@ fn sops_generated_binary_envelopes_are_byte_exact() {
         );
         assert_eq!(oracle, payload, "{out}: sops oracle");
     }
+    // An empty payload is a bare "" (sops does not encrypt empty strings).
+    let enc = s.encrypt(
+        "empty",
+        b"",
+        &["--input-type", "binary", "--output-type", "json"],
+    );
+    let dec = s.ours(&enc, Format::Binary);
+    assert_eq!(dec.binary_data().expect("payload").expose_secret(), b"");
     // An OpenSSH key file encrypted the way a nix-keys per-key folder holds it.
     let key = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
     let enc = s.encrypt("ssh_host_ed25519_key", key, &[]);
