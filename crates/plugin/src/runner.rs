@@ -27,7 +27,7 @@ pub trait Runner: Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum BootFileError {
     /// No build yet.
-    #[error("{path}: no build found ({source}); run `keypack build` first or pass --image")]
+    #[error("no build found: cannot read {path} (run `keypack build` first, or pass --image)")]
     Missing {
         /// The file.
         path: PathBuf,

@@ -10,7 +10,7 @@ pub enum InitrdError {
         flag: &'static str,
     },
     /// The kernel or base initrd is missing or not a file.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Input {
         /// `kernel` or `base initrd`.
         what: &'static str,
@@ -27,7 +27,7 @@ pub enum InitrdError {
         path: String,
     },
     /// Writing the cpio failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         /// The artifact path.
         path: PathBuf,

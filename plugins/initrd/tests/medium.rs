@@ -222,7 +222,8 @@ fn missing_kernel_or_initrd_is_a_clear_error() {
     let mut a = args(dir.path());
     a.initrd = Some(dir.path().to_path_buf());
     let err = build(&bundle, &a, "web1", &out).unwrap_err();
-    assert!(err.to_string().contains("not a regular file"), "{err}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(cause.contains("not a regular file"), "{err}: {cause}");
 }
 
 #[test]

@@ -4,12 +4,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
     /// A file the boot needs is missing.
-    #[error("{what} {path} is missing ({source}); run `keypack build` again or pass --image")]
+    #[error("{what} {path} is missing or unusable ({hint})")]
     MissingFile {
         /// `kernel`, `initrd`, `disk image`, `firmware`, …
         what: &'static str,
         /// The path.
         path: PathBuf,
+        /// What to do about it.
+        hint: &'static str,
         /// The I/O error.
         #[source]
         source: std::io::Error,
@@ -55,7 +57,7 @@ pub enum QemuError {
         why: String,
     },
     /// QEMU could not be started.
-    #[error("starting {qemu}: {source}")]
+    #[error("starting {qemu} (Debian: apt-get install qemu-system-x86)")]
     Spawn {
         /// The QEMU binary.
         qemu: PathBuf,
@@ -72,7 +74,7 @@ pub enum QemuError {
         stderr: String,
     },
     /// A state file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("state file {path}")]
     State {
         /// The file.
         path: PathBuf,
@@ -137,7 +139,7 @@ pub enum QemuError {
         log: PathBuf,
     },
     /// A tool (ssh-keyscan) is missing.
-    #[error("{tool}: {source} (Debian: apt-get install openssh-client)")]
+    #[error("running {tool} (Debian: apt-get install openssh-client)")]
     Tool {
         /// The tool.
         tool: &'static str,

@@ -534,9 +534,15 @@ impl Vm {
 }
 
 fn need_file(what: &'static str, path: &Path) -> Result<(), QemuError> {
+    let hint = if what.starts_with("firmware") {
+        "pass an existing --firmware FILE, or drop it to use QEMU's firmware descriptors"
+    } else {
+        "run `keypack build` again, or pass --image"
+    };
     let err = |source| QemuError::MissingFile {
         what,
         path: path.to_path_buf(),
+        hint,
         source,
     };
     let meta = std::fs::metadata(path).map_err(err)?;

@@ -140,7 +140,7 @@ fn vm_for(host: &HostName) -> Result<(Vm, PathBuf)> {
 fn description(args: &RunArgs, dir: &std::path::Path) -> Result<BootDescription> {
     let last = read_boot_description(dir);
     let Some(image) = &args.image else {
-        let desc = last.with_context(|| format!("no build of {} to boot", args.host))?;
+        let desc = last?;
         if desc.host != args.host.as_str() {
             bail!(
                 "{}: the boot description is for host {}, not {}",
