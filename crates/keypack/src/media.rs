@@ -1,12 +1,16 @@
-//! The registered plugins. Adding a medium is one line in [`MEDIA`].
-#![allow(dead_code)] // until `build` uses it
+//! The registered media plugins. Adding a medium is one line in [`MEDIA`] (see the "Adding a
+//! boot medium" section of `keypack-plugin`).
+//!
+//! Does not parse flags or build anything itself: `cmd/build.rs` picks a medium from here by
+//! `--media` and hands it the bundle.
 
 use keypack_plugin::Medium;
 
 /// Every media plugin, the default first.
-pub static MEDIA: &[&dyn Medium] = &[
-    &keypack_media_initrd::Initrd,
-];
+pub static MEDIA: &[&dyn Medium] = &[&keypack_media_ventoy::Ventoy, &keypack_media_initrd::Initrd];
+
+/// The medium used without `--media`.
+pub const DEFAULT_MEDIUM: &str = "ventoy";
 
 /// Adds every plugin's flags to a `build`-like command.
 pub fn augment_build_args(mut cmd: clap::Command) -> clap::Command {
@@ -19,4 +23,22 @@ pub fn augment_build_args(mut cmd: clap::Command) -> clap::Command {
 /// Finds a medium by name.
 pub fn find(name: &str) -> Option<&'static dyn Medium> {
     MEDIA.iter().copied().find(|m| m.name() == name)
+}
+
+/// The names, for error messages.
+pub fn names() -> Vec<&'static str> {
+    MEDIA.iter().map(|m| m.name()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_unique_and_default_is_registered() {
+        let names = super::names();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        assert!(super::find(super::DEFAULT_MEDIUM).is_some());
+    }
 }

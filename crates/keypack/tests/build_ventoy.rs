@@ -27,7 +27,10 @@ fn prereqs(test: &str) -> bool {
     }
     for t in ["xz", "mkfs.vfat", "mmd", "mcopy", "mtype"] {
         if !have(t) {
-            skip(test, &format!("{t} is not installed (xz-utils, dosfstools, mtools)"));
+            skip(
+                test,
+                &format!("{t} is not installed (xz-utils, dosfstools, mtools)"),
+            );
             return false;
         }
     }
@@ -36,7 +39,11 @@ fn prereqs(test: &str) -> bool {
 
 fn sh(cmd: &mut Command) {
     let out = cmd.output().expect("tool runs");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A synthetic Ventoy release folder made with xz, mkfs.vfat and mtools only.
@@ -47,24 +54,42 @@ fn ventoy_dir(root: &Path) -> PathBuf {
     let mut boot = vec![0u8; 512];
     boot[..3].copy_from_slice(&[0xEB, 0x63, 0x90]);
     boot[0x190..0x1A0].copy_from_slice(&[
-        0x56, 0x54, 0x00, 0x47, 0x65, 0x00, 0x48, 0x44, 0x00, 0x52, 0x64, 0x00, 0x20, 0x45, 0x72, 0x0D,
+        0x56, 0x54, 0x00, 0x47, 0x65, 0x00, 0x48, 0x44, 0x00, 0x52, 0x64, 0x00, 0x20, 0x45, 0x72,
+        0x0D,
     ]);
     boot[0x1FE] = 0x55;
     boot[0x1FF] = 0xAA;
     std::fs::write(dir.join("boot/boot.img"), &boot).unwrap();
     std::fs::write(dir.join("boot/core.img"), vec![0u8; 2047 * 512]).unwrap();
-    sh(Command::new("xz").args(["-1", "-T1"]).arg(dir.join("boot/core.img")));
+    sh(Command::new("xz")
+        .args(["-1", "-T1"])
+        .arg(dir.join("boot/core.img")));
     let efi = dir.join("ventoy/ventoy.disk.img");
-    std::fs::File::create(&efi).unwrap().set_len(65536 * 512).unwrap();
-    sh(Command::new("mkfs.vfat").args(["-F", "16", "-s", "1", "-n", "VTOYEFI", "--invariant"]).arg(&efi));
+    std::fs::File::create(&efi)
+        .unwrap()
+        .set_len(65536 * 512)
+        .unwrap();
+    sh(Command::new("mkfs.vfat")
+        .args(["-F", "16", "-s", "1", "-n", "VTOYEFI", "--invariant"])
+        .arg(&efi));
     let i = efi.to_str().unwrap();
     for d in ["ventoy", "grub"] {
-        sh(Command::new("mmd").env("MTOOLS_SKIP_CHECK", "1").args(["-i", i, &format!("::/{d}")]));
+        sh(Command::new("mmd")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", i, &format!("::/{d}")]));
     }
     let src = root.join("cfg");
     std::fs::write(&src, "set VENTOY_VERSION=\"1.1.17\"\n").unwrap();
-    sh(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-i", i]).arg(&src).arg("::/grub/grub.cfg"));
-    sh(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-i", i]).arg(&src).arg("::/ventoy/ventoy.cpio"));
+    sh(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", i])
+        .arg(&src)
+        .arg("::/grub/grub.cfg"));
+    sh(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", i])
+        .arg(&src)
+        .arg("::/ventoy/ventoy.cpio"));
     sh(Command::new("xz").args(["-1", "-T1"]).arg(&efi));
     std::fs::write(dir.join("ventoy/version"), "1.1.17\n").unwrap();
     dir
@@ -102,7 +127,12 @@ impl Setup {
         let iso = repo.scratch().join("keypack-nixos.iso");
         fake_iso(&iso, iso_len);
         let state = repo.tmp.path().join("state");
-        Setup { repo, vdir, iso, state }
+        Setup {
+            repo,
+            vdir,
+            iso,
+            state,
+        }
     }
 
     fn cmd(&self, verb: &str, extra: &[&str]) -> Command {
@@ -140,10 +170,18 @@ impl Setup {
 fn mtype(img: &Path, path: &str) -> Vec<u8> {
     let out = Command::new("mtype")
         .env("MTOOLS_SKIP_CHECK", "1")
-        .args(["-i", &format!("{}@@1M", img.display()), &format!("::{path}")])
+        .args([
+            "-i",
+            &format!("{}@@1M", img.display()),
+            &format!("::{path}"),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "mtype {path}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mtype {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -157,7 +195,14 @@ fn build_writes_image_and_boot_json_and_inspect_shows_fingerprints() {
     let img = s.image();
     let meta = std::fs::metadata(&img).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::metadata(s.state.join("web1")).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(s.state.join("web1"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
     // boot.json for the runner.
     let desc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(s.state.join("web1/boot.json")).unwrap()).unwrap();
@@ -166,12 +211,22 @@ fn build_writes_image_and_boot_json_and_inspect_shows_fingerprints() {
     assert_eq!(desc["boot"]["kind"], "disk");
     assert_eq!(desc["boot"]["image"], img.to_str().unwrap());
     let host_pub: Vec<&str> = s.repo.host.public.split_whitespace().take(2).collect();
-    assert!(desc["host_public_key"].as_str().unwrap().starts_with(&host_pub.join(" ")));
+    assert!(
+        desc["host_public_key"]
+            .as_str()
+            .unwrap()
+            .starts_with(&host_pub.join(" "))
+    );
     // The ISO is byte-identical on the image; the bundle equals `keypack pack`'s.
     assert!(mtype(&img, "/keypack-nixos.iso") == std::fs::read(&s.iso).unwrap());
-    let packed = s.repo.run("pack", &["-H", "web1", "-U", "alice", "-o", "-"]);
+    let packed = s
+        .repo
+        .run("pack", &["-H", "web1", "-U", "alice", "-o", "-"]);
     assert!(packed.status.success());
-    assert!(mtype(&img, "/keys.tar.gz") == packed.stdout, "bundle on the image differs from keypack pack");
+    assert!(
+        mtype(&img, "/keys.tar.gz") == packed.stdout,
+        "bundle on the image differs from keypack pack"
+    );
     // inspect IMAGE: layout, version, injection, fingerprints; no key material.
     let out = s.repo.keypack(&["inspect", img.to_str().unwrap()]);
     let text = stdout(&out);
@@ -179,10 +234,16 @@ fn build_writes_image_and_boot_json_and_inspect_shows_fingerprints() {
     assert!(text.contains("Ventoy disk, Mbr"), "{text}");
     assert!(text.contains("start       2048"), "{text}");
     assert!(text.contains("Ventoy version: 1.1.17"), "{text}");
-    assert!(text.contains("injection: /keypack-nixos.iso <- /keys.tar.gz"), "{text}");
+    assert!(
+        text.contains("injection: /keypack-nixos.iso <- /keys.tar.gz"),
+        "{text}"
+    );
     assert!(text.contains("etc/ssh/ssh_host_ed25519_key"), "{text}");
     assert!(text.contains("users/alice/.ssh/id_ed25519"), "{text}");
-    assert!(text.contains(&fingerprint(&s.repo.host.public, &s.repo.scratch())), "{text}");
+    assert!(
+        text.contains(&fingerprint(&s.repo.host.public, &s.repo.scratch())),
+        "{text}"
+    );
     assert!(text.contains("problems: none"), "{text}");
     for secret in [&s.repo.host.private, &s.repo.alice.private] {
         let body: String = secret.lines().nth(1).unwrap().to_string();
@@ -204,11 +265,18 @@ fn keys_only_rebuild_switches_the_bundle_in_place_and_rebuild_does_not() {
     s.run("build", &["-U", "alice", "-U", "bob", "--seed", "3"]);
     let ino2 = std::fs::metadata(s.image()).unwrap().ino();
     assert_eq!(ino1, ino2, "keys-only build must update the image in place");
-    let packed = s.repo.run("pack", &["-H", "web1", "-U", "alice", "-U", "bob", "-o", "-"]);
+    let packed = s.repo.run(
+        "pack",
+        &["-H", "web1", "-U", "alice", "-U", "bob", "-o", "-"],
+    );
     assert!(mtype(&s.image(), "/keys.tar.gz") == packed.stdout);
     assert!(mtype(&s.image(), "/keypack-nixos.iso") == std::fs::read(&s.iso).unwrap());
     let out = s.repo.keypack(&["inspect", s.image().to_str().unwrap()]);
-    assert!(out.status.success() && stdout(&out).contains("users/bob/.ssh/id_ed25519"), "{}", stdout(&out));
+    assert!(
+        out.status.success() && stdout(&out).contains("users/bob/.ssh/id_ed25519"),
+        "{}",
+        stdout(&out)
+    );
     // fsck.fat finds the switched filesystem clean.
     if have("fsck.fat") {
         let part = s.repo.scratch().join("p1");
@@ -216,8 +284,16 @@ fn keys_only_rebuild_switches_the_bundle_in_place_and_rebuild_does_not() {
         let start = u32::from_le_bytes(img[0x1C6..0x1CA].try_into().unwrap()) as usize * 512;
         let len = u32::from_le_bytes(img[0x1CA..0x1CE].try_into().unwrap()) as usize * 512;
         std::fs::write(&part, &img[start..start + len]).unwrap();
-        let out = Command::new("fsck.fat").arg("-n").arg(&part).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let out = Command::new("fsck.fat")
+            .arg("-n")
+            .arg(&part)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     // rebuild ignores the cache: a new file.
     s.run("rebuild", &["-U", "alice", "-U", "bob", "--seed", "3"]);
@@ -226,7 +302,11 @@ fn keys_only_rebuild_switches_the_bundle_in_place_and_rebuild_does_not() {
 
 /// Runs `keypack ARGS`, SIGKILLs it after `delay`, and waits.
 fn kill_after(mut cmd: Command, delay: Duration) {
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(delay);
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
@@ -237,7 +317,7 @@ fn killed_builds_leave_the_old_image_or_the_new_one() {
     if !prereqs("killed_builds_leave_the_old_image_or_the_new_one") {
         return;
     }
-    let s = Setup::new(48 << 20);
+    let s = Setup::new(24 << 20);
     s.run("build", &["--seed", "5"]);
     let old = std::fs::read(s.image()).unwrap();
     // The expected new image, built elsewhere with the same inputs.
@@ -245,7 +325,17 @@ fn killed_builds_leave_the_old_image_or_the_new_one() {
     std::fs::create_dir_all(&reference).unwrap();
     std::fs::set_permissions(&reference, std::fs::Permissions::from_mode(0o700)).unwrap();
     let ref_img = reference.join("new.img");
-    s.run("rebuild", &["-U", "alice", "--seed", "5", "-o", ref_img.to_str().unwrap()]);
+    s.run(
+        "rebuild",
+        &[
+            "-U",
+            "alice",
+            "--seed",
+            "5",
+            "-o",
+            ref_img.to_str().unwrap(),
+        ],
+    );
     let new = std::fs::read(&ref_img).unwrap();
     assert_ne!(old, new);
     // Timings spread over the whole run; a pseudo-random order.
@@ -271,16 +361,28 @@ fn killed_builds_leave_the_old_image_or_the_new_one() {
             panic!("after SIGKILL at {delay:?} the image is neither the old nor the new one");
         }
     }
-    eprintln!("killed full builds: {} left the old image, {} the new one", outcomes.0, outcomes.1);
+    eprintln!(
+        "killed full builds: {} left the old image, {} the new one",
+        outcomes.0, outcomes.1
+    );
 
     // Keys-only rebuilds killed at random points: the bundle is the old or the new one.
     s.run("rebuild", &["--seed", "5"]);
     let old_bundle = mtype(&s.image(), "/keys.tar.gz");
-    let new_bundle = s.repo.run("pack", &["-H", "web1", "-U", "alice", "-o", "-"]).stdout;
+    let new_bundle = s
+        .repo
+        .run("pack", &["-H", "web1", "-U", "alice", "-o", "-"])
+        .stdout;
     for i in 0..6 {
-        kill_after(s.cmd("build", &["-U", "alice", "--seed", "5"]), Duration::from_millis(i * 15));
+        kill_after(
+            s.cmd("build", &["-U", "alice", "--seed", "5"]),
+            Duration::from_millis(i * 15),
+        );
         let b = mtype(&s.image(), "/keys.tar.gz");
-        assert!(b == old_bundle || b == new_bundle, "mixed bundle after a killed keys-only build");
+        assert!(
+            b == old_bundle || b == new_bundle,
+            "mixed bundle after a killed keys-only build"
+        );
         // Back to the old bundle for the next round (a keys-only build too).
         s.run("build", &["--seed", "5"]);
     }
@@ -298,7 +400,11 @@ fn media_update_image_merges_json_and_refuses_a_non_ventoy_disk() {
     let user = br#"{"theme":{"file":"/t.txt"},"menu_alias":[{"image":"/a.iso","alias":"A"}],"control":[{"VTOY_MENU_TIMEOUT":"10"}],"injection":[{"image":"/other.iso","archive":"/o.tar.gz"}],"injection_uefi":[]}"#;
     let src = s.repo.scratch().join("user.json");
     std::fs::write(&src, user).unwrap();
-    sh(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-o", "-i", &format!("{}@@1M", img.display())]).arg(&src).arg("::/ventoy/ventoy.json"));
+    sh(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-o", "-i", &format!("{}@@1M", img.display())])
+        .arg(&src)
+        .arg("::/ventoy/ventoy.json"));
     let before = std::fs::read(&img).unwrap();
     let new_iso = s.repo.scratch().join("new.iso");
     fake_iso(&new_iso, 3 << 20);
@@ -306,25 +412,51 @@ fn media_update_image_merges_json_and_refuses_a_non_ventoy_disk() {
     let out = s
         .repo
         .command(&[
-            "media", "update", "--image", img.to_str().unwrap(), "-H", "web1", "-U", "bob",
-            "--keys-repo", root.to_str().unwrap(), "-i", AGE_KEY, "--iso", new_iso.to_str().unwrap(),
+            "media",
+            "update",
+            "--image",
+            img.to_str().unwrap(),
+            "-H",
+            "web1",
+            "-U",
+            "bob",
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            AGE_KEY,
+            "--iso",
+            new_iso.to_str().unwrap(),
         ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("injection_uefi"), "warns about per-mode keys: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("injection_uefi"),
+        "warns about per-mode keys: {}",
+        stderr(&out)
+    );
     let after = std::fs::read(&img).unwrap();
     // Nothing below LBA 2048 or in partition 2 changed.
     assert!(before[..2048 * 512] == after[..2048 * 512]);
     let p2 = u32::from_le_bytes(after[0x1D6..0x1DA].try_into().unwrap()) as usize * 512;
     assert!(before[p2..] == after[p2..]);
-    let json: serde_json::Value = serde_json::from_slice(&mtype(&img, "/ventoy/ventoy.json")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&mtype(&img, "/ventoy/ventoy.json")).unwrap();
     assert_eq!(json["theme"]["file"], "/t.txt");
     assert_eq!(json["menu_alias"][0]["alias"], "A");
     let inj = json["injection"].as_array().unwrap();
     assert!(inj.iter().any(|e| e["image"] == "/other.iso"));
-    assert!(inj.iter().any(|e| e["image"] == "/new.iso" && e["archive"] == "/keys.tar.gz"));
-    assert!(json["control"].as_array().unwrap().iter().any(|e| e["VTOY_MENU_TIMEOUT"] == "10"));
+    assert!(
+        inj.iter()
+            .any(|e| e["image"] == "/new.iso" && e["archive"] == "/keys.tar.gz")
+    );
+    assert!(
+        json["control"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["VTOY_MENU_TIMEOUT"] == "10")
+    );
     assert!(mtype(&img, "/new.iso") == std::fs::read(&new_iso).unwrap());
     let packed = s.repo.run("pack", &["-H", "web1", "-U", "bob", "-o", "-"]);
     assert!(mtype(&img, "/keys.tar.gz") == packed.stdout);
@@ -335,24 +467,52 @@ fn media_update_image_merges_json_and_refuses_a_non_ventoy_disk() {
     let out = s
         .repo
         .command(&[
-            "media", "update", "--image", plain.to_str().unwrap(), "-H", "web1",
-            "--keys-repo", root.to_str().unwrap(), "-i", AGE_KEY, "--iso", new_iso.to_str().unwrap(),
+            "media",
+            "update",
+            "--image",
+            plain.to_str().unwrap(),
+            "-H",
+            "web1",
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            AGE_KEY,
+            "--iso",
+            new_iso.to_str().unwrap(),
         ])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("is not a Ventoy disk"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a Ventoy disk"),
+        "{}",
+        stderr(&out)
+    );
     assert!(std::fs::read(&plain).unwrap().iter().all(|&b| b == 0));
     // A plain folder is not a mounted Ventoy data partition.
     let dir = s.repo.scratch();
     let out = s
         .repo
         .command(&[
-            "media", "update", "--mount", dir.to_str().unwrap(), "-H", "web1",
-            "--keys-repo", root.to_str().unwrap(), "-i", AGE_KEY, "--iso", new_iso.to_str().unwrap(),
+            "media",
+            "update",
+            "--mount",
+            dir.to_str().unwrap(),
+            "-H",
+            "web1",
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            AGE_KEY,
+            "--iso",
+            new_iso.to_str().unwrap(),
         ])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("is not a Ventoy disk"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a Ventoy disk"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -74,6 +74,11 @@ pub trait Medium: Sync {
     fn augment_args(&self, cmd: clap::Command) -> clap::Command;
     /// The default file name of the artifact in the host's state folder (`disk.img`, …).
     fn default_artifact_name(&self) -> &'static str;
+    /// Whether the medium needs [`BuildInputs::iso`]; when `false`, `keypack build` does not
+    /// run `nix build` for one.
+    fn needs_iso(&self) -> bool {
+        true
+    }
     /// Builds the medium.
     fn build(
         &self,

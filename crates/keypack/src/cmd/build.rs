@@ -1,21 +1,101 @@
+//! `keypack build` / `keypack rebuild`: ISO → keys → medium → boot description.
+//!
+//! Order matters for the user: the output folder and the ISO (which may run `nix build`) are
+//! settled before anything is decrypted, so a mistake costs no YubiKey touch. The medium writes
+//! its artifact (0600, temp name, rename); this verb then stores the [`BootDescription`] as
+//! `boot.json` in the host's state folder, where `keypack run` reads it.
+//!
+//! Does not know any medium's format: it only picks one from `media.rs` by `--media`.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use keypack_plugin::BuildInputs;
+
+use crate::cmd::KeyArgs;
+use crate::cmd::iso::IsoSource;
+use crate::{keys, media, state};
+
+/// Name of the boot description in the host's state folder.
+pub const BOOT_JSON: &str = "boot.json";
 
 /// Flags of `keypack build` shared by every medium (each medium adds its own).
 #[derive(Debug, clap::Args)]
-pub struct BuildArgs {}
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub source: IsoSource,
+    /// Boot medium to build (`keypack plugins` lists them)
+    #[arg(long, value_name = "NAME", env = "KEYPACK_MEDIA", default_value = media::DEFAULT_MEDIUM)]
+    pub media: String,
+    /// Where to write the medium [default: the host's state folder,
+    /// $KEYPACK_STATE_DIR/HOST/ or $XDG_STATE_HOME/keypack/HOST/]
+    #[arg(short, long, value_name = "IMAGE")]
+    pub output: Option<PathBuf>,
+    /// Seed for the identifiers that are otherwise random (disk GUID, signature), for
+    /// byte-reproducible media
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
 
 /// `keypack build` and `keypack rebuild` (`ignore_cache`).
-pub fn build(
-    _args: BuildArgs,
-    _matches: &clap::ArgMatches,
-    _ignore_cache: bool,
-) -> Result<ExitCode> {
-    bail!("keypack build is not implemented yet")
+pub fn build(args: BuildArgs, matches: &clap::ArgMatches, ignore_cache: bool) -> Result<ExitCode> {
+    let Some(medium) = media::find(&args.media) else {
+        bail!(
+            "--media {}: no such medium (available: {})",
+            args.media,
+            media::names().join(", ")
+        );
+    };
+    let host = args.keys.host.clone();
+    let host_dir = state::host_dir(&host)?;
+    keypack_plugin::output::remove_stale_temp_files(&host_dir);
+    let output = match &args.output {
+        Some(o) => o.clone(),
+        None => host_dir.join(medium.default_artifact_name()),
+    };
+    let iso = if medium.needs_iso() {
+        Some(args.source.resolve()?)
+    } else {
+        None
+    };
+    let bundle = keys::pack_bundle(&args.keys.selection())?;
+    let inputs = BuildInputs::new(&host, &output, &host_dir, matches)
+        .with_iso(iso.as_deref())
+        .with_seed(args.seed)
+        .with_ignore_cache(ignore_cache);
+    let desc = medium.build(&bundle, &inputs)?;
+    drop(bundle);
+    let json = serde_json::to_vec_pretty(&desc).context("encoding the boot description")?;
+    let boot_json = host_dir.join(BOOT_JSON);
+    keypack_plugin::output::write_private_file(&boot_json, &json)
+        .with_context(|| format!("writing {}", boot_json.display()))?;
+    eprintln!(
+        "built {} ({}) for {}; boot description {}",
+        output.display(),
+        medium.name(),
+        host,
+        boot_json.display()
+    );
+    if !desc.host_public_key.is_empty() {
+        eprintln!("host key: {}", desc.host_public_key);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `keypack plugins`.
 pub fn plugins() -> Result<ExitCode> {
-    bail!("keypack plugins is not implemented yet")
+    println!("media (keypack build --media NAME):");
+    let width = media::MEDIA
+        .iter()
+        .map(|m| m.name().len())
+        .max()
+        .unwrap_or(0);
+    for m in media::MEDIA {
+        println!("  {:width$}  {}", m.name(), m.about());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,18 +1,130 @@
-//! `keypack inspect IMAGE` for disk images. Owned by the Ventoy work.
+//! `keypack inspect IMAGE` for disk images: partition layout, Ventoy version, files on the data
+//! partition, injection entries, and each injected bundle's entries and fingerprints.
 //!
-//! Placeholder written by the foundation work so `keypack inspect` can call it; the Ventoy work
-//! replaces the body (keep the signature: `cmd::inspect` calls it for any file that is not gzip).
+//! Never prints key material: bundles are read into zeroized buffers and only their manifests
+//! (paths, modes, owners, sizes, fingerprints) are shown. Opens the image read-only.
+#![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
+use keypack_bundle::read_archive;
 
 /// Inspects a disk image written by `keypack build`. Called by `keypack inspect` for any file
-/// that does not start with the gzip magic.
+/// that does not start with the gzip magic. Exits 1 when something looks wrong.
 pub fn inspect_image(path: &Path) -> Result<ExitCode> {
-    bail!(
-        "{}: not a keys.tar.gz (no gzip header), and inspecting disk images is not implemented yet",
-        path.display()
-    )
+    let info = keypack_media_ventoy::inspect(path).with_context(|| {
+        format!(
+            "{}: neither a keys.tar.gz nor a Ventoy disk",
+            path.display()
+        )
+    })?;
+    let mut out = std::io::stdout().lock();
+    let f = &info.found;
+    let mut problems: Vec<String> = Vec::new();
+    writeln!(
+        out,
+        "{}: Ventoy disk, {:?} partition table, {} bytes",
+        path.display(),
+        f.style,
+        f.disk_len
+    )?;
+    writeln!(
+        out,
+        "  partition 1 (data):    start {:>10}  sectors {:>10}",
+        f.data.start, f.data.sectors
+    )?;
+    writeln!(
+        out,
+        "  partition 2 (VTOYEFI): start {:>10}  sectors {:>10}",
+        f.efi.start, f.efi.sectors
+    )?;
+    writeln!(
+        out,
+        "Ventoy version: {}",
+        info.version
+            .as_deref()
+            .unwrap_or("unknown (no VENTOY_VERSION in grub/grub.cfg)")
+    )?;
+    match &info.data_fs {
+        Ok(kind) => writeln!(out, "data filesystem: {kind}")?,
+        Err(why) => writeln!(out, "data filesystem: {why}")?,
+    }
+    if !info.files.is_empty() {
+        writeln!(out, "files on the data partition:")?;
+        for file in &info.files {
+            if file.dir {
+                writeln!(out, "  {:>12}  {}/", "-", file.path)?;
+            } else {
+                writeln!(out, "  {:>12}  {}", file.size, file.path)?;
+            }
+        }
+    }
+    match &info.json {
+        None => writeln!(out, "ventoy.json: none")?,
+        Some(Err(e)) => {
+            writeln!(out, "ventoy.json: does not parse: {e}")?;
+            problems.push("ventoy.json does not parse".into());
+        }
+        Some(Ok(_)) => {
+            writeln!(out, "injection entries:")?;
+            if info.injection.is_empty() {
+                writeln!(out, "  none")?;
+                problems.push("ventoy.json has no injection entry".into());
+            }
+            for (key, image, archive) in &info.injection {
+                let exists = |p: &str| info.files.iter().any(|f| f.path.eq_ignore_ascii_case(p));
+                writeln!(out, "  {key}: {image} <- {archive}")?;
+                if !image.contains('*') && !exists(image) {
+                    problems.push(format!("{key}: {image} is not on the data partition"));
+                }
+                if !exists(archive) {
+                    problems.push(format!("{key}: {archive} is not on the data partition"));
+                }
+            }
+        }
+    }
+    for (name, bytes) in &info.archives {
+        match read_archive(bytes) {
+            Ok(entries) => {
+                writeln!(out, "{name}: {} entries", entries.len())?;
+                for e in &entries {
+                    writeln!(
+                        out,
+                        "  {} {:o}  {}:{}  {:>5}  {}  {}",
+                        e.kind,
+                        e.mode,
+                        e.uid,
+                        e.gid,
+                        e.size,
+                        e.path,
+                        e.fingerprint.as_deref().unwrap_or("-")
+                    )?;
+                    problems.extend(
+                        e.problems
+                            .iter()
+                            .map(|p| format!("{name}: {}: {p}", e.path)),
+                    );
+                }
+            }
+            Err(e) => {
+                writeln!(out, "{name}: not a readable keys.tar.gz: {e}")?;
+                problems.push(format!("{name} is not a readable keys.tar.gz"));
+            }
+        }
+    }
+    drop(info);
+    if problems.is_empty() {
+        writeln!(out, "problems: none")?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "problems:")?;
+    for p in &problems {
+        writeln!(out, "  {p}")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::from(1))
 }
