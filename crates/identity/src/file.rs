@@ -55,6 +55,38 @@ pub fn decode_yubikey_stub(identity: &str) -> Option<YubiKeyStub> {
     })
 }
 
+/// The `age1yubikey1…` recipient of a P-256 public key given as a SEC-1 point (compressed or
+/// uncompressed, as a certificate holds it), with its 4-byte stub tag; `None` if the bytes
+/// are not a P-256 point encoding. The point is not validated against the curve.
+pub fn yubikey_recipient_from_point(point: &[u8]) -> Option<(String, [u8; 4])> {
+    use sha2::Digest;
+    let compressed: Vec<u8> = match point {
+        [0x04, rest @ ..] if rest.len() == 64 => {
+            let (x, y) = rest.split_at(32);
+            let mut c = Vec::with_capacity(33);
+            c.push(0x02 | (y[31] & 1));
+            c.extend_from_slice(x);
+            c
+        }
+        [0x02 | 0x03, rest @ ..] if rest.len() == 32 => point.to_vec(),
+        _ => return None,
+    };
+    let hash = sha2::Sha256::digest(&compressed);
+    let recipient =
+        bech32::encode::<bech32::Bech32>(bech32::Hrp::parse_unchecked("age1yubikey"), &compressed)
+            .ok()?;
+    Some((recipient, [hash[0], hash[1], hash[2], hash[3]]))
+}
+
+/// The 4-byte stub tag of an `age1yubikey1…` recipient (`None` if it is not one).
+pub fn yubikey_recipient_tag(recipient: &str) -> Option<[u8; 4]> {
+    let (hrp, data) = bech32::decode(recipient).ok()?;
+    if hrp.as_str() != "age1yubikey" {
+        return None;
+    }
+    yubikey_recipient_from_point(&data).map(|(_, tag)| tag)
+}
+
 pub(crate) struct PluginIdentity {
     pub(crate) name: String,
     pub(crate) identity: age::plugin::Identity,

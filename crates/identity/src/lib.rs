@@ -49,7 +49,10 @@ use std::time::Duration;
 use secrecy::{SecretSlice, SecretString};
 
 pub use error::IdentityError;
-pub use file::{MAX_IDENTITY_FILE_SIZE, YubiKeyStub, decode_yubikey_stub};
+pub use file::{
+    MAX_IDENTITY_FILE_SIZE, YubiKeyStub, decode_yubikey_stub, yubikey_recipient_from_point,
+    yubikey_recipient_tag,
+};
 pub use prompt::{NO_PROMPT_ENV, PIN_FD_ENV};
 
 use agefile::{KnownKey, OwnedStanza};
@@ -222,6 +225,20 @@ impl IdentitySet {
                 })
             })
             .count()
+    }
+
+    /// Whether an identity held matches a stanza of the file, judged from the headers alone
+    /// (X25519: a real unwrap; YubiKey: the stub's tag; no plugin is started).
+    pub fn can_decrypt(&self, file: &AgeFile) -> bool {
+        file.alternatives.iter().any(|a| {
+            agefile::stanzas(&file.label, a).is_ok_and(|h| {
+                self.x25519_matches(&h)
+                    || self
+                        .plugins
+                        .iter()
+                        .any(|p| h.iter().any(|s| plugin_matches(p, s)))
+            })
+        })
     }
 
     fn x25519_matches(&self, stanzas: &[OwnedStanza]) -> bool {

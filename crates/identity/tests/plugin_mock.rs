@@ -349,3 +349,25 @@ fn slow_plugin_shows_the_touch_message() {
         "{msgs:?}"
     );
 }
+
+#[test]
+fn recipient_from_point_matches_the_card_and_can_decrypt_needs_no_plugin() {
+    let mock = MockPlugin::new("ok");
+    let (recipient, tag) =
+        keypack_identity::yubikey_recipient_from_point(&mock.card.public_compressed()).unwrap();
+    assert_eq!(recipient, mock.card.recipient_string());
+    assert_eq!(tag, mock.card.tag());
+    let set = set_for(&mock, None);
+    let enc = mock.encrypt(b"x");
+    let other = keypack_test_age_plugin_yubikey::SoftCard::generate(1, 0x82);
+    let foreign = encrypt_to(&[&other.recipient() as &dyn age::Recipient], b"x");
+    assert!(set.can_decrypt(&AgeFile {
+        label: "a".into(),
+        alternatives: vec![&enc]
+    }));
+    assert!(!set.can_decrypt(&AgeFile {
+        label: "b".into(),
+        alternatives: vec![&foreign]
+    }));
+    assert_eq!(mock.count("session"), 0);
+}

@@ -278,3 +278,82 @@ fn yubikey_pack_slow_plugin_shows_touch_message() {
     );
     assert!(!err.contains("Waiting for age-plugin-yubikey"), "{err}");
 }
+
+#[test]
+fn yubikey_doctor_reports_plugin_and_which_files_the_identity_opens() {
+    let Some(c) = case(
+        "yubikey_doctor_reports_plugin_and_which_files_the_identity_opens",
+        "ok",
+    ) else {
+        return;
+    };
+    let out = c.repo.doctor(&c.identity, Some(c.mock.bin_dir()));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}");
+    assert!(
+        text.contains("ok    age-plugin-yubikey 0.5.1 (keypack test mock)"),
+        "{text}"
+    );
+    for f in ["hosts/web1.yaml", "users/alice.json", "users/bob.yaml"] {
+        assert!(
+            text.contains(&format!(
+                "ok    {f}: your identity can open it (via {})",
+                c.mock.card.recipient_string()
+            )),
+            "{f}: {text}"
+        );
+    }
+    assert_eq!(c.mock.count("session"), 0, "doctor never unwraps");
+
+    // An identity that is not among the recipients: FAIL with both lists and a fix.
+    let other = age::x25519::Identity::generate();
+    let other_file = c.repo.tmp.path().join("other.txt");
+    std::fs::write(
+        &other_file,
+        format!(
+            "{}\n",
+            age::secrecy::ExposeSecret::expose_secret(&other.to_string())
+        ),
+    )
+    .unwrap();
+    let out = c.repo.doctor(&other_file, Some(c.mock.bin_dir()));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        text.contains("FAIL  hosts/web1.yaml: none of your identities is among its recipients"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "file recipients: {}",
+            c.mock.card.recipient_string()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("you hold: {}", other.to_public())),
+        "{text}"
+    );
+    assert!(text.contains("fix: re-encrypt"), "{text}");
+    assert!(!text.contains(age::secrecy::ExposeSecret::expose_secret(
+        &other.to_string()
+    )));
+}
+
+#[test]
+fn yubikey_doctor_without_plugin_says_how_to_install() {
+    let Some(c) = case("yubikey_doctor_without_plugin_says_how_to_install", "ok") else {
+        return;
+    };
+    let out = c.repo.doctor(&c.identity, None);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        text.contains("FAIL  age-plugin-yubikey is not on PATH"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix: cargo install age-plugin-yubikey --locked"),
+        "{text}"
+    );
+}

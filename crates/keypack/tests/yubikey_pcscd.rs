@@ -209,3 +209,47 @@ fn yubikey_pcscd_replug_mid_build_completes_with_one_pin_entry() {
         drop(replugged);
     });
 }
+
+#[test]
+fn yubikey_pcscd_doctor_lists_the_card_and_its_age_slot() {
+    let Some(r) = rig(
+        "yubikey_pcscd_doctor_lists_the_card_and_its_age_slot",
+        PinPolicy::Once,
+        &[],
+    ) else {
+        return;
+    };
+    // Verify the PIN once (policy "once": the card keeps it until unplugged or reset)...
+    r.assert_ok(&r.pack(Some("123456\n")));
+    std::fs::remove_file(r.repo.out()).unwrap();
+    let out = r.repo.doctor(&r.identity, Some(&r.plugin_dir));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}");
+    // ...and doctor must not have reset the card: a build with no way to ask still works.
+    r.assert_ok(&r.pack(None));
+    let recipient = std::fs::read_to_string(&r.identity)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .strip_prefix("Recipient:")
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap();
+    assert!(text.contains("ok    age-plugin-yubikey 0.5.1"), "{text}");
+    assert!(text.contains("ok    pcscd is reachable"), "{text}");
+    assert!(
+        text.contains("ok    YubiKey serial 12345678 (firmware 5.4.3)"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("slot 1: {recipient}")), "{text}");
+    assert!(
+        text.contains("ok    the identity's YubiKey 12345678 is plugged in (slot 1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok    hosts/web1.yaml: your identity can open it"),
+        "{text}"
+    );
+}

@@ -188,6 +188,37 @@ impl Repo {
         cmd.output().expect("keypack runs")
     }
 
+    /// `keypack doctor -H web1 -U alice -U bob --keys-repo ROOT --identity ID` with
+    /// `plugin_dir` first on `PATH` (or nothing but an empty folder when `None`).
+    pub fn doctor(&self, identity: &Path, plugin_dir: Option<&Path>) -> Output {
+        let empty = self.tmp.path().join("empty-bin");
+        std::fs::create_dir_all(&empty).unwrap();
+        let path = match plugin_dir {
+            Some(d) => path_with(d),
+            None => empty.into_os_string(),
+        };
+        Command::new(KEYPACK)
+            .args([
+                "doctor",
+                "-H",
+                "web1",
+                "-U",
+                "alice",
+                "-U",
+                "bob",
+                "--keys-repo",
+            ])
+            .arg(self.root())
+            .arg("--identity")
+            .arg(identity)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", self.tmp.path().join("home"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("keypack doctor runs")
+    }
+
     /// Every secret of the repository, for [`assert_no_secret`].
     pub fn secrets(&self) -> Vec<Vec<u8>> {
         [&self.host, &self.deploy, &self.alice, &self.bob]
