@@ -75,6 +75,11 @@ pub(crate) fn run(
         reason,
     };
 
+    if std::env::var_os("AGEDEBUG").is_some_and(|v| v == "plugin") {
+        (ctx.sink)(
+            "warning: AGEDEBUG=plugin is set: the plugin protocol, PIN included, is echoed to stderr",
+        );
+    }
     let mut conn = match age_core::plugin::Connection::open(binary_path, "identity-v1") {
         Ok(c) => c,
         Err(e) => {
