@@ -357,3 +357,49 @@ fn yubikey_doctor_without_plugin_says_how_to_install() {
         "{text}"
     );
 }
+
+#[test]
+fn yubikey_leak_scanner_catches_raw_hex_and_base64() {
+    use base64::Engine;
+    let secret: Vec<u8> = (0u8..32)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&secret);
+    let forms: Vec<Vec<u8>> = vec![
+        [b"prefix ".as_slice(), &secret, b" suffix"].concat(),
+        format!("x {hex} y").into_bytes(),
+        format!("x {} y", hex.to_uppercase()).into_bytes(),
+        format!("x {b64} y").into_bytes(),
+    ];
+    for haystack in forms {
+        let caught = std::panic::catch_unwind(|| {
+            assert_no_secret("probe", &haystack, std::slice::from_ref(&secret))
+        });
+        assert!(caught.is_err(), "the scanner missed a form of the secret");
+    }
+    assert_no_secret("clean", b"nothing to see here", &[secret]);
+}
+
+#[test]
+fn yubikey_sops_age_key_value_in_env_is_never_used() {
+    let Some(c) = case("yubikey_sops_age_key_value_in_env_is_never_used", "ok") else {
+        return;
+    };
+    let x = age::x25519::Identity::generate();
+    let secret = age::secrecy::ExposeSecret::expose_secret(&x.to_string()).to_owned();
+    let out = std::process::Command::new(yubikey_support::KEYPACK)
+        .args(["pack", "-H", "web1", "--keys-repo"])
+        .arg(c.repo.root())
+        .arg("-o")
+        .arg(c.repo.out())
+        .env_clear()
+        .env("PATH", yubikey_support::path_with(c.mock.bin_dir()))
+        .env("HOME", c.repo.tmp.path().join("home"))
+        .env("SOPS_AGE_KEY", &secret)
+        .output()
+        .unwrap();
+    let err = c.assert_failed_without_output(&out);
+    assert!(err.contains("no age identity file found"), "{err}");
+    assert!(!err.contains(&secret) && !String::from_utf8_lossy(&out.stdout).contains(&secret));
+}
