@@ -218,7 +218,7 @@ ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
 mkdir -p /etc/acpi/PWRF
-printf '#!/bin/sh\necho "keypack-e2e: power button, powering off"\npoweroff -f\n' > /etc/acpi/PWRF/00000080
+printf '#!/bin/sh\necho "keypack-e2e: power button, powering off" > /dev/console\npoweroff -f\n' > /etc/acpi/PWRF/00000080
 chmod 755 /etc/acpi/PWRF/00000080
 acpid -d >/dev/null 2>&1 &
 echo "keypack-e2e: starting dropbear"

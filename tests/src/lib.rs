@@ -13,4 +13,5 @@
 #![forbid(unsafe_code)]
 
 pub mod guest;
+pub mod repo;
 pub mod tools;

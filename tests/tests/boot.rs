@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use keypack_e2e::guest;
 use keypack_e2e::tools::{cargo_bin, have, skip};
-use secrecy::ExposeSecret;
 
 const HOST: &str = "web1";
 const CANARY: &str = "AGE-SECRET-KEY-1KEYPACKE2ECANARYMUSTNOTREACHQEMU";
@@ -92,10 +91,7 @@ fn sh(cmd: &mut Command) -> String {
 }
 
 fn keygen(path: &Path, comment: &str) -> String {
-    sh(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-        .arg(path));
-    std::fs::read_to_string(path.with_extension("pub")).unwrap()
+    keypack_e2e::repo::keygen(path, comment).expect("ssh-keygen")
 }
 
 fn fingerprint(pub_file: &Path) -> String {
@@ -110,48 +106,11 @@ fn key_data(line: &str) -> String {
         .join(" ")
 }
 
-/// A throwaway keys repository: `hosts/web1.yaml` and `users/alice.yaml`, encrypted with the
-/// real `sops` to a fresh X25519 age identity. Returns the host public key.
+/// The throwaway sops repository (see `keypack_e2e::repo`); returns the host public key.
 fn make_repo(env: &Env) -> String {
-    let id = age::x25519::Identity::generate();
-    let recipient = id.to_public().to_string();
-    let id_file = env.path("age.txt");
-    std::fs::write(&id_file, format!("{}\n", id.to_string().expose_secret())).unwrap();
-    std::fs::set_permissions(&id_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let plain = env.path("plain");
-    std::fs::create_dir(&plain).unwrap();
-    let host_pub = keygen(&plain.join("host"), "root@web1");
-    keygen(&plain.join("alice"), "alice@web1");
-    for (doc, field, key) in [
-        ("hosts/web1.yaml", "ssh_host_ed25519_key", "host"),
-        ("users/alice.yaml", "id_ed25519", "alice"),
-    ] {
-        let pem = std::fs::read_to_string(plain.join(key)).unwrap();
-        let mut yaml = format!("{field}: |\n");
-        for line in pem.lines() {
-            yaml.push_str(&format!("  {line}\n"));
-        }
-        let src = plain.join(format!("{key}.yaml"));
-        std::fs::write(&src, yaml).unwrap();
-        let enc = sh(Command::new("sops")
-            .args([
-                "--encrypt",
-                "--age",
-                &recipient,
-                "--input-type",
-                "yaml",
-                "--output-type",
-                "yaml",
-            ])
-            .arg(&src)
-            .current_dir(env.dir.path()));
-        let out = env.path("repo").join(doc);
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        std::fs::write(out, enc).unwrap();
-    }
-    std::fs::copy(plain.join("host.pub"), env.path("host.pub")).unwrap();
-    std::fs::remove_dir_all(&plain).unwrap();
-    host_pub
+    keypack_e2e::repo::make_repo(env.dir.path(), HOST, &["alice"])
+        .expect("sops keys repository")
+        .host_public_key
 }
 
 /// `keypack build --media initrd`; while `build` is not wired in the CLI, the same pipeline by
@@ -450,10 +409,49 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
         "true",
     ]);
 
-    // stop: ACPI power-down (the guest's acpid powers off), then status says stopped.
+    // restart: a new VM, SSH answers again.
+    let old_pid = st["pid"].as_u64().unwrap();
+    let mut restart = args.clone();
+    restart[0] = "restart";
+    let out = env.kp(&restart);
+    assert!(out.status.success(), "restart failed");
+    let st = env.status();
+    assert_eq!(st["running"], true);
+    assert_ne!(st["pid"].as_u64().unwrap(), old_pid);
+    env.ok(&[
+        "ssh",
+        "-H",
+        HOST,
+        "-i",
+        &c,
+        "--",
+        "-o",
+        "BatchMode=yes",
+        "true",
+    ]);
+
+    // stop: ACPI power-down (the guest's acpid powers off), then status says stopped; a
+    // `log -f` running meanwhile sees the power-off and ends with the VM.
+    let follower = Command::new(&env.keypack)
+        .args(["log", "-H", HOST, "-f"])
+        .env("KEYPACK_STATE_DIR", env.path("state"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     let out = env.kp(&["stop", "-H", HOST, "--timeout", "30"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped web1"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stopped web1 (powered off)"),
+        "the guest should power off on the ACPI button"
+    );
+    let followed = follower.wait_with_output().unwrap();
+    let followed = String::from_utf8_lossy(&followed.stdout);
+    assert!(followed.contains("=== Stage 1: Key loading complete ==="));
+    assert!(
+        followed.contains("keypack-e2e: power button, powering off"),
+        "{followed}"
+    );
     let st = env.status();
     assert_eq!(st["running"], false);
     assert!(qemu_pids(&env.host_state().join("qemu.pid")).is_empty());
@@ -604,6 +602,57 @@ fn run_faults_are_clear_errors() {
         assert!(
             err.contains("--firmware FILE") && err.contains("--bios"),
             "{err}"
+        );
+    }
+    // UEFI for a disk image: firmware from QEMU's descriptors, a private copy of the variable
+    // store; --bios drops it. --dry-run prints the command line and starts nothing.
+    if Path::new("/usr/share/qemu/firmware").is_dir() {
+        let line = env.ok(&[
+            "run",
+            "-H",
+            HOST,
+            "--image",
+            &d,
+            "--accel",
+            "tcg",
+            "--dry-run",
+        ]);
+        assert!(
+            line.contains("if=pflash,format=raw,unit=0,readonly=on,file=/"),
+            "{line}"
+        );
+        let vars = state.join("OVMF_VARS.fd");
+        assert!(
+            line.contains(&format!("unit=1,file={}", vars.display())),
+            "{line}"
+        );
+        assert_eq!(
+            std::fs::metadata(&vars).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            line.contains(&format!("file={d},format=raw,if=virtio")),
+            "{line}"
+        );
+        assert!(line.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{line}");
+        assert!(!line.contains("-daemonize"));
+        assert_eq!(env.status()["running"], false);
+        let line = env.ok(&[
+            "run",
+            "-H",
+            HOST,
+            "--image",
+            &d,
+            "--bios",
+            "--accel",
+            "tcg",
+            "--dry-run",
+            "--port",
+            "auto",
+        ]);
+        assert!(
+            !line.contains("pflash") && !line.contains("-bios"),
+            "{line}"
         );
     }
     // A taken port 0 is not a port.
