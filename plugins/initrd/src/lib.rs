@@ -69,6 +69,10 @@ impl Medium for Initrd {
         ARTIFACT_NAME
     }
 
+    fn needs_iso(&self) -> bool {
+        false
+    }
+
     fn build(
         &self,
         bundle: &SealedBundle,
