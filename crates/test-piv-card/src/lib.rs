@@ -70,12 +70,20 @@ fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// The folder holding the real `age-plugin-yubikey`: `KEYPACK_TOOLS_BIN`, else
-/// `~/.cache/keypack-tools/bin`, else `PATH` (when it is not a keypack mock).
+/// The folder holding the real `age-plugin-yubikey`: `KEYPACK_TOOLS_BIN`, else the
+/// bootstrap cache (`$KEYPACK_TOOLS/bin`, `$XDG_CACHE_HOME/keypack-tools/bin`,
+/// `~/.cache/keypack-tools/bin`), else `PATH` (when it is not a keypack mock).
 pub fn real_plugin() -> Option<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = std::env::var_os("KEYPACK_TOOLS_BIN") {
         dirs.push(PathBuf::from(d));
+    }
+    // scripts/bootstrap: ${KEYPACK_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/keypack-tools}/bin
+    if let Some(d) = std::env::var_os("KEYPACK_TOOLS") {
+        dirs.push(PathBuf::from(d).join("bin"));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        dirs.push(PathBuf::from(d).join("keypack-tools/bin"));
     }
     if let Some(h) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(h).join(".cache/keypack-tools/bin"));
