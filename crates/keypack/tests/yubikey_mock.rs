@@ -403,3 +403,106 @@ fn yubikey_sops_age_key_value_in_env_is_never_used() {
     assert!(err.contains("no age identity file found"), "{err}");
     assert!(!err.contains(&secret) && !String::from_utf8_lossy(&out.stdout).contains(&secret));
 }
+
+/// A stand-in pinentry (Assuan) that answers GETPIN with `pin` and logs each GETPIN.
+fn fake_pinentry(dir: &std::path::Path, pin: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("pinentry.log");
+    let path = dir.join("fake-pinentry");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho 'OK Pleased to meet you'\nwhile read -r cmd rest; do\n  case \"$cmd\" in\n    GETPIN) echo getpin >> '{}'; echo 'D {pin}'; echo OK;;\n    BYE) echo OK; exit 0;;\n    *) echo OK;;\n  esac\ndone\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn yubikey_pack_asks_the_pin_through_pinentry_once() {
+    let Some(c) = case(
+        "yubikey_pack_asks_the_pin_through_pinentry_once",
+        "pin-always",
+    ) else {
+        return;
+    };
+    let pinentry = fake_pinentry(c.repo.tmp.path(), "123456");
+    let out = std::process::Command::new(yubikey_support::KEYPACK)
+        .args([
+            "pack",
+            "-H",
+            "web1",
+            "-U",
+            "alice",
+            "-U",
+            "bob",
+            "--keys-repo",
+        ])
+        .arg(c.repo.root())
+        .arg("--identity")
+        .arg(&c.identity)
+        .arg("-o")
+        .arg(c.repo.out())
+        .env_clear()
+        .env("PATH", yubikey_support::path_with(c.mock.bin_dir()))
+        .env("HOME", c.repo.tmp.path().join("home"))
+        .env("PINENTRY_PROGRAM", &pinentry)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let asked = std::fs::read_to_string(c.repo.tmp.path().join("pinentry.log")).unwrap();
+    assert_eq!(asked.lines().count(), 1, "one PIN entry for the build");
+    assert_eq!(c.mock.count("pin-ok"), 3);
+}
+
+#[test]
+fn yubikey_pack_without_tty_or_pinentry_fails_fast_naturally() {
+    let Some(c) = case(
+        "yubikey_pack_without_tty_or_pinentry_fails_fast_naturally",
+        "pin",
+    ) else {
+        return;
+    };
+    let Ok(setsid) = which_setsid() else {
+        yubikey_support::skip(
+            "yubikey_pack_without_tty_or_pinentry_fails_fast_naturally",
+            "setsid (util-linux) is not installed",
+        );
+        return;
+    };
+    // setsid: no controlling terminal; PATH: only the mock (no pinentry); no PIN fd.
+    let t = std::time::Instant::now();
+    let out = std::process::Command::new(setsid)
+        .arg("-w")
+        .arg(yubikey_support::KEYPACK)
+        .args(["pack", "-H", "web1", "--keys-repo"])
+        .arg(c.repo.root())
+        .arg("--identity")
+        .arg(&c.identity)
+        .arg("-o")
+        .arg(c.repo.out())
+        .env_clear()
+        .env("PATH", c.mock.bin_dir())
+        .env("HOME", c.repo.tmp.path().join("home"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+    let err = c.assert_failed_without_output(&out);
+    assert!(
+        err.contains("a PIN is required for YubiKey 12345678"),
+        "{err}"
+    );
+}
+
+fn which_setsid() -> Result<std::path::PathBuf, ()> {
+    ["/usr/bin/setsid", "/bin/setsid"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or(())
+}
