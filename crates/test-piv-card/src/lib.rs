@@ -143,6 +143,7 @@ impl Pcscd {
     /// Start pcscd (call [`missing_prerequisites`] first).
     pub fn start() -> Result<Pcscd, String> {
         let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        reap_stale_test_pcscd();
         if Path::new(PCSCD_SOCKET).exists() && pcscd_answers() {
             return Err(format!(
                 "another pcscd is running ({PCSCD_SOCKET}); stop it to run the emulator tests"
@@ -169,6 +170,7 @@ impl Pcscd {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start pcscd: {e}"))?;
+        let _ = std::fs::write(pid_file(), child.id().to_string());
         let mut me = Pcscd {
             child,
             dir,
@@ -207,6 +209,40 @@ impl Pcscd {
     }
 }
 
+fn pid_file() -> PathBuf {
+    std::env::temp_dir().join("keypack-test-pcscd.pid")
+}
+
+/// A test run that was killed (SIGKILL, timeout) cannot drop its [`Pcscd`]; the next run
+/// stops that daemon — only if the recorded pid is still a pcscd started with a
+/// `keypack-vpcd` test config (never a system pcscd).
+fn reap_stale_test_pcscd() {
+    let Ok(pid) = std::fs::read_to_string(pid_file()) else {
+        return;
+    };
+    let pid = pid.trim();
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    let ours = cmdline.contains("pcscd")
+        && cmdline.contains("reader.conf.d")
+        && std::fs::read_dir(
+            cmdline
+                .split(' ')
+                .find(|a| a.ends_with("reader.conf.d"))
+                .unwrap_or("/nonexistent"),
+        )
+        .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() == "keypack-vpcd")))
+        .unwrap_or(true);
+    if ours {
+        let _ = Command::new("kill").arg(pid).status();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = std::fs::remove_file(pid_file());
+}
+
 fn pcscd_answers() -> bool {
     std::os::unix::net::UnixStream::connect(PCSCD_SOCKET).is_ok()
 }
@@ -215,6 +251,7 @@ impl Drop for Pcscd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(pid_file());
     }
 }
 
