@@ -44,10 +44,13 @@ static MLOCK_WARNED: AtomicBool = AtomicBool::new(false);
 /// Locks the pages of `bytes` in RAM so they are never written to swap. When
 /// `RLIMIT_MEMLOCK` is too small, prints one warning and goes on. The pages stay locked until
 /// the buffer is freed (its block is zeroed by [`ZeroizingAlloc`] either way).
+///
+/// Called once, on the sealed bundle, so it is also where [`secrets_live_test_hook`] runs.
 pub fn lock_memory(bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
+    secrets_live_test_hook();
     // SAFETY: `mlock` only changes the paging attributes of the pages covering
     // [ptr, ptr+len); it neither reads nor writes them, and the range is a live borrow, so the
     // pages are mapped. The kernel rounds the range out to page boundaries itself.
@@ -62,6 +65,50 @@ pub fn lock_memory(bytes: &[u8]) {
             "warning: could not lock the bundle in memory ({e}; RLIMIT_MEMLOCK is {limit}): \
              it could be written to swap"
         );
+    }
+}
+
+/// Environment variable of the test hook (see [`secrets_live_test_hook`]).
+pub const TEST_HOOK_ENV: &str = "KEYPACK_TEST_HOOK";
+
+/// Test hook for `crates/keypack/tests/assurance_process.rs`: with `KEYPACK_TEST_HOOK=status`
+/// or `=pause`, prints one line to stderr while the bundle is live (right after sealing):
+/// `KEYPACK-TEST-HOOK secrets-live pid=… dumpable=… core=SOFT/HARD tracer=…`; with `pause` it
+/// then waits for one line (or EOF) on standard input, so a test can try to ptrace-attach.
+///
+/// It prints no secret, changes no protection and reads only the process's own flags, so it
+/// cannot weaken a production run; a hostile environment could at most make keypack wait.
+pub fn secrets_live_test_hook() {
+    let Some(mode) = std::env::var_os(TEST_HOOK_ENV) else {
+        return;
+    };
+    if mode != "status" && mode != "pause" {
+        return;
+    }
+    let dumpable = match rustix::process::dumpable_behavior() {
+        Ok(DumpableBehavior::NotDumpable) => "0",
+        Ok(DumpableBehavior::Dumpable) => "1",
+        Ok(_) => "2",
+        Err(_) => "?",
+    };
+    let core = rustix::process::getrlimit(Resource::Core);
+    let show = |v: Option<u64>| v.map_or("unlimited".to_owned(), |v| v.to_string());
+    let tracer = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:").map(|v| v.trim().to_owned()))
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    eprintln!(
+        "KEYPACK-TEST-HOOK secrets-live pid={} dumpable={dumpable} core={}/{} tracer={tracer}",
+        std::process::id(),
+        show(core.current),
+        show(core.maximum),
+    );
+    if mode == "pause" {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
     }
 }
 
