@@ -193,3 +193,71 @@ pub fn hint_for(err: &(dyn std::error::Error + 'static)) -> Option<&'static str>
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        keys: KeyArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<KeyArgs, clap::Error> {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).map(|t| t.keys)
+    }
+
+    #[test]
+    fn host_is_required_and_validated() {
+        assert!(parse(&[]).is_err());
+        for bad in ["../x", "a/b", "", ".hidden", "-rf"] {
+            let err = parse(&["-H", bad]).unwrap_err();
+            assert!(
+                matches!(
+                    err.kind(),
+                    clap::error::ErrorKind::ValueValidation
+                        | clap::error::ErrorKind::UnknownArgument
+                ),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(parse(&["--host", "web1"]).unwrap().host.as_str(), "web1");
+    }
+
+    #[test]
+    fn users_repeat_validate_and_deduplicate() {
+        let args = parse(&["-H", "h", "-U", "bob", "--user", "alice", "-U", "bob"]).unwrap();
+        let sel = args.selection();
+        let names: Vec<&str> = sel.users.iter().map(|u| u.as_str()).collect();
+        assert_eq!(names, ["bob", "alice"]);
+        assert!(parse(&["-H", "h", "-U", "../../etc"]).is_err());
+    }
+
+    #[test]
+    fn keys_repo_and_identity_are_paths_never_secrets() {
+        let args = parse(&["-H", "h", "--keys-repo", "/k", "-i", "/id.txt"]).unwrap();
+        let sel = args.selection();
+        assert_eq!(sel.keys_repo.as_deref(), Some(std::path::Path::new("/k")));
+        assert_eq!(
+            sel.identity.as_deref(),
+            Some(std::path::Path::new("/id.txt"))
+        );
+        let long = parse(&["-H", "h", "--identity", "x"]).unwrap();
+        assert_eq!(long.identity.as_deref(), Some(std::path::Path::new("x")));
+    }
+
+    #[test]
+    fn hints_come_from_typed_errors_in_the_chain() {
+        let err =
+            anyhow::Error::new(CliError::OutputExists { path: "/x".into() }).context("packing");
+        let hint = err.chain().find_map(hint_for);
+        assert_eq!(hint, Some("use -f to replace it, or choose another -o"));
+        let repo = keypack_repo::RepoError::NotAFolder { path: "/k".into() };
+        assert!(hint_for(&repo).unwrap().contains("--keys-repo"));
+        let other = std::io::Error::other("x");
+        assert_eq!(hint_for(&other), None);
+    }
+}
