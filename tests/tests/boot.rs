@@ -290,6 +290,10 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
 
     let st = env.status();
     assert_eq!(st["running"], true);
+    assert!(
+        !env.host_state().join("initrd.img").exists(),
+        "the joined initrd (a copy of the keys) is removed once QEMU has loaded it"
+    );
     let pid = st["pid"].as_u64().unwrap() as u32;
     let port = st["forwards"][0]["port"].as_u64().unwrap() as u16;
     assert_eq!(st["forwards"][0]["address"], "127.0.0.1");
@@ -616,6 +620,8 @@ fn run_faults_are_clear_errors() {
             "--accel",
             "tcg",
             "--dry-run",
+            "--port",
+            "auto",
         ]);
         assert!(
             line.contains("if=pflash,format=raw,unit=0,readonly=on,file=/"),
@@ -634,7 +640,7 @@ fn run_faults_are_clear_errors() {
             line.contains(&format!("file={d},format=raw,if=virtio")),
             "{line}"
         );
-        assert!(line.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{line}");
+        assert!(line.contains("hostfwd=tcp:127.0.0.1:"), "{line}");
         assert!(!line.contains("-daemonize"));
         assert_eq!(env.status()["running"], false);
         let line = env.ok(&[
@@ -655,6 +661,8 @@ fn run_faults_are_clear_errors() {
             "{line}"
         );
     }
+    let help = env.ok(&["run", "--help"]);
+    assert!(help.contains("[default: 2222]"), "{help}");
     // A taken port 0 is not a port.
     let err = env.fails(&["run", "-H", HOST, "--port", "0"]);
     assert!(err.contains("not a port"), "{err}");

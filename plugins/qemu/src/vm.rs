@@ -3,7 +3,8 @@
 //! Files (all in the state folder, 0700): `qemu.pid` (QEMU's `-pidfile`), `qmp.sock` (QMP),
 //! `serial.log` (the serial console), `run.json` (what was started: pid, port, boot, pinned
 //! key fingerprint, the QEMU arguments), `initrd.img` (the initrds concatenated, 0600: it holds
-//! keys), `OVMF_VARS.fd` (the VM's UEFI variable store), `known_hosts` (written by `ssh`).
+//! keys; removed as soon as QEMU has loaded it), `OVMF_VARS.fd` (the VM's UEFI variable
+//! store), `known_hosts` (written by `ssh`).
 //!
 //! A VM counts as running when the pid in `qemu.pid` is alive, not a zombie, and its command
 //! line names this pidfile (a recycled pid is not mistaken for QEMU). Anything else is stale
@@ -423,7 +424,11 @@ impl Vm {
             .map_err(|source| QemuError::Spawn {
                 qemu: opts.qemu.clone(),
                 source,
-            })?;
+            });
+        // QEMU has read the joined initrd into guest memory (kept there for reboots) by the
+        // time `-daemonize` returns: drop this extra copy of the keys at once.
+        let _ = std::fs::remove_file(self.combined_initrd());
+        let out = out?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             if stderr.contains("host forwarding") {
