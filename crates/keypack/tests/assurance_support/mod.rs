@@ -5,7 +5,7 @@
 //!
 //! Does not decide what a test asserts: each `assurance_*.rs` file states its claim.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 #[path = "../cli/common.rs"]
 pub mod common;

@@ -1,0 +1,301 @@
+//! Claim "no secret reaches a child's command line or environment" (SECURITY.md).
+//!
+//! `keypack build` (Ventoy) decrypts through the mock `age-plugin-yubikey` (real identity-v1
+//! protocol and piv-p256 crypto, PIN asked once), then `keypack run` starts QEMU, `keypack ssh`
+//! runs ssh and `keypack stop` stops the VM. Two independent observers:
+//! - wrappers first on `PATH` for `age-plugin-yubikey`, `qemu-system-x86_64`, `ssh`,
+//!   `ssh-keyscan` and `nix` record their own `/proc/self/cmdline` and `environ` (exactly what
+//!   keypack passed to `execve`) and exec the real program;
+//! - a poller reads `/proc/<pid>/cmdline` and `environ` of every descendant of keypack while
+//!   it runs (catches children started by absolute path).
+//!
+//! Both records are searched for the keys (PEM lines, seed raw/hex/base64), the PIN and the
+//! card's private scalar. The test fails unless the plugin child was seen (so it cannot pass by
+//! missing it).
+
+mod assurance_support;
+#[path = "yubikey_support/mod.rs"]
+mod yk;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use assurance_support::*;
+use keypack_test_age_plugin_yubikey::harness::MockPlugin;
+
+/// (what, cmdline, environ) of every observed child.
+type Record = (String, Vec<u8>, Vec<u8>);
+type Seen = Vec<Record>;
+
+fn write_wrappers(dir: &Path, log: &Path, real: &BTreeMap<&str, PathBuf>) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::create_dir_all(log).unwrap();
+    for (name, target) in real {
+        let script = format!(
+            "#!/bin/sh\ncat /proc/$$/cmdline > '{log}/{name}.'$$'.cmdline'\n\
+             cat /proc/$$/environ > '{log}/{name}.'$$'.environ'\nexec '{}' \"$@\"\n",
+            target.display(),
+            log = log.display()
+        );
+        let p = dir.join(name);
+        std::fs::write(&p, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+fn wrapper_records(log: &Path) -> Seen {
+    let mut seen = Vec::new();
+    for p in files_under(log) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".cmdline") {
+            let env = std::fs::read(log.join(format!("{stem}.environ"))).unwrap_or_default();
+            seen.push((format!("wrapper {stem}"), std::fs::read(&p).unwrap(), env));
+        }
+    }
+    seen
+}
+
+/// Polls the descendants of `root` until `stop`; returns what it read.
+fn poll_descendants(root: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut seen: BTreeMap<(u32, Vec<u8>), Record> = BTreeMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            let mut parent = BTreeMap::new();
+            for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    continue;
+                };
+                let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                    continue;
+                };
+                if let Some(pp) = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse::<u32>().ok())
+                {
+                    parent.insert(pid, pp);
+                }
+            }
+            for (&pid, _) in parent.iter() {
+                let mut p = pid;
+                let mut depth = 0;
+                while p != root && p > 1 && depth < 64 {
+                    p = parent.get(&p).copied().unwrap_or(0);
+                    depth += 1;
+                }
+                if p != root || pid == root {
+                    continue;
+                }
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                seen.entry((pid, cmd.clone())).or_insert((
+                    format!("pid {pid} {}", comm.trim()),
+                    cmd,
+                    env,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen.into_values().collect()
+    })
+}
+
+/// Runs `cmd`, polling its descendants; kills it after `limit`.
+fn observe(mut cmd: Command, limit: Duration) -> (std::process::Output, Seen) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = poll_descendants(child.id(), stop.clone());
+    let pid = child.id();
+    let t = Instant::now();
+    let killer = std::thread::spawn(move || {
+        while t.elapsed() < limit {
+            if std::fs::metadata(format!("/proc/{pid}")).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    let out = child.wait_with_output().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let _ = killer.join();
+    (out, poller.join().unwrap())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && s.starts_with('/')).then(|| PathBuf::from(s))
+}
+
+#[test]
+fn assurance_children_get_no_secret_in_argv_or_environment() {
+    let test = "assurance_children_get_no_secret_in_argv_or_environment";
+    if !ventoy_prereqs(test) {
+        return;
+    }
+    let mut mock = MockPlugin::new("pin");
+    mock.pin = "73915284".to_owned();
+    mock.set_script("pin");
+    let repo = yk::Repo::new(&mock.card.recipient_string(), mock.bin_dir());
+    let identity = mock.identity_file();
+    let base = repo.tmp.path().to_path_buf();
+    let env = Isolated::new(base.join("env"));
+    let (wrap, log) = (base.join("wrap"), base.join("wrap-log"));
+    let mut real = BTreeMap::new();
+    real.insert(
+        "age-plugin-yubikey",
+        mock.bin_dir().join("age-plugin-yubikey"),
+    );
+    for t in ["qemu-system-x86_64", "ssh", "ssh-keyscan", "nix"] {
+        if let Some(p) = which(t) {
+            real.insert(t, p);
+        }
+    }
+    write_wrappers(&wrap, &log, &real);
+    let path = yk::path_with(&wrap);
+
+    let mut secrets = Secrets::from_pems(&[
+        ("host", &repo.host.private),
+        ("deploy", &repo.deploy.private),
+        ("alice", &repo.alice.private),
+        ("bob", &repo.bob.private),
+    ]);
+    let card: Vec<u8> = (0..mock.card.secret_hex().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&mock.card.secret_hex()[i..i + 2], 16).unwrap())
+        .collect();
+    secrets.add_bytes("card private scalar", &card);
+    let pin = mock.pin.clone();
+
+    let vdir = ventoy_dir(&base.join("scratch"));
+    let iso = base.join("scratch/keypack-nixos.iso");
+    fake_iso(&iso, 1 << 20);
+    let root = repo.root();
+    let mut build = env.keypack(
+        &[
+            "build",
+            "-H",
+            "web1",
+            "-U",
+            "alice",
+            "-U",
+            "bob",
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            identity.to_str().unwrap(),
+            "--iso",
+            iso.to_str().unwrap(),
+            "--ventoy-dir",
+            vdir.to_str().unwrap(),
+            "--seed",
+            "3",
+        ],
+        &path,
+        false,
+    );
+    let answers = base.join("scratch/answers");
+    std::fs::write(&answers, format!("{pin}\n")).unwrap();
+    build
+        .env("KEYPACK_PIN_FD", "0")
+        .stdin(Stdio::from(std::fs::File::open(&answers).unwrap()));
+    let (out, mut seen) = observe(build, Duration::from_secs(120));
+    assert!(out.status.success(), "build: {}", stderr(&out));
+    assert_eq!(
+        mock.count("session"),
+        1,
+        "the plugin ran once: {:?}",
+        mock.log()
+    );
+    assert!(
+        seen.iter().any(|(w, _, _)| w.contains("age-plugin")),
+        "the poller saw no age-plugin-yubikey child: {:?}",
+        seen.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+
+    // `run`, `ssh`, `stop`: QEMU and ssh get no secret either (they never should: `run` only
+    // reads boot.json, but QEMU inherits keypack's environment minus a scrubbed list).
+    let mut ran_qemu = false;
+    if real.contains_key("qemu-system-x86_64") {
+        let run = env.keypack(
+            &[
+                "run", "-H", "web1", "--accel", "tcg", "--port", "auto", "--memory", "256",
+            ],
+            &path,
+            false,
+        );
+        let (out, s) = observe(run, Duration::from_secs(60));
+        seen.extend(s);
+        if out.status.success() {
+            ran_qemu = true;
+            if real.contains_key("ssh") {
+                let ssh = env.keypack(&["ssh", "-H", "web1", "--", "true"], &path, false);
+                let (_, s) = observe(ssh, Duration::from_secs(8));
+                seen.extend(s);
+            }
+            let stop = env.keypack(&["stop", "-H", "web1", "--timeout", "2"], &path, false);
+            let (out, s) = observe(stop, Duration::from_secs(60));
+            seen.extend(s);
+            assert!(out.status.success(), "stop: {}", stderr(&out));
+        } else {
+            eprintln!(
+                "keypack run failed (the QEMU part is not checked): {}",
+                stderr(&out)
+            );
+        }
+    }
+    if !ran_qemu {
+        skip(
+            test,
+            "QEMU could not start a VM here: only build's children were checked",
+        );
+    }
+
+    seen.extend(wrapper_records(&log));
+    assert!(
+        seen.iter()
+            .any(|(w, _, _)| w.starts_with("wrapper age-plugin-yubikey")),
+        "the age-plugin-yubikey wrapper did not run"
+    );
+    if ran_qemu {
+        assert!(
+            seen.iter()
+                .any(|(w, _, _)| w.starts_with("wrapper qemu-system-x86_64"))
+        );
+    }
+    for (who, cmd, environ) in &seen {
+        for (what, bytes) in [("command line", cmd), ("environment", environ)] {
+            assert_eq!(
+                secrets.find_raw(bytes),
+                None,
+                "{who}: a secret in its {what}"
+            );
+            assert!(
+                memchr::memmem::find(bytes, pin.as_bytes()).is_none(),
+                "{who}: the PIN in its {what}"
+            );
+        }
+    }
+    eprintln!(
+        "checked {} child records: {:?}",
+        seen.len(),
+        seen.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+}
