@@ -397,10 +397,32 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     assert_eq!(st["running"], false, "{st}");
     assert_eq!(st["stale_cleaned"], true, "{st}");
     assert!(!env.host_state().join("qemu.pid").exists());
-    let out = env.kp(&args);
+    // (This run boots through UEFI: OVMF found through QEMU's firmware descriptors.)
+    let have_ovmf = Path::new("/usr/share/qemu/firmware").is_dir();
+    if !have_ovmf {
+        skip(
+            &format!("{T} (UEFI part)"),
+            "no QEMU firmware descriptors (package ovmf)",
+        );
+    }
+    let mut uefi = args.clone();
+    if have_ovmf {
+        uefi.push("--uefi");
+    }
+    let out = env.kp(&uefi);
     assert!(out.status.success(), "run after a crash failed");
     let st = env.status();
     assert_eq!(st["running"], true);
+    if have_ovmf {
+        assert!(st["firmware"].as_str().unwrap().ends_with(".fd"), "{st}");
+        let log = env.ok(&["log", "-H", HOST]);
+        assert!(log.contains("efi: EFI v"), "UEFI boot expected");
+    }
+    let mode = std::fs::metadata(env.host_state().join("serial.log"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     env.ok(&[
         "ssh",
         "-H",

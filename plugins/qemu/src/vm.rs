@@ -11,6 +11,7 @@
 //! state, removed by [`Vm::status`].
 
 use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -417,6 +418,17 @@ impl Vm {
         }
         let (mut args, accel, firmware, port) = self.prepare(desc, opts)?;
         args.push("-daemonize".into());
+        // The console log may show what the guest prints about its keys: create it 0600 so
+        // QEMU (which opens it with the umask's mode) truncates a private file.
+        let log = self.serial_log();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log)
+            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
+            .map_err(QemuError::state(&log))?;
         let out = qemu_command(&opts.qemu)
             .args(&args)
             .stdin(Stdio::null())

@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// Legacy BIOS boot (SeaBIOS) instead of UEFI.
     #[arg(long)]
     pub bios: bool,
+    /// Boot with UEFI firmware (found through QEMU's firmware descriptors) even when the build
+    /// does not need it (a direct kernel boot).
+    #[arg(long, conflicts_with_all = ["bios", "firmware"])]
+    pub uefi: bool,
     /// Accelerator.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
@@ -150,7 +154,14 @@ fn description(args: &RunArgs, dir: &std::path::Path) -> Result<BootDescription>
                 args.host
             );
         }
-        return Ok(desc);
+        return Ok(if args.uefi {
+            BootDescription {
+                firmware: Firmware::Uefi,
+                ..desc
+            }
+        } else {
+            desc
+        });
     };
     let image =
         std::path::absolute(image).with_context(|| format!("disk image {}", image.display()))?;
@@ -350,6 +361,7 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
                 let up = now().saturating_sub(r.started_unix);
                 println!("  uptime:   {}m{:02}s", up / 60, up % 60);
                 println!("  accel:    {}", r.accel);
+                println!("  firmware: {}", r.firmware);
                 println!("  ssh:      127.0.0.1:{} -> guest :22", r.ssh_port);
                 match &r.boot {
                     Boot::Disk { image } => println!("  image:    {}", image.display()),
