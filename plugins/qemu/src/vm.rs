@@ -680,3 +680,128 @@ pub fn probe_kvm(qemu: &Path) -> Result<(), String> {
         Err(format!("QEMU could not use KVM: {}", err.trim()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(boot: Boot) -> BootDescription {
+        BootDescription {
+            version: keypack_plugin::BOOT_DESCRIPTION_VERSION,
+            medium: "initrd".into(),
+            host: "web1".into(),
+            boot,
+            firmware: Firmware::Any,
+            host_public_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn kernel_boot_arguments_hold_paths_and_a_loopback_forward() {
+        let vm = Vm::new("web1", Path::new("/state/web1"));
+        let d = desc(Boot::Kernel {
+            kernel: "/k/bzImage".into(),
+            initrds: vec!["/k/base.img".into(), "/state/web1/keys.cpio.gz".into()],
+            cmdline: "console=ttyS0 quiet".into(),
+        });
+        let args = vm.qemu_args(&d, "tcg", None, 2222, &Options::default());
+        let line = args.join(" ");
+        assert!(
+            line.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("0.0.0.0") && !line.contains("hostfwd=tcp::"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-kernel /k/bzImage -initrd /state/web1/initrd.img"),
+            "{line}"
+        );
+        let append = args.iter().position(|a| a == "-append").unwrap();
+        assert_eq!(
+            args[append + 1],
+            "console=ttyS0 quiet",
+            "one argument, not split"
+        );
+        assert!(line.contains("-pidfile /state/web1/qemu.pid"));
+        assert!(line.contains("-qmp unix:/state/web1/qmp.sock,server=on,wait=off"));
+        assert!(line.contains("-machine q35,accel=tcg -cpu max"));
+        assert!(!line.contains("pflash") && !line.contains("-daemonize"));
+    }
+
+    #[test]
+    fn disk_boot_with_uefi_uses_a_private_variable_store() {
+        let vm = Vm::new("web1", Path::new("/state/web1"));
+        let d = desc(Boot::Disk {
+            image: "/state/web1/disk.img".into(),
+        });
+        let fw = Uefi {
+            code: "/fw/CODE.fd".into(),
+            vars: Some("/fw/VARS.fd".into()),
+        };
+        let line = vm
+            .qemu_args(&d, "kvm", Some(&fw), 2200, &Options::default())
+            .join(" ");
+        assert!(line.contains("if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd"));
+        assert!(line.contains("if=pflash,format=raw,unit=1,file=/state/web1/OVMF_VARS.fd"));
+        assert!(
+            !line.contains("/fw/VARS.fd"),
+            "the template is never written to"
+        );
+        assert!(line.contains("-drive file=/state/web1/disk.img,format=raw,if=virtio"));
+        assert!(line.contains("-cpu host"));
+        let unified = Uefi {
+            code: "/fw/OVMF.fd".into(),
+            vars: None,
+        };
+        let line = vm
+            .qemu_args(&d, "tcg", Some(&unified), 2200, &Options::default())
+            .join(" ");
+        assert!(line.contains("-bios /fw/OVMF.fd") && !line.contains("pflash"));
+    }
+
+    #[test]
+    fn a_pid_that_is_not_our_qemu_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = Vm::new("web1", dir.path());
+        // Our own pid is alive, but its command line does not name the pidfile.
+        std::fs::write(vm.pidfile(), std::process::id().to_string()).unwrap();
+        std::fs::write(vm.qmp_socket(), b"").unwrap();
+        assert!(!is_our_qemu(std::process::id(), &vm.pidfile()));
+        match vm.status().unwrap() {
+            Status::Stopped { stale_cleaned } => assert!(stale_cleaned),
+            Status::Running { .. } => panic!("a recycled pid counted as running"),
+        }
+        assert!(!vm.pidfile().exists() && !vm.qmp_socket().exists());
+        assert_eq!(
+            vm.stop(Duration::from_secs(1)).unwrap(),
+            StopOutcome::NotRunning {
+                stale_cleaned: false
+            }
+        );
+    }
+
+    #[test]
+    fn the_qemu_environment_is_scrubbed() {
+        let cmd = qemu_command(Path::new("qemu-system-x86_64"));
+        let vars: Vec<_> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| v.map(|_| k.to_string_lossy().into_owned()))
+            .collect();
+        for v in &vars {
+            assert!(
+                [
+                    "PATH",
+                    "HOME",
+                    "LANG",
+                    "LC_ALL",
+                    "TMPDIR",
+                    "XDG_RUNTIME_DIR"
+                ]
+                .contains(&v.as_str()),
+                "{v} passed to QEMU"
+            );
+        }
+    }
+}
