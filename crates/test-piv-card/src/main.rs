@@ -223,7 +223,9 @@ impl vpicc::VSmartCard for Card {
     }
 
     fn power_off(&mut self) {
-        self.verified = false;
+        // pcscd powers an idle card down after a grace period and up again on the next
+        // connect. A YubiKey's PIV applet keeps its PIN state through that (it is powered by
+        // USB), so only a reset or an unplug forgets the PIN here.
         self.piv_selected = false;
     }
 
