@@ -217,6 +217,9 @@ fn yubikey_pack_absent_then_inserted() {
         "{err}"
     );
     assert!(!err.contains('\u{2068}'));
+    // The operation count comes before the card is first needed.
+    let count_at = err.find("3 YubiKey operation").expect("count printed");
+    assert!(count_at < err.find("Please insert").unwrap(), "{err}");
     assert_eq!(c.mock.count("confirm"), 1);
 }
 
