@@ -17,10 +17,19 @@
 //!    `keypack build`, and [`Medium::build`] reads them back with `FromArgMatches`. Flag names
 //!    must not clash with other plugins' (a unit test in the CLI checks the whole set).
 //! 3. `impl Medium for YourMedium`: write the artifact with [`output::write_private_file`]
-//!    (0600, temp name, rename) and return a [`BootDescription`].
+//!    or an [`output::PendingFile`] (0600, temp name, fsync, rename) to `inputs.output`, and
+//!    return a [`BootDescription`] naming it, with `host_public_key` from the bundle's manifest.
+//!    Return `false` from [`Medium::needs_iso`] if the medium does not use `inputs.iso` (then
+//!    `keypack build` runs no `nix build`). Wrap your own error type with [`PluginError::new`].
 //! 4. Register it with one line in `crates/keypack/src/media.rs`, and add it to the workspace
 //!    members and the README's plugin table.
-//! 5. Run [`testing::check_medium`] (feature `testing`) from its tests.
+//! 5. Run [`testing::check_medium`] (or `check_medium_with` for flags and an ISO; feature
+//!    `testing` in `[dev-dependencies]`) from its tests: it builds twice with one seed and
+//!    checks the description, 0600 artifacts, byte-identical output and that no key bytes were
+//!    left outside the listed files.
+//!
+//! `keypack build` then stores the description as `boot.json` in the host's state folder,
+//! where `keypack run` reads it; a runner never learns which medium produced it.
 //!
 //! `plugins/initrd` is the smallest complete medium; read it first.
 #![forbid(unsafe_code)]

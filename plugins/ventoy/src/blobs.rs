@@ -8,7 +8,7 @@
 //! Reference: `ventoy.md` §2.4, Ventoy `INSTALL/ventoy_pack.sh`.
 
 use std::fs::File;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::VentoyError;
@@ -66,8 +66,9 @@ impl Blobs {
         }
     }
 
-    /// Loads and checks the files of `dir`. Decompresses both images once to check their
-    /// sizes (streamed; nothing is kept in memory).
+    /// Loads and checks the files of `dir`: boot.img's signature bytes, the uncompressed sizes
+    /// recorded in the xz indexes (without decompressing), the version. The images are
+    /// decompressed (streamed) only when written, and checked again then.
     pub fn load(dir: &Path) -> Result<Blobs, VentoyError> {
         if !dir.is_dir() {
             return Err(VentoyError::Blob {
@@ -124,14 +125,14 @@ impl Blobs {
         })
     }
 
-    /// Streams the decompressed core image into `out`.
-    pub fn write_core(&self, out: &mut dyn Write) -> Result<u64, VentoyError> {
-        xz_into(&self.core_xz, out)
+    /// Streams the decompressed core image into `out` (and checks its length again).
+    pub fn write_core(&self, out: &mut dyn Write) -> Result<(), VentoyError> {
+        xz_into(&self.core_xz, CORE_LEN, out)
     }
 
-    /// Streams the decompressed VTOYEFI partition into `out`.
-    pub fn write_efi(&self, out: &mut dyn Write) -> Result<u64, VentoyError> {
-        xz_into(&self.efi_xz, out)
+    /// Streams the decompressed VTOYEFI partition into `out` (and checks its length again).
+    pub fn write_efi(&self, out: &mut dyn Write) -> Result<(), VentoyError> {
+        xz_into(&self.efi_xz, EFI_LEN, out)
     }
 }
 
@@ -157,38 +158,47 @@ fn check_boot_img(path: &Path, img: &[u8]) -> Result<(), VentoyError> {
     Ok(())
 }
 
-struct Counter<'a> {
-    inner: &'a mut dyn Write,
-    n: u64,
-}
-
-impl Write for Counter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-fn xz_into(path: &Path, out: &mut dyn Write) -> Result<u64, VentoyError> {
+fn xz_into(path: &Path, expected: u64, out: &mut dyn Write) -> Result<(), VentoyError> {
     let file = File::open(path).map_err(|e| VentoyError::io("reading", path, e))?;
-    let mut input = BufReader::with_capacity(1 << 16, file);
-    let mut counter = Counter { inner: out, n: 0 };
-    lzma_rs::xz_decompress(&mut input, &mut counter).map_err(|e| VentoyError::Blob {
-        path: path.to_path_buf(),
-        problem: format!("cannot be decompressed as xz: {e}"),
-    })?;
-    counter
-        .flush()
-        .map_err(|e| VentoyError::io("writing", path, e))?;
-    Ok(counter.n)
+    let input = BufReader::with_capacity(1 << 16, file);
+    let mut reader = lzma_rust2::XzReader::new(input, true);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(VentoyError::Blob {
+                    path: path.to_path_buf(),
+                    problem: format!("cannot be decompressed as xz: {e}"),
+                });
+            }
+        };
+        total += n as u64;
+        if total > expected {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| VentoyError::io("writing the image for", path, e))?;
+    }
+    if total != expected {
+        return Err(VentoyError::Blob {
+            path: path.to_path_buf(),
+            problem: format!("decompresses to a size other than the {expected} bytes it must have"),
+        });
+    }
+    Ok(())
 }
 
+/// The uncompressed size recorded in the xz index (no decompression).
 fn xz_len(path: &Path) -> Result<u64, VentoyError> {
-    xz_into(path, &mut io::sink())
+    let file = File::open(path).map_err(|e| VentoyError::io("reading", path, e))?;
+    lzma_rust2::xz_uncompressed_size(file).map_err(|e| VentoyError::Blob {
+        path: path.to_path_buf(),
+        problem: format!("is not an xz file: {e}"),
+    })
 }
 
 /// Reads the `VENTOY_VERSION` set in a `grub.cfg`.

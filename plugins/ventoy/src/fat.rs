@@ -253,6 +253,49 @@ impl<'f> DataFs<'f> {
         Ok(total)
     }
 
+    /// Writes `name` with the `len` bytes of `src`: `fatfs` allocates the clusters and writes
+    /// the directory entry, while the bytes themselves are copied by the kernel
+    /// (`copy_file_range`) into the clusters it chose. Never holds the file in memory.
+    pub fn write_copy(&self, name: &str, src: &File, len: u64) -> Result<(), VentoyError> {
+        let rel = name.trim_start_matches('/');
+        let root = self.fs.root_dir();
+        let mut f = root
+            .create_file(rel)
+            .map_err(self.err(format!("creating {name}")))?;
+        f.truncate()
+            .map_err(self.err(format!("truncating {name}")))?;
+        self.io
+            .start_shadow()
+            .map_err(|e| VentoyError::io("writing", self.path, e))?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = len;
+        let res = (|| {
+            while left > 0 {
+                let n = (left as usize).min(zeros.len());
+                f.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            Ok(())
+        })();
+        let extents = self.io.end_shadow();
+        res.map_err(self.err(format!("allocating {name}")))?;
+        f.flush().map_err(self.err(format!("writing {name}")))?;
+        let mut src_off = 0u64;
+        for (at, n) in extents {
+            self.io
+                .copy_in(src, src_off, at, n)
+                .map_err(|e| VentoyError::fat(self.path, format!("copying {name}"), e))?;
+            src_off += n;
+        }
+        if src_off != len {
+            return Err(VentoyError::DataFs {
+                path: self.path.to_path_buf(),
+                problem: format!("{name}: {src_off} of {len} bytes placed"),
+            });
+        }
+        Ok(())
+    }
+
     /// Writes `name` from bytes.
     pub fn write_bytes(&self, name: &str, bytes: &[u8]) -> Result<(), VentoyError> {
         let mut src = bytes;
@@ -722,12 +765,20 @@ pub fn switch_file(
     // 4. Free the old chain.
     let frees: Vec<(u32, u32)> = old_chain.iter().map(|&c| (c, 0)).collect();
     raw.set_fat(&fat, &frees)?;
-    // FSInfo counts are hints; mark them unknown rather than compute them.
+    // FSInfo: the exact free count and the next free cluster, as fsck.fat expects them.
+    let mut now = fat.clone();
+    for &(c, v) in updates.iter().chain(&frees) {
+        now[c as usize] = v;
+    }
+    let limit = (bpb.clusters as usize + 2).min(now.len());
+    let free_count = now[2..limit].iter().filter(|&&v| v == 0).count() as u32;
+    let next_free = (2..limit).find(|&c| now[c] == 0).unwrap_or(0xFFFF_FFFF) as u32;
     let fsinfo_at = bpb.fsinfo * bpb.bps;
     let mut fsinfo = [0u8; 512];
     raw.rd(fsinfo_at, &mut fsinfo)?;
     if fsinfo[0..4] == *b"RRaA" && fsinfo[484..488] == *b"rrAa" {
-        fsinfo[488..496].fill(0xFF);
+        fsinfo[488..492].copy_from_slice(&free_count.to_le_bytes());
+        fsinfo[492..496].copy_from_slice(&next_free.to_le_bytes());
         raw.wr(fsinfo_at, &fsinfo)?;
     }
     raw.sync()?;

@@ -499,9 +499,13 @@ fn full_build(
     )?;
     {
         let fs = fat::DataFs::open(file, &tmp, layout.data_offset(), layout.data_len())?;
-        let mut iso = File::open(opts.iso).map_err(|e| VentoyError::io("reading", opts.iso, e))?;
-        let copied = fs.write_from(&format!("/{name}"), &mut iso)?;
-        if copied != iso_len {
+        let iso = File::open(opts.iso).map_err(|e| VentoyError::io("reading", opts.iso, e))?;
+        fs.write_copy(&format!("/{name}"), &iso, iso_len)?;
+        let now = iso
+            .metadata()
+            .map_err(|e| VentoyError::io("reading", opts.iso, e))?
+            .len();
+        if now != iso_len {
             return Err(VentoyError::Iso {
                 path: opts.iso.to_path_buf(),
                 problem: "changed size while being copied".into(),

@@ -30,6 +30,9 @@ pub struct PartInner<'f> {
     pending: Vec<u8>,
     pending_at: u64,
     read_only: bool,
+    /// While set, data-region writes are not written but recorded as extents (for the ISO,
+    /// whose bytes are then copied in by the kernel, see [`PartIo::copy_in`]).
+    shadow: Option<Vec<(u64, u64)>>,
 }
 
 impl<'f> PartInner<'f> {
@@ -45,6 +48,7 @@ impl<'f> PartInner<'f> {
             pending: Vec::new(),
             pending_at: 0,
             read_only: false,
+            shadow: None,
         }
     }
 
@@ -134,6 +138,12 @@ impl Write for PartInner<'_> {
             self.meta[p..p + n].copy_from_slice(&buf[..n]);
             self.meta_dirty = true;
             n
+        } else if let Some(extents) = &mut self.shadow {
+            match extents.last_mut() {
+                Some((at, len)) if *at + *len == self.pos => *len += max as u64,
+                _ => extents.push((self.pos, max as u64)),
+            }
+            max
         } else {
             if self.pending.is_empty() {
                 self.pending_at = self.pos;
@@ -237,4 +247,85 @@ impl Seek for PartIo<'_> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.0.borrow_mut().seek(pos)
     }
+}
+
+impl PartIo<'_> {
+    /// Starts recording data-region writes as extents instead of writing them.
+    pub fn start_shadow(&self) -> io::Result<()> {
+        let mut inner = self.0.borrow_mut();
+        inner.flush_pending()?;
+        inner.shadow = Some(Vec::new());
+        Ok(())
+    }
+
+    /// Stops recording and returns the extents `(offset in the partition, length)`.
+    pub fn end_shadow(&self) -> Vec<(u64, u64)> {
+        self.0.borrow_mut().shadow.take().unwrap_or_default()
+    }
+
+    /// Copies `len` bytes of `src` from `src_off` to partition offset `at`, with
+    /// `copy_file_range` (in-kernel, or a reflink on btrfs/XFS) and a read/write fallback.
+    pub fn copy_in(&self, src: &File, src_off: u64, at: u64, len: u64) -> io::Result<()> {
+        let inner = self.0.borrow();
+        if at.checked_add(len).is_none_or(|end| end > inner.len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "copy past the end of the partition",
+            ));
+        }
+        copy_range(src, src_off, inner.file, inner.start + at, len)
+    }
+}
+
+fn copy_range(
+    src: &File,
+    mut src_off: u64,
+    file: &File,
+    mut out_off: u64,
+    len: u64,
+) -> io::Result<()> {
+    {
+        let mut left = len;
+        while left > 0 {
+            let chunk = left.min(1 << 30) as usize;
+            match rustix::fs::copy_file_range(
+                src,
+                Some(&mut src_off),
+                file,
+                Some(&mut out_off),
+                chunk,
+            ) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the source ended early",
+                    ));
+                }
+                Ok(n) => left -= n as u64,
+                Err(e) if e == rustix::io::Errno::INTR => continue,
+                Err(e)
+                    if [
+                        rustix::io::Errno::XDEV,
+                        rustix::io::Errno::NOSYS,
+                        rustix::io::Errno::INVAL,
+                        rustix::io::Errno::OPNOTSUPP,
+                    ]
+                    .contains(&e) =>
+                {
+                    // Fallback: plain positioned reads and writes.
+                    let mut buf = vec![0u8; 1 << 20];
+                    while left > 0 {
+                        let n = (left as usize).min(buf.len());
+                        src.read_exact_at(&mut buf[..n], src_off)?;
+                        file.write_all_at(&buf[..n], out_off)?;
+                        src_off += n as u64;
+                        out_off += n as u64;
+                        left -= n as u64;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }

@@ -131,8 +131,18 @@ pub fn update_image(
         // The ISO: temp name, then the switch of names.
         let tmp_iso = "/.keypack-tmp-iso";
         fs.remove(tmp_iso)?;
-        let mut src = File::open(iso).map_err(|e| VentoyError::io("reading", iso, e))?;
-        fs.write_from(tmp_iso, &mut src)?;
+        let src = File::open(iso).map_err(|e| VentoyError::io("reading", iso, e))?;
+        let iso_len = src
+            .metadata()
+            .map_err(|e| VentoyError::io("reading", iso, e))?
+            .len();
+        if iso_len > crate::FAT32_MAX_FILE {
+            return Err(VentoyError::Iso {
+                path: iso.to_path_buf(),
+                problem: "is 4 GiB or larger, which FAT32 cannot hold".into(),
+            });
+        }
+        fs.write_copy(tmp_iso, &src, iso_len)?;
         fs.remove(&format!("/{iso_name}"))?;
         fs.rename(tmp_iso, &format!("/{iso_name}"))?;
         let archive_exists = fs.read(ARCHIVE_PATH)?.is_some();

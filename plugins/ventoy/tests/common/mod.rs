@@ -173,9 +173,10 @@ fn xz(data: &[u8]) -> Vec<u8> {
         assert!(out.status.success());
         out.stdout
     } else {
-        let mut out = Vec::new();
-        lzma_rs::xz_compress(&mut &data[..], &mut out).unwrap();
-        out
+        let mut w =
+            lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
     }
 }
 

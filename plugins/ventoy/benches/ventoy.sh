@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Benchmarks of the Ventoy medium (issue 4, "Speed and size"):
+#   full build with a 1 GiB ISO vs `cp` of the same ISO on the same filesystem (target ≤ 1.3×),
+#   peak RSS of the full build (target < 64 MiB, independent of the ISO size),
+#   keys-only rebuild vs full build (target ≤ 5 %).
+# Needs: hyperfine, xz, mkfs.vfat, mtools. Usage: plugins/ventoy/benches/ventoy.sh [ISO_MIB]
+set -euo pipefail
+ISO_MIB=${1:-1024}
+here=$(cd "$(dirname "$0")/../../.." && pwd)
+target=${CARGO_TARGET_DIR:-$here/target}
+cargo build -q --release -p keypack-media-ventoy --example ventoy-build
+bin=$target/release/examples/ventoy-build
+
+work=$(mktemp -d "${BENCH_DIR:-$here/target-bench}.XXXXXX" 2>/dev/null || mktemp -d)
+chmod 700 "$work"
+[ -n "${KEEP_WORK:-}" ] && echo "work folder: $work" || trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+# Synthetic Ventoy release folder (same shape as the tests').
+mkdir -p vt/boot vt/ventoy state
+python3 - <<'PY'
+b = bytearray(512); b[0:3] = b'\xeb\x63\x90'
+b[0x190:0x1a0] = bytes([0x56,0x54,0,0x47,0x65,0,0x48,0x44,0,0x52,0x64,0,0x20,0x45,0x72,0x0d])
+b[510:512] = b'\x55\xaa'
+open('vt/boot/boot.img', 'wb').write(b)
+open('vt/boot/core.img', 'wb').write(bytes(2047 * 512))
+PY
+xz -1 -T1 vt/boot/core.img
+truncate -s 32M vt/ventoy/ventoy.disk.img
+mkfs.vfat -F 16 -s 1 -n VTOYEFI --invariant vt/ventoy/ventoy.disk.img >/dev/null
+export MTOOLS_SKIP_CHECK=1
+mmd -i vt/ventoy/ventoy.disk.img ::/ventoy ::/grub
+echo 'set VENTOY_VERSION="1.1.17"' > cfg
+mcopy -i vt/ventoy/ventoy.disk.img cfg ::/grub/grub.cfg
+mcopy -i vt/ventoy/ventoy.disk.img cfg ::/ventoy/ventoy.cpio
+xz -1 -T1 vt/ventoy/ventoy.disk.img
+echo 1.1.17 > vt/ventoy/version
+
+head -c "$((ISO_MIB * 1024 * 1024))" /dev/urandom > nixos.iso
+small=64
+head -c "$((small * 1024 * 1024))" /dev/urandom > small.iso
+
+echo "== peak RSS (VmHWM) of a full build: ${small} MiB ISO, then ${ISO_MIB} MiB ISO"
+"$bin" vt small.iso small.img state-small full 2>&1 | sed 's/^/  small: /'
+"$bin" vt nixos.iso ventoy.img state full 2>&1 | sed 's/^/  large: /'
+
+echo "== full build vs cp (${ISO_MIB} MiB ISO), then keys-only rebuild"
+[ -n "${NO_HYPERFINE:-}" ] && exit 0
+hyperfine --warmup 1 --runs 5 --export-json bench.json \
+  -n cp --prepare "rm -f copy.iso; sync" "cp nixos.iso copy.iso" \
+  -n "cp+sync" --prepare "rm -f copy.iso; sync" "cp nixos.iso copy.iso && sync copy.iso" \
+  -n full --prepare "rm -f ventoy.img; sync" "$bin vt nixos.iso ventoy.img state full" \
+  -n "full (replacing an image)" --prepare "sync" "$bin vt nixos.iso ventoy.img state full" \
+  -n keys-only --prepare "sync" "$bin vt nixos.iso ventoy.img state keys"
+python3 - <<'PY'
+import json
+r = {x['command']: x['mean'] for x in json.load(open('bench.json'))['results']}
+print(f"full / cp        = {r['full'] / r['cp']:.2f}x   (target <= 1.3x; the build fsyncs, cp does not)")
+print(f"full / (cp+sync) = {r['full'] / r['cp+sync']:.2f}x")
+print(f"full replacing an existing image / cp = {r['full (replacing an image)'] / r['cp']:.2f}x")
+print(f"keys-only / full = {100 * r['keys-only'] / r['full']:.2f} %  (target <= 5 %)")
+PY
