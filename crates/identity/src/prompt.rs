@@ -56,6 +56,12 @@ impl Prompter {
         Prompter::Interactive
     }
 
+    /// Whether [`Prompter::confirm`] shows the question itself (on the terminal), so the
+    /// caller need not print it too.
+    pub(crate) fn shows_questions(&self) -> bool {
+        matches!(self, Prompter::Interactive) && has_tty()
+    }
+
     /// Ask for a PIN. `None` when there is no way to ask or the user cancelled.
     pub(crate) fn pin(&self, description: &str) -> Option<SecretString> {
         match self {

@@ -159,7 +159,9 @@ pub(crate) fn run(
                 match yes {
                     Some(yes) if ctx.confirms < MAX_CONFIRMS => {
                         ctx.confirms += 1;
-                        (ctx.sink)(&message);
+                        if !ctx.prompter.shows_questions() {
+                            (ctx.sink)(&message);
+                        }
                         let answer = ctx.prompter.confirm(&message, &yes, no.as_deref());
                         timer.poke();
                         match answer {
