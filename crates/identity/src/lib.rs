@@ -318,10 +318,17 @@ impl IdentitySet {
             if units.is_empty() {
                 continue;
             }
-            let found = match &self.plugin_path {
-                Some(p) => which::which_in(binary, Some(p), "/"),
-                None => which::which(binary),
-            };
+            // Only absolute PATH entries: the plugin spec forbids finding a plugin in the
+            // working directory (an empty or `.` entry).
+            let search = self
+                .plugin_path
+                .clone()
+                .or_else(|| std::env::var_os("PATH"))
+                .unwrap_or_default();
+            let search =
+                std::env::join_paths(std::env::split_paths(&search).filter(|d| d.is_absolute()))
+                    .unwrap_or_default();
+            let found = which::which_in(binary, Some(search), "/");
             let path = match found {
                 Ok(p) => p,
                 Err(_) => {

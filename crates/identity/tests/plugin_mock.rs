@@ -371,3 +371,22 @@ fn recipient_from_point_matches_the_card_and_can_decrypt_needs_no_plugin() {
     }));
     assert_eq!(mock.count("session"), 0);
 }
+
+#[test]
+fn relative_path_entries_are_not_searched() {
+    let mock = MockPlugin::new("ok");
+    let mut set = set_for(&mock, None);
+    // A relative entry naming the mock's folder must not be used.
+    let rel = pathdiff(mock.bin_dir());
+    set.set_plugin_path(rel);
+    let b = build(&mock);
+    let out = set.decrypt_batch(&files(&b));
+    assert!(matches!(&out[0], Err(IdentityError::PluginMissing { .. })));
+}
+
+fn pathdiff(dir: &std::path::Path) -> std::ffi::OsString {
+    // "../../../tmp/xyz" relative to "/" is still relative as a PATH entry.
+    let mut s = std::ffi::OsString::from(".");
+    s.push(dir.as_os_str());
+    s
+}
