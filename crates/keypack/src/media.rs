@@ -14,10 +14,20 @@ pub const DEFAULT_MEDIUM: &str = "ventoy";
 
 /// Adds every plugin's flags to a `build`-like command.
 pub fn augment_build_args(mut cmd: clap::Command) -> clap::Command {
+    // A derived `Args` struct's doc comment becomes the command's about text: keep the verb's.
+    let about = cmd.get_about().cloned();
+    let long_about = cmd.get_long_about().cloned();
     for medium in MEDIA {
         cmd = medium.augment_args(cmd);
     }
-    cmd
+    cmd = match about {
+        Some(a) => cmd.about(a),
+        None => cmd.about(None::<&str>),
+    };
+    match long_about {
+        Some(a) => cmd.long_about(a),
+        None => cmd.long_about(None::<&str>),
+    }
 }
 
 /// Finds a medium by name.
@@ -40,5 +50,13 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), names.len());
         assert!(super::find(super::DEFAULT_MEDIUM).is_some());
+    }
+
+    #[test]
+    fn plugin_flags_keep_the_verbs_help() {
+        let cmd = crate::cli::command();
+        let build = cmd.find_subcommand("build").unwrap();
+        let about = build.get_about().map(|a| a.to_string()).unwrap_or_default();
+        assert!(about.starts_with("Build boot media"), "{about}");
     }
 }

@@ -172,6 +172,15 @@ fn gpt_image_passes_verifier_and_debian_tools() {
         &archive,
         true,
     );
+    let info = keypack_media_ventoy::inspect(&out).unwrap();
+    assert_eq!(info.found.style, keypack_media_ventoy::Style::Gpt);
+    assert_eq!(info.found.data.start, 2048);
+    assert_eq!(info.injection.len(), 1);
+    assert!(
+        info.archives
+            .iter()
+            .any(|(p, b)| p == "/keys.tar.gz" && b.as_slice() == archive.as_slice())
+    );
     if have("sgdisk") {
         let (ok, t) = run(Command::new("sgdisk").arg("-v").arg(&out));
         assert!(ok && t.contains("No problems found"), "sgdisk -v: {t}");
