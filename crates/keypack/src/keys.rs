@@ -54,7 +54,7 @@ pub struct KeySelection {
 pub struct KeyReport {
     /// Whose key.
     pub role: KeyRole,
-    /// The repository file it came from.
+    /// The repository file it came from, relative to the repository root.
     pub source: PathBuf,
     /// The SHA256 fingerprint, or why the key failed.
     pub result: Result<String>,
@@ -101,11 +101,13 @@ pub fn verify_keys(sel: &KeySelection) -> Result<(Vec<KeyReport>, Option<Manifes
     let loaded = load(sel)?;
     let mut builder = BundleBuilder::new();
     let mut reports = Vec::new();
+    let root = loaded.root.clone();
+    let relative = |p: &Path| p.strip_prefix(&root).unwrap_or(p).to_path_buf();
     for key in loaded.keys {
         match key {
             Loaded::Key(key) => {
                 let role = key.source.role.clone();
-                let source = key.source.path.clone();
+                let source = relative(&key.source.path);
                 let result = add(&mut builder, key)
                     .map(|()| builder.fingerprint(&role).unwrap_or_default().to_owned());
                 reports.push(KeyReport {
@@ -116,8 +118,8 @@ pub fn verify_keys(sel: &KeySelection) -> Result<(Vec<KeyReport>, Option<Manifes
             }
             Loaded::Absent => {}
             Loaded::Failed { source, error } => reports.push(KeyReport {
+                source: relative(&source.path),
                 role: source.role,
-                source: source.path,
                 result: Err(error),
             }),
         }
@@ -219,6 +221,7 @@ enum Loaded {
 }
 
 struct LoadedSet {
+    root: PathBuf,
     keys: Vec<Loaded>,
 }
 
@@ -259,8 +262,9 @@ fn load(sel: &KeySelection) -> Result<LoadedSet> {
             Err(error) => fail_all(&mut keys, sources, error),
         }
     }
+    let root = repo.root().to_path_buf();
     if parsed.is_empty() {
-        return Ok(LoadedSet { keys });
+        return Ok(LoadedSet { root, keys });
     }
 
     let (identities, identity_path) = IdentitySet::discover(sel.identity.as_deref())?;
@@ -343,7 +347,7 @@ fn load(sel: &KeySelection) -> Result<LoadedSet> {
         Loaded::Failed { source, .. } => Some(source.role.clone()),
         Loaded::Absent => None,
     });
-    Ok(LoadedSet { keys })
+    Ok(LoadedSet { root, keys })
 }
 
 fn fail_all(keys: &mut Vec<Loaded>, sources: &[KeySource], error: anyhow::Error) {
