@@ -401,3 +401,46 @@ fn stdout_terminal_is_refused() {
         "{text}"
     );
 }
+
+/// The wording of the most common errors, pinned (style.md §5.4): a change shows up here.
+#[test]
+fn error_wording_is_pinned() {
+    if !have_sops("error_wording_is_pinned") {
+        return;
+    }
+    let repo = standard_repo();
+    let root = std::fs::canonicalize(repo.root()).unwrap();
+    let out = repo.out_dir("wording");
+    let target = out.join("keys.tar.gz");
+    let normalize = |o: &std::process::Output| {
+        stderr(o)
+            .replace(root.to_str().unwrap(), "$REPO")
+            .replace(out.to_str().unwrap(), "$OUT")
+    };
+
+    let r = repo.run("pack", &["-H", "nope", "-o", target.to_str().unwrap()]);
+    assert_eq!(
+        normalize(&r),
+        "error: finding the keys of host nope in $REPO: unknown host nope: none of \
+         $REPO/hosts/nope.yaml, $REPO/hosts/nope.yml, $REPO/hosts/nope.json, \
+         $REPO/hosts/nope.env, $REPO/hosts/nope/ exists\n\
+         hint: check the spelling, and that --keys-repo points at the right repository \
+         (and keypack.toml at its folders)\n"
+    );
+
+    std::fs::write(&target, b"old").unwrap();
+    let r = repo.run("pack", &["-H", "web1", "-o", target.to_str().unwrap()]);
+    assert_eq!(
+        normalize(&r),
+        "error: $OUT/keys.tar.gz already exists\n\
+         hint: use -f to replace it, or choose another -o\n"
+    );
+
+    let r = repo.keypack(&["verify", "-H", "web1", "-i", AGE_KEY]);
+    assert_eq!(
+        normalize(&r),
+        "error: no keys repository given\n\
+         hint: pass --keys-repo DIR, set KEYPACK_KEYS_REPO, or put `keys_repo = \"DIR\"` in \
+         ~/.config/keypack/config.toml\n"
+    );
+}
