@@ -516,3 +516,93 @@ fn media_update_image_merges_json_and_refuses_a_non_ventoy_disk() {
         stderr(&out)
     );
 }
+
+#[test]
+fn path_copy_and_build_take_the_iso_from_nix_build() {
+    if !prereqs("path_copy_and_build_take_the_iso_from_nix_build") {
+        return;
+    }
+    let s = Setup::new(1 << 20);
+    // A stand-in `nix` that "builds" a store path holding iso/<name>.iso and logs its argv.
+    let store = s.repo.tmp.path().join("store/abc-nixos-iso");
+    std::fs::create_dir_all(store.join("iso")).unwrap();
+    let iso = store.join("iso/nixos-keypack.iso");
+    std::fs::copy(&s.iso, &iso).unwrap();
+    let bin = s.repo.tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = s.repo.tmp.path().join("nix.log");
+    let nix = bin.join("nix");
+    std::fs::write(
+        &nix,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\necho {}\n",
+            log.display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&nix, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let out = s
+        .repo
+        .command(&["path", "--flake", ".#myiso"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), iso.to_str().unwrap());
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("build .#myiso --print-out-paths")
+    );
+
+    let dest = s.repo.out_dir("copy");
+    let out = s
+        .repo
+        .command(&["copy", dest.to_str().unwrap()])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(dest.join("nixos-keypack.iso")).unwrap() == std::fs::read(&iso).unwrap());
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("build .#iso --print-out-paths")
+    );
+    let again = s
+        .repo
+        .command(&["copy", dest.to_str().unwrap()])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(!again.status.success() && stderr(&again).contains("already exists"));
+
+    // build without --iso: the ISO from `nix build`, named as in the store.
+    let root = s.repo.root();
+    let out = s
+        .repo
+        .command(&[
+            "build",
+            "-H",
+            "web1",
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            AGE_KEY,
+            "--ventoy-dir",
+            s.vdir.to_str().unwrap(),
+        ])
+        .env("PATH", &path)
+        .env("KEYPACK_STATE_DIR", &s.state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(mtype(&s.image(), "/nixos-keypack.iso") == std::fs::read(&iso).unwrap());
+}
