@@ -230,7 +230,8 @@ impl<'f> DataFs<'f> {
             .map_err(self.err(format!("creating {name}")))?;
         f.truncate()
             .map_err(self.err(format!("truncating {name}")))?;
-        let mut buf = vec![0u8; 1 << 20];
+        // May hold bundle bytes.
+        let mut buf = Zeroizing::new(vec![0u8; 1 << 20]);
         let mut total = 0u64;
         loop {
             let n = match src.read(&mut buf) {

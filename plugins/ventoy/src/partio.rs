@@ -10,10 +10,12 @@
 //! straight to the file made the full build several times slower than copying the ISO.
 
 use std::cell::RefCell;
+
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
+use zeroize::Zeroizing;
 
 const COALESCE: usize = 1 << 20;
 
@@ -26,8 +28,8 @@ pub struct PartInner<'f> {
     /// In-memory copy of `[0, meta.len())` and whether it changed.
     meta: Vec<u8>,
     meta_dirty: bool,
-    /// Pending sequential writes at `pending_at`.
-    pending: Vec<u8>,
+    /// Pending sequential writes at `pending_at` (may hold bundle bytes: zeroized on drop).
+    pending: Zeroizing<Vec<u8>>,
     pending_at: u64,
     read_only: bool,
     /// While set, data-region writes are not written but recorded as extents (for the ISO,
@@ -45,7 +47,8 @@ impl<'f> PartInner<'f> {
             pos: 0,
             meta: Vec::new(),
             meta_dirty: false,
-            pending: Vec::new(),
+            // Sized once, so growth never leaves a stale copy in freed memory.
+            pending: Zeroizing::new(Vec::with_capacity(COALESCE + (64 << 10))),
             pending_at: 0,
             read_only: false,
             shadow: None,

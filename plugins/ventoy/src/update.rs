@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -334,7 +334,12 @@ fn write_via_temp(
     let tmp = dir.join(format!(".keypack-tmp-{name}"));
     let _ = std::fs::remove_file(&tmp);
     let res = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        // 0600 where the filesystem has modes (an ext4 or XFS data partition); FAT has none.
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         write(&mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &target)
