@@ -238,7 +238,10 @@ fn write_archive(
         out.len() <= capacity,
         "archive outgrew its pre-sized buffer"
     );
-    let bytes: Box<[u8]> = std::mem::take(&mut *out).into_boxed_slice();
+    // A copy at the exact size: `into_boxed_slice` would shrink the pre-sized buffer by
+    // reallocating and free the old block unwiped (found by tests/assurance_heap.rs); `out` is
+    // wiped by `Zeroizing` when it drops here.
+    let bytes: Box<[u8]> = Box::from(out.as_slice());
     Ok(SecretSlice::from(bytes))
 }
 
