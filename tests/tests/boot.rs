@@ -683,6 +683,40 @@ fn run_faults_are_clear_errors() {
             "{line}"
         );
     }
+    // Two runs at once start one VM (a blank disk under SeaBIOS keeps QEMU up); the guest
+    // ignores the ACPI button, so stop falls back to QMP quit after --timeout.
+    let spawn = || {
+        Command::new(&env.keypack)
+            .args([
+                "run", "-H", HOST, "--image", &d, "--bios", "--accel", "tcg", "--port", "auto",
+                "--memory", "64",
+            ])
+            .env("KEYPACK_STATE_DIR", env.path("state"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(
+        [a.status.success(), b.status.success()]
+            .iter()
+            .filter(|ok| **ok)
+            .count(),
+        1,
+        "exactly one of two concurrent runs starts the VM"
+    );
+    let loser = if a.status.success() { &b } else { &a };
+    assert!(String::from_utf8_lossy(&loser.stderr).contains("already running"));
+    assert_eq!(qemu_pids(&state.join("qemu.pid")).len(), 1);
+    let out = env.kp(&["stop", "-H", HOST, "--timeout", "1"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("QEMU quit"),
+        "quit after the timeout"
+    );
+    assert!(qemu_pids(&state.join("qemu.pid")).is_empty());
+
     let help = env.ok(&["run", "--help"]);
     assert!(help.contains("[default: 2222]"), "{help}");
     // A taken port 0 is not a port.

@@ -1,7 +1,7 @@
 //! One host's VM: its files in the host's state folder, start, status, stop, wait for SSH.
 //!
 //! Files (all in the state folder, 0700): `qemu.pid` (QEMU's `-pidfile`), `qmp.sock` (QMP),
-//! `serial.log` (the serial console), `run.json` (what was started: pid, port, boot, pinned
+//! `serial.log` (the serial console), `run.lock` (serializes start and stop), `run.json` (what was started: pid, port, boot, pinned
 //! key fingerprint, the QEMU arguments), `initrd.img` (the initrds concatenated, 0600: it holds
 //! keys; removed as soon as QEMU has loaded it), `OVMF_VARS.fd` (the VM's UEFI variable
 //! store), `known_hosts` (written by `ssh`).
@@ -407,8 +407,26 @@ impl Vm {
         pending.commit().map_err(QemuError::state(&target))
     }
 
+    /// Serializes `start` and `stop` of this host's VM between keypack processes: two `run`s
+    /// at once must not both see "stopped" and start two VMs. The lock goes with the returned
+    /// file (and is never inherited by QEMU: Rust opens files close-on-exec).
+    fn lock(&self) -> Result<std::fs::File, QemuError> {
+        let path = self.dir.join("run.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(QemuError::state(&path))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| QemuError::state(&path)(e.into()))?;
+        Ok(file)
+    }
+
     /// Starts the VM daemonized and records it in `run.json`.
     pub fn start(&self, desc: &BootDescription, opts: &Options) -> Result<RunRecord, QemuError> {
+        let _lock = self.lock()?;
         if let Status::Running { pid, record } = self.status()? {
             return Err(QemuError::AlreadyRunning {
                 host: self.host.clone(),
@@ -493,6 +511,7 @@ impl Vm {
 
     /// ACPI power-down over QMP; after `timeout`, `quit`; then SIGKILL. Cleans the state.
     pub fn stop(&self, timeout: Duration) -> Result<StopOutcome, QemuError> {
+        let _lock = self.lock()?;
         let pid = match self.status()? {
             Status::Stopped { stale_cleaned } => {
                 return Ok(StopOutcome::NotRunning { stale_cleaned });
