@@ -842,3 +842,75 @@ pub fn fix_dot_entries(file: &File, path: &Path, off: u64, dir: &str) -> Result<
     }
     Ok(())
 }
+
+/// A stand-in disk for computing a format's geometry without writing it: keeps the boot
+/// sector, reads zeros elsewhere, drops every other write.
+struct NullDisk {
+    boot: [u8; 512],
+    pos: u64,
+    len: u64,
+}
+
+impl Read for NullDisk {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len();
+        for (i, b) in buf.iter_mut().enumerate() {
+            let p = self.pos + i as u64;
+            *b = if p < 512 { self.boot[p as usize] } else { 0 };
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for NullDisk {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for (i, b) in buf.iter().enumerate() {
+            let p = self.pos + i as u64;
+            if p < 512 {
+                self.boot[p as usize] = *b;
+            }
+        }
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl io::Seek for NullDisk {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.pos = match pos {
+            io::SeekFrom::Start(p) => p,
+            io::SeekFrom::End(d) => self.len.saturating_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.saturating_add_signed(d),
+        };
+        Ok(self.pos)
+    }
+}
+
+/// Where the first file written after the root folder (the ISO) starts inside a data partition
+/// of `len` bytes formatted by [`format_data`]: the metadata length plus one cluster.
+pub fn first_file_offset(len: u64) -> io::Result<u64> {
+    let cs = cluster_size_for(len);
+    let mut label = [b' '; 11];
+    label[..6].copy_from_slice(b"Ventoy");
+    let mut disk = NullDisk {
+        boot: [0; 512],
+        pos: 0,
+        len,
+    };
+    let opts = FormatVolumeOptions::new()
+        .fat_type(FatType::Fat32)
+        .bytes_per_cluster(cs)
+        .total_sectors((len / 512) as u32)
+        .volume_label(label);
+    fatfs::format_volume(&mut disk, opts)?;
+    let s = &disk.boot;
+    let bps = u64::from(u16::from_le_bytes([s[11], s[12]]));
+    let reserved = u64::from(u16::from_le_bytes([s[14], s[15]]));
+    let fats = u64::from(s[16]);
+    let fat_sectors = u64::from(u32::from_le_bytes([s[36], s[37], s[38], s[39]]));
+    Ok((reserved + fats * fat_sectors) * bps + u64::from(cs))
+}

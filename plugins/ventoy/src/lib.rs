@@ -371,6 +371,49 @@ pub fn build_image(archive: &[u8], opts: &BuildOptions<'_>) -> Result<BuildMode,
     Ok(BuildMode::Full)
 }
 
+/// Shrinks the data partition by whole clusters (at most 1024) until the ISO's first byte lands
+/// on a 4 KiB boundary of the disk, so `copy_file_range` copies whole pages (and can share
+/// blocks on btrfs or XFS). Leaves the layout as it is when no such size is near.
+fn align_iso(layout: Layout, content: u64) -> Result<Layout, VentoyError> {
+    let cs = u64::from(fat::cluster_size_for(layout.data_len()));
+    if !cs.is_multiple_of(4096) {
+        return Ok(layout);
+    }
+    let step = cs / layout::SECTOR;
+    for k in 0..1024u64 {
+        let data_sectors = layout.data_sectors - k * step;
+        let len = data_sectors * layout::SECTOR;
+        if len < content + fat::overhead_for(len, fat::cluster_size_for(len)) {
+            break;
+        }
+        if u64::from(fat::cluster_size_for(len)) != cs {
+            break;
+        }
+        let off = fat::first_file_offset(len)
+            .map_err(|e| VentoyError::io("planning", "the data partition", e))?;
+        if (layout.data_offset() + off).is_multiple_of(4096) {
+            let mut l = layout;
+            l.data_sectors = data_sectors;
+            l.efi_start = l.data_start + data_sectors;
+            if l.style == Style::Mbr
+                && k > 0
+                && l.total_sectors == layout.efi_start + layout.efi_sectors
+            {
+                // No reserve at the end unless the user sized the disk.
+                l.total_sectors = l.efi_start + l.efi_sectors;
+            } else if l.style == Style::Gpt
+                && k > 0
+                && l.total_sectors
+                    == layout.efi_start + layout.efi_sectors + 1 + layout::GPT_ENTRY_SECTORS
+            {
+                l.total_sectors = l.efi_start + l.efi_sectors + 1 + layout::GPT_ENTRY_SECTORS;
+            }
+            return Ok(l);
+        }
+    }
+    Ok(layout)
+}
+
 /// The in-place path: returns `false` (caller does a full build) when the image does not look
 /// like ours.
 fn keys_only(output: &Path, archive: &[u8], json_bytes: &[u8]) -> Result<bool, VentoyError> {
@@ -431,6 +474,7 @@ fn full_build(
         }
         None => Layout::for_data(style, want),
     };
+    let layout = align_iso(layout, content)?;
     if layout.total_sectors > u64::from(u32::MAX) && style == Style::Mbr {
         return Err(VentoyError::BadFlag {
             flag: "--image-size",

@@ -342,3 +342,33 @@ fn world_readable_output_folder_is_refused() {
     .to_string();
     assert!(e.contains("other users"), "{e}");
 }
+
+#[test]
+fn iso_starts_on_a_4k_boundary_when_clusters_allow() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let tmp = private_tmp();
+    // A sparse 400 MiB "ISO" (4 KiB clusters) with a marker at its start.
+    let iso = tmp.path().join("big.iso");
+    let mut f = fs::File::create(&iso).unwrap();
+    f.write_all(b"ISO-START-MARKER-0123456789").unwrap();
+    f.set_len(400 << 20).unwrap();
+    drop(f);
+    let out = tmp.path().join("v.img");
+    build(b"bundle", &iso, &out, &args(false), Some(1), None);
+    let mut img = fs::File::open(&out).unwrap();
+    let mut found = None;
+    let mut buf = vec![0u8; 27];
+    // The ISO is the first file: search the first 64 MiB of the data partition.
+    for off in (1 << 20..(65 << 20)).step_by(512) {
+        img.seek(SeekFrom::Start(off)).unwrap();
+        img.read_exact(&mut buf).unwrap();
+        if buf == b"ISO-START-MARKER-0123456789" {
+            found = Some(off);
+            break;
+        }
+    }
+    let off = found.expect("ISO marker not found");
+    assert_eq!(off % 4096, 0, "ISO starts at {off}, not 4 KiB aligned");
+    let v = verify(&fs::read(&out).unwrap(), fixture()).unwrap();
+    assert_eq!(v.p2.0 % 8, 0);
+}
