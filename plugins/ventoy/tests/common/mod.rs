@@ -191,8 +191,11 @@ pub struct Fixture {
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("keypack-ventoy-fixture-{}", std::process::id()));
+        // One folder per test binary under cargo's scratch space, rewritten on every run (so
+        // runs do not accumulate folders in /tmp).
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ventoy-fixture-{name}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("boot")).unwrap();
         fs::create_dir_all(dir.join("ventoy")).unwrap();
