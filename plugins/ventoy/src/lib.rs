@@ -53,6 +53,8 @@ pub const JSON_PATH: &str = "/ventoy/ventoy.json";
 /// Largest file FAT32 can hold.
 pub const FAT32_MAX_FILE: u64 = 0xFFFF_FFFF;
 const NAME: &str = "ventoy";
+/// Smallest data partition: FAT32 needs 65525 clusters (with 512-byte clusters, 32 MiB).
+const MIN_DATA: u64 = 64 << 20;
 const CACHE_FILE: &str = "ventoy-cache.json";
 
 /// The Ventoy medium.
@@ -448,7 +450,7 @@ fn full_build(
         .map_err(|e| VentoyError::io("reading", opts.iso, e))?
         .len();
     let content = iso_len + archive.len() as u64 + json_bytes.len() as u64;
-    let want = (content + 32 * 1024 * 1024).max(64 * 1024 * 1024);
+    let want = (content + 32 * 1024 * 1024).max(MIN_DATA);
     let cs = fat::cluster_size_for(want);
     let want = want + fat::overhead_for(want, cs);
     let layout = match opts.args.image_size {
@@ -457,10 +459,12 @@ fn full_build(
                 flag: "--image-size",
                 problem: "smaller than Ventoy's own 33 MiB".into(),
             })?;
-            if l.data_len()
-                < content
-                    + fat::overhead_for(l.data_len(), fat::cluster_size_for(l.data_len()))
-                    + (1 << 20)
+            // FAT32 needs at least 65525 clusters: below 64 MiB the volume would be FAT16.
+            if l.data_len() < MIN_DATA
+                || l.data_len()
+                    < content
+                        + fat::overhead_for(l.data_len(), fat::cluster_size_for(l.data_len()))
+                        + (1 << 20)
             {
                 return Err(VentoyError::BadFlag {
                     flag: "--image-size",

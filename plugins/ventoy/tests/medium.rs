@@ -372,3 +372,98 @@ fn iso_starts_on_a_4k_boundary_when_clusters_allow() {
     let v = verify(&fs::read(&out).unwrap(), fixture()).unwrap();
     assert_eq!(v.p2.0 % 8, 0);
 }
+
+#[test]
+fn keys_only_needs_the_same_iso_flags_and_untouched_image() {
+    let tmp = private_tmp();
+    let state = tmp.path().join("state");
+    fs::create_dir(&state).unwrap();
+    let iso = fake_iso(tmp.path(), "k.iso", 1 << 20);
+    let out = tmp.path().join("v.img");
+    let a = args(false);
+    assert_eq!(
+        build(b"one", &iso, &out, &a, Some(1), Some(&state)),
+        BuildMode::Full
+    );
+    let first = fs::read(&out).unwrap();
+    // Same bundle: in place, and not a byte changes.
+    assert_eq!(
+        build(b"one", &iso, &out, &a, Some(1), Some(&state)),
+        BuildMode::KeysOnly
+    );
+    assert!(fs::read(&out).unwrap() == first);
+    // New bundle: in place; then the JSON flags change: still in place, JSON switched.
+    assert_eq!(
+        build(b"two", &iso, &out, &a, Some(1), Some(&state)),
+        BuildMode::KeysOnly
+    );
+    let mut b = a.clone();
+    b.menu_timeout = 11;
+    assert_eq!(
+        build(b"two", &iso, &out, &b, Some(1), Some(&state)),
+        BuildMode::KeysOnly
+    );
+    let info = keypack_media_ventoy::inspect(&out).unwrap();
+    assert_eq!(
+        info.json.unwrap().unwrap()["control"][1]["VTOY_MENU_TIMEOUT"],
+        "11"
+    );
+    assert!(info.archives[0].1.as_slice() == b"two");
+    // A layout flag changes: full build.
+    let mut g = b.clone();
+    g.gpt = true;
+    assert_eq!(
+        build(b"two", &iso, &out, &g, Some(1), Some(&state)),
+        BuildMode::Full
+    );
+    // The ISO changes: full build.
+    fake_iso(tmp.path(), "k.iso", 1 << 20);
+    assert_eq!(
+        build(b"two", &iso, &out, &g, Some(1), Some(&state)),
+        BuildMode::Full
+    );
+    // The image was changed by someone else: full build.
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new().append(true).open(&out).unwrap();
+        f.write_all(&[0u8; 512]).unwrap();
+    }
+    assert_eq!(
+        build(b"two", &iso, &out, &g, Some(1), Some(&state)),
+        BuildMode::Full
+    );
+}
+
+#[test]
+fn image_size_fills_a_stick_and_refuses_too_small() {
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "k.iso", 4 << 20);
+    for gpt in [false, true] {
+        let out = tmp.path().join(format!("sized-{gpt}.img"));
+        let mut a = args(gpt);
+        a.image_size = Some(256 << 20);
+        build(b"x", &iso, &out, &a, Some(2), None);
+        assert_eq!(fs::metadata(&out).unwrap().len(), 256 << 20);
+        let v = verify(&fs::read(&out).unwrap(), fixture()).unwrap();
+        assert!(v.p2.0 + v.p2.1 <= (256 << 20) / 512);
+    }
+    let mut a = args(false);
+    a.image_size = Some(40 << 20);
+    let out = tmp.path().join("small.img");
+    let e = build_image(
+        b"x",
+        &BuildOptions {
+            args: &a,
+            iso: &iso,
+            output: &out,
+            state_dir: None,
+            seed: None,
+            ignore_cache: false,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--image-size"), "{e}");
+    assert_eq!(keypack_media_ventoy::args::parse_size("8G"), Ok(8 << 30));
+    assert!(keypack_media_ventoy::args::parse_size("8Q").is_err());
+}
