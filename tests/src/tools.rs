@@ -10,7 +10,9 @@ pub fn skip(test: &str, why: &str) {
     if std::env::var_os("KEYPACK_REQUIRE_ALL").is_some_and(|v| v == "1") {
         panic!("{test}: prerequisite missing (KEYPACK_REQUIRE_ALL=1): {why}");
     }
-    eprintln!("KEYPACK-SKIPPED: {test}: {why}");
+    // Written to the stderr handle directly: libtest's capture only swallows `eprintln!`.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "KEYPACK-SKIPPED: {test}: {why}");
 }
 
 /// Whether `tool` is on PATH.
