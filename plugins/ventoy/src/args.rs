@@ -25,6 +25,10 @@ pub struct VentoyArgs {
     /// Name of the ISO on the data partition (default: the ISO's own file name).
     #[arg(long, value_name = "NAME")]
     pub iso_name: Option<String>,
+    /// Format the data partition as exFAT instead of FAT32 (automatic for an ISO of 4 GiB or
+    /// more). Keys-only rebuilds and `media update --image` need FAT32.
+    #[arg(long)]
+    pub exfat: bool,
     /// Total image size (e.g. 8G, to match a stick); the image is sparse. Default: just large
     /// enough for the ISO, the bundle and some room.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]

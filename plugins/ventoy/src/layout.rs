@@ -69,6 +69,8 @@ pub struct Layout {
     pub efi_sectors: u64,
     /// Sectors of the whole disk (image length / 512).
     pub total_sectors: u64,
+    /// MBR type byte of partition 1: `0x0C` (FAT32) or `0x07` (exFAT).
+    pub data_type: u8,
 }
 
 impl Layout {
@@ -88,6 +90,7 @@ impl Layout {
             efi_start,
             efi_sectors: EFI_SECTORS,
             total_sectors: efi_start + EFI_SECTORS + tail,
+            data_type: 0x0C,
         }
     }
 
@@ -186,10 +189,11 @@ pub fn mbr_sector(layout: &Layout, boot_img: &[u8], ids: &Ids) -> [u8; 512] {
     s[0x1BD] = 0;
     match layout.style {
         Style::Mbr => {
-            // 0x0C: FAT32 with LBA, what Ventoy's Windows installer writes for FAT32.
+            // 0x0C: FAT32 with LBA, what Ventoy's Windows installer writes for FAT32; 0x07 for
+            // exFAT, as Ventoy2Disk.sh writes.
             s[0x1BE..0x1CE].copy_from_slice(&mbr_entry(
                 true,
-                0x0C,
+                layout.data_type,
                 layout.data_start,
                 layout.data_sectors,
             ));

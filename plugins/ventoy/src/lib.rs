@@ -19,6 +19,7 @@
 pub mod args;
 pub mod blobs;
 mod error;
+pub mod exfat;
 pub mod fat;
 pub mod json;
 pub mod layout;
@@ -217,8 +218,9 @@ struct Record {
 
 fn layout_key(args: &VentoyArgs, blobs: &Blobs, name: &str) -> String {
     format!(
-        "gpt={} size={:?} name={name} ventoy={} {}",
+        "gpt={} exfat={} size={:?} name={name} ventoy={} {}",
         args.gpt,
+        args.exfat,
         args.image_size,
         blobs.dir.display(),
         blobs.version
@@ -326,13 +328,6 @@ pub fn build_image(archive: &[u8], opts: &BuildOptions<'_>) -> Result<BuildMode,
         return Err(VentoyError::Iso {
             path: opts.iso.to_path_buf(),
             problem: "is not a regular file".into(),
-        });
-    }
-    if iso_meta.len() > FAT32_MAX_FILE {
-        return Err(VentoyError::Iso {
-            path: opts.iso.to_path_buf(),
-            problem: "is 4 GiB or larger, which FAT32 cannot hold (exFAT is not supported yet)"
-                .into(),
         });
     }
     check_output_dir(opts.output)?;
@@ -478,7 +473,15 @@ fn full_build(
         }
         None => Layout::for_data(style, want),
     };
-    let layout = align_iso(layout, content)?;
+    let exfat = opts.args.exfat || iso_len > FAT32_MAX_FILE;
+    let mut layout = if exfat {
+        layout
+    } else {
+        align_iso(layout, content)?
+    };
+    if exfat {
+        layout.data_type = 0x07;
+    }
     if layout.total_sectors > u64::from(u32::MAX) && style == Style::Mbr {
         return Err(VentoyError::BadFlag {
             flag: "--image-size",
@@ -538,17 +541,21 @@ fn full_build(
         }
     })?;
 
-    fat::format_data(
-        file,
-        &tmp,
-        layout.data_offset(),
-        layout.data_len(),
-        ids.volume_id,
-    )?;
-    {
-        let fs = fat::DataFs::open(file, &tmp, layout.data_offset(), layout.data_len())?;
+    if exfat {
         let iso = File::open(opts.iso).map_err(|e| VentoyError::io("reading", opts.iso, e))?;
-        fs.write_copy(&format!("/{name}"), &iso, iso_len)?;
+        exfat::write_volume(
+            file,
+            &tmp,
+            layout.data_offset(),
+            layout.data_len(),
+            layout.data_start,
+            ids.volume_id,
+            &[
+                (&format!("/{name}"), exfat::Content::File(&iso, iso_len)),
+                (JSON_PATH, exfat::Content::Bytes(json_bytes)),
+                (ARCHIVE_PATH, exfat::Content::Bytes(archive)),
+            ],
+        )?;
         let now = iso
             .metadata()
             .map_err(|e| VentoyError::io("reading", opts.iso, e))?
@@ -559,12 +566,35 @@ fn full_build(
                 problem: "changed size while being copied".into(),
             });
         }
-        fs.mkdir_p("/ventoy")?;
-        fs.write_bytes(JSON_PATH, json_bytes)?;
-        fs.write_bytes(ARCHIVE_PATH, archive)?;
-        fs.finish()?;
+    } else {
+        fat::format_data(
+            file,
+            &tmp,
+            layout.data_offset(),
+            layout.data_len(),
+            ids.volume_id,
+        )?;
+        {
+            let fs = fat::DataFs::open(file, &tmp, layout.data_offset(), layout.data_len())?;
+            let iso = File::open(opts.iso).map_err(|e| VentoyError::io("reading", opts.iso, e))?;
+            fs.write_copy(&format!("/{name}"), &iso, iso_len)?;
+            let now = iso
+                .metadata()
+                .map_err(|e| VentoyError::io("reading", opts.iso, e))?
+                .len();
+            if now != iso_len {
+                return Err(VentoyError::Iso {
+                    path: opts.iso.to_path_buf(),
+                    problem: "changed size while being copied".into(),
+                });
+            }
+            fs.mkdir_p("/ventoy")?;
+            fs.write_bytes(JSON_PATH, json_bytes)?;
+            fs.write_bytes(ARCHIVE_PATH, archive)?;
+            fs.finish()?;
+        }
+        fat::fix_dot_entries(file, &tmp, layout.data_offset(), "/ventoy")?;
     }
-    fat::fix_dot_entries(file, &tmp, layout.data_offset(), "/ventoy")?;
     pending
         .commit()
         .map_err(|e| VentoyError::io("renaming the image to", out, e))

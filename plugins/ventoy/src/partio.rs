@@ -280,7 +280,7 @@ impl PartIo<'_> {
     }
 }
 
-fn copy_range(
+pub(crate) fn copy_range(
     src: &File,
     mut src_off: u64,
     file: &File,

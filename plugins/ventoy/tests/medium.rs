@@ -467,3 +467,86 @@ fn image_size_fills_a_stick_and_refuses_too_small() {
     assert_eq!(keypack_media_ventoy::args::parse_size("8G"), Ok(8 << 30));
     assert!(keypack_media_ventoy::args::parse_size("8Q").is_err());
 }
+
+/// Independent exFAT reader for the test: finds `name` in the folder at `dir_cluster` and
+/// returns (first cluster, length, is folder).
+fn exfat_find(p: &[u8], dir_cluster: u32, name: &str) -> Option<(u32, u64, bool)> {
+    let le32 = |o: usize| u32::from_le_bytes(p[o..o + 4].try_into().unwrap());
+    let heap = le32(88) as usize * 512;
+    let cs = 512usize << p[109];
+    let d = &p[heap + (dir_cluster as usize - 2) * cs..][..cs];
+    let mut i = 0;
+    while i + 32 <= d.len() && d[i] != 0 {
+        if d[i] == 0x85 {
+            let n = d[i + 1] as usize;
+            let s = &d[i + 32..i + 64];
+            let len = s[3] as usize;
+            let mut units = Vec::new();
+            for k in 0..n - 1 {
+                let e = &d[i + 64 + 32 * k..i + 96 + 32 * k];
+                for j in 0..15 {
+                    units.push(u16::from_le_bytes([e[2 + 2 * j], e[3 + 2 * j]]));
+                }
+            }
+            units.truncate(len);
+            if String::from_utf16_lossy(&units) == name {
+                let first = u32::from_le_bytes(s[20..24].try_into().unwrap());
+                let size = u64::from_le_bytes(s[24..32].try_into().unwrap());
+                let dir = u16::from_le_bytes([d[i + 4], d[i + 5]]) & 0x10 != 0;
+                return Some((first, size, dir));
+            }
+            i += 32 * (n + 1);
+        } else {
+            i += 32;
+        }
+    }
+    None
+}
+
+fn exfat_read(p: &[u8], first: u32, len: u64) -> Vec<u8> {
+    let heap = u32::from_le_bytes(p[88..92].try_into().unwrap()) as usize * 512;
+    let cs = 512usize << p[109];
+    let at = heap + (first as usize - 2) * cs;
+    p[at..at + len as usize].to_vec()
+}
+
+#[test]
+fn exfat_data_partition_passes_fsck_exfat_and_holds_the_files() {
+    let test = "exfat_data_partition_passes_fsck_exfat_and_holds_the_files";
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "keypack-nixos.iso", 3 << 20);
+    let archive = random_bytes(4000);
+    let out = tmp.path().join("x.img");
+    let mut a = args(false);
+    a.exfat = true;
+    build(&archive, &iso, &out, &a, Some(3), None);
+    let img = fs::read(&out).unwrap();
+    let v = verify(&img, fixture()).unwrap();
+    assert_eq!(img[0x1BE + 4], 0x07, "MBR type of an exFAT partition");
+    let p = &img[(v.p1.0 * 512) as usize..((v.p1.0 + v.p1.1) * 512) as usize];
+    assert_eq!(&p[3..11], b"EXFAT   ");
+    let root = u32::from_le_bytes(p[96..100].try_into().unwrap());
+    let (c, n, dir) = exfat_find(p, root, "keypack-nixos.iso").expect("ISO entry");
+    assert!(!dir && exfat_read(p, c, n) == fs::read(&iso).unwrap());
+    let (c, n, _) = exfat_find(p, root, "keys.tar.gz").expect("bundle entry");
+    assert!(exfat_read(p, c, n) == archive);
+    let (vc, _, dir) = exfat_find(p, root, "ventoy").expect("ventoy folder");
+    assert!(dir);
+    let (c, n, _) = exfat_find(p, vc, "ventoy.json").expect("ventoy.json");
+    let json: serde_json::Value = serde_json::from_slice(&exfat_read(p, c, n)).unwrap();
+    assert_eq!(json["injection"][0]["image"], "/keypack-nixos.iso");
+    // Same seed, same bytes.
+    let out2 = tmp.path().join("y.img");
+    build(&archive, &iso, &out2, &a, Some(3), None);
+    assert!(fs::read(&out2).unwrap() == img);
+    if !have_tools(test, &["fsck.exfat", "dump.exfat"]) {
+        return;
+    }
+    let part = tmp.path().join("p1");
+    carve(&out, v.p1.0, v.p1.1, &part);
+    let (ok, t) = run(Command::new("fsck.exfat").arg("-n").arg(&part));
+    assert!(ok, "fsck.exfat -n: {t}");
+    eprintln!("fsck.exfat: {t}");
+    let (ok, t) = run(Command::new("dump.exfat").arg(&part));
+    assert!(ok && t.contains("Ventoy"), "dump.exfat: {t}");
+}
