@@ -26,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-eval "$("$CARGO_TARGET_DIR/debug/keypack-test-guest" "$WORK/guest")"
+eval "$("$CARGO_TARGET_DIR/debug/keypack-test-guest" "$WORK/guest" bench)"
 mkdir -m 700 "$WORK/state"
 export KEYPACK_STATE_DIR=$WORK/state KEYPACK_KEYS_REPO=$KEYS_REPO SOPS_AGE_KEY_FILE=$AGE_KEY
 "$KEYPACK" build -H bench --media initrd --kernel "$KERNEL" --initrd "$INITRD" --append console=ttyS0 2>/dev/null
