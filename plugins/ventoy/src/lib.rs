@@ -9,8 +9,8 @@
 //! bytes), and the VTOYEFI partition right after it. Keys-only rebuilds switch the bundle in
 //! place (see [`fat::switch_file`]); `update_*` put a new ISO and bundle on an existing stick.
 //! What it does not: decrypt anything, download Ventoy (the release folder comes from the
-//! user or the nixpkgs `ventoy` package), write exFAT (so ISOs are limited to 4 GiB − 1), or
-//! boot the image.
+//! user or the nixpkgs `ventoy` package), change exFAT volumes in place (an ISO of 4 GiB or more
+//! gets an exFAT data partition from [`exfat`], rebuilt in full every time), or boot the image.
 //! Why a plain file and own layout code: Ventoy2Disk.sh needs root and a block device, and its
 //! GRUB checks only five layout facts (`ventoy.md` §2.3), which [`layout`] writes and checks.
 #![forbid(unsafe_code)]
