@@ -408,11 +408,26 @@ fn sops_format(format: DocumentFormat) -> Format {
 
 /// Takes one key (and its optional stored public key) out of a decrypted sops file.
 fn take_key(repo: &KeysRepo, decrypted: &Decrypted, source: KeySource) -> Loaded {
-    let (private, what) = match &source.extract {
-        Extract::DocumentField { field, .. } => (decrypted.field(field), format!("field {field}")),
-        Extract::BinaryEnvelope { .. } => (decrypted.binary_data(), "binary data".to_owned()),
+    let (private, what, field) = match &source.extract {
+        Extract::DocumentField { field, .. } => {
+            (decrypted.field(field), format!("field {field}"), &**field)
+        }
+        Extract::BinaryEnvelope { .. } => {
+            (decrypted.binary_data(), "binary data".to_owned(), "data")
+        }
         Extract::AgeFile => unreachable!("age files are not sops files"),
     };
+    // sops authenticates neither the name nor (with mac_only_encrypted) the content of a value
+    // it did not encrypt, so a plaintext private key in a sops file could have been planted by
+    // anyone with write access to the repository: only an encrypted value is a key.
+    if private.is_some() && decrypted.encrypted_field(field).is_none() {
+        let error = anyhow!(
+            "{}: {what} is stored unencrypted; a private key must be encrypted by sops \
+             (an unencrypted value is not authenticated and could have been planted)",
+            source.path.display(),
+        );
+        return Loaded::Failed { source, error };
+    }
     let Some(private) = private else {
         if !source.required {
             return Loaded::Absent;

@@ -277,6 +277,54 @@ fn missing_field_and_non_key_values_name_the_field() {
     );
 }
 
+/// sops leaves a value matching `--unencrypted-regex` in plaintext and does not authenticate its
+/// name, so a plaintext private key in a sops file is refused rather than packed.
+#[test]
+fn unencrypted_private_key_in_a_sops_file_is_refused() {
+    if !have_sops("unencrypted_private_key_in_a_sops_file_is_refused") {
+        return;
+    }
+    expect_failure(
+        "plaintext-key",
+        |r| {
+            let plain = json_doc(&[("ssh_host_ed25519_key", &r.host.private), ("note", "x")]);
+            let input = r.scratch().join("plaintext-key.json");
+            std::fs::create_dir_all(r.scratch()).unwrap();
+            std::fs::write(&input, plain).unwrap();
+            let out = Command::new("sops")
+                .env("SOPS_DISABLE_VERSION_CHECK", "1")
+                .args([
+                    "encrypt",
+                    "--age",
+                    RECIPIENT,
+                    "--unencrypted-regex",
+                    "^ssh_host",
+                ])
+                .args(["--input-type", "json", "--output-type", "yaml"])
+                .arg(&input)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert!(
+                text.contains("OPENSSH PRIVATE KEY"),
+                "sops kept the value in plaintext"
+            );
+            r.write("hosts/web1.yaml", text.as_bytes());
+        },
+        &["-H", "web1"],
+        &[
+            "hosts/web1.yaml",
+            "field ssh_host_ed25519_key",
+            "stored unencrypted",
+        ],
+    );
+}
+
 #[test]
 fn two_candidates_name_both_paths() {
     if !have_sops("two_candidates_name_both_paths") {
