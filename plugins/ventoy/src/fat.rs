@@ -682,9 +682,9 @@ fn crash_point(step: &str) {
 
 /// Replaces the content of an existing file on the FAT32 partition at `off`, crash-consistent:
 /// new clusters are written and chained first (unreachable), then one 32-byte directory-entry
-/// write makes them the file, then the old chain is freed. An interruption leaves the old
-/// content or the new one; at worst some clusters are lost (marked used, reachable from no
-/// file), which `fsck.fat` reports and frees.
+/// write makes them the file, then the old clusters are overwritten with zeros and freed. An
+/// interruption leaves the old content or the new one; at worst some clusters are lost (marked
+/// used, reachable from no file), which `fsck.fat` reports and frees.
 ///
 /// Returns `Ok(None)` when the file does not exist or the partition is not FAT32.
 pub fn switch_file(
@@ -763,7 +763,15 @@ pub fn switch_file(
     raw.wr(loc.offset, &entry)?;
     raw.sync()?;
     crash_point("entry");
-    // 4. Free the old chain.
+    // 4. Overwrite the old content (it held the previous keys: a key removed from the bundle
+    //    must not stay readable in free clusters), then free the old chain. A crash in
+    //    between leaves zeroed clusters marked used: lost space, no old keys.
+    let zeros = vec![0u8; bpb.cluster as usize];
+    for &c in &old_chain {
+        raw.wr(bpb.cluster_offset(c), &zeros)?;
+    }
+    raw.sync()?;
+    crash_point("wipe");
     let frees: Vec<(u32, u32)> = old_chain.iter().map(|&c| (c, 0)).collect();
     raw.set_fat(&fat, &frees)?;
     // FSInfo: the exact free count and the next free cluster, as fsck.fat expects them.

@@ -74,7 +74,12 @@ fn interrupted_switch_leaves_old_or_new_bundle() {
     build(&old, &iso, &base);
     let new_path = tmp.path().join("new.bin");
     fs::write(&new_path, &new).unwrap();
-    for (step, expect_new) in [("chain", false), ("entry", true), ("none", true)] {
+    for (step, expect_new) in [
+        ("chain", false),
+        ("entry", true),
+        ("wipe", true),
+        ("none", true),
+    ] {
         let img = tmp.path().join(format!("{step}.img"));
         fs::copy(&base, &img).unwrap();
         let status = Command::new(std::env::current_exe().unwrap())
@@ -113,6 +118,17 @@ fn interrupted_switch_leaves_old_or_new_bundle() {
         if step == "none" {
             // A completed switch leaves nothing for fsck to reclaim.
             assert!(!report.contains("unused clusters"), "{report}");
+        }
+        if step != "chain" {
+            // Once the new bundle is in place, the old one is gone from the whole image, or
+            // only its wipe is left to do (crash right after the entry switch).
+            let bytes = fs::read(&img).unwrap();
+            let found = bytes.windows(64).any(|w| w == &old[1000..1064]);
+            assert_eq!(
+                found,
+                step == "entry",
+                "{step}: old bundle bytes on the image"
+            );
         }
         let (ok, report) = run(Command::new("fsck.fat").arg("-a").arg(&part));
         assert!(
