@@ -52,8 +52,10 @@ while [ "$i" -le "$RUNS" ]; do
     PORT=$(echo "$CMD" | sed -n 's/.*hostfwd=tcp:127\.0\.0\.1:\([0-9]*\)-:22.*/\1/p')
     t0=$(now)
     eval "$CMD -daemonize"
-    until ssh-keyscan -T 5 -t ed25519 -p "$PORT" 127.0.0.1 2>/dev/null | grep -q "$PINNED"; do
-        sleep 0.2
+    # The same two-step poll keypack uses: the SSH banner (1 s timeout), then the key.
+    until [ "$(timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT && head -c 4 <&3" 2>/dev/null)" = SSH- ] &&
+        ssh-keyscan -T 15 -t ed25519 -p "$PORT" 127.0.0.1 2>/dev/null | grep -q "$PINNED"; do
+        sleep 0.1
     done
     t1=$(now)
     P=$(cat "$WORK/state/bench/qemu.pid")

@@ -41,6 +41,22 @@ pub fn write_known_hosts(path: &Path, host: &str, public_key: &str) -> Result<()
         .map_err(QemuError::state(path))
 }
 
+/// Whether an SSH server answers on 127.0.0.1:`port` with its banner within `timeout`. Cheap
+/// and quick to poll: QEMU's user network accepts the connection at once even before the guest
+/// listens, so only the banner shows that the guest's server is up.
+pub fn banner(port: u16, timeout: Duration) -> bool {
+    use std::io::Read;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    if stream.set_read_timeout(Some(timeout)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"SSH-"
+}
+
 /// The ed25519 host key the SSH server on 127.0.0.1:`port` presents, or `None` when nothing
 /// answered within `timeout`.
 pub fn scan(port: u16, timeout: Duration) -> Result<Option<String>, QemuError> {

@@ -559,12 +559,15 @@ impl Vm {
                     secs: timeout.as_secs(),
                 });
             }
-            if let Some(served) = hostkey::scan(record.ssh_port, left.min(Duration::from_secs(5)))?
+            // Poll the banner with a short timeout, then ask for the key with a generous one.
+            if hostkey::banner(record.ssh_port, left.min(Duration::from_secs(1)))
+                && let Some(served) =
+                    hostkey::scan(record.ssh_port, left.min(Duration::from_secs(15)))?
             {
                 hostkey::check(&record.host_public_key, &served)?;
                 return Ok(start.elapsed());
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
