@@ -533,6 +533,14 @@ impl Raw<'_> {
     fn read_fat(&self) -> Result<Vec<u32>, VentoyError> {
         let n = (self.bpb.clusters as usize + 2)
             .min((self.bpb.fat_sectors * self.bpb.bps / 4) as usize);
+        // 64 Mi entries is a 2 TiB volume with 32 KiB clusters; refuse anything larger
+        // rather than allocate what a crafted boot sector asks for.
+        if n > 64 << 20 {
+            return Err(VentoyError::DataFs {
+                path: self.path.to_path_buf(),
+                problem: format!("the FAT claims {n} clusters"),
+            });
+        }
         let mut raw = vec![0u8; n * 4];
         self.rd(self.bpb.reserved * self.bpb.bps, &mut raw)?;
         Ok(raw
