@@ -217,13 +217,27 @@ impl Vm {
 
     /// Whether the VM runs; removes a stale pidfile, socket and record.
     pub fn status(&self) -> Result<Status, QemuError> {
-        if let Some(pid) = self.pid()
-            && is_our_qemu(pid, &self.pidfile())
-        {
-            return Ok(Status::Running {
-                pid,
-                record: self.record().ok().flatten().map(Box::new),
-            });
+        if let Some(running) = self.running() {
+            return Ok(running);
+        }
+        // Clean up only under the lock, so a VM that `run` is starting right now (socket made,
+        // pidfile not yet written) is not mistaken for stale state.
+        let _lock = self.lock()?;
+        self.status_locked()
+    }
+
+    fn running(&self) -> Option<Status> {
+        let pid = self.pid()?;
+        is_our_qemu(pid, &self.pidfile()).then(|| Status::Running {
+            pid,
+            record: self.record().ok().flatten().map(Box::new),
+        })
+    }
+
+    /// [`Vm::status`] for callers that hold the lock.
+    fn status_locked(&self) -> Result<Status, QemuError> {
+        if let Some(running) = self.running() {
+            return Ok(running);
         }
         let mut cleaned = false;
         for path in [self.pidfile(), self.qmp_socket(), self.record_path()] {
@@ -427,7 +441,7 @@ impl Vm {
     /// Starts the VM daemonized and records it in `run.json`.
     pub fn start(&self, desc: &BootDescription, opts: &Options) -> Result<RunRecord, QemuError> {
         let _lock = self.lock()?;
-        if let Status::Running { pid, record } = self.status()? {
+        if let Status::Running { pid, record } = self.status_locked()? {
             return Err(QemuError::AlreadyRunning {
                 host: self.host.clone(),
                 pid,
@@ -512,7 +526,7 @@ impl Vm {
     /// ACPI power-down over QMP; after `timeout`, `quit`; then SIGKILL. Cleans the state.
     pub fn stop(&self, timeout: Duration) -> Result<StopOutcome, QemuError> {
         let _lock = self.lock()?;
-        let pid = match self.status()? {
+        let pid = match self.status_locked()? {
             Status::Stopped { stale_cleaned } => {
                 return Ok(StopOutcome::NotRunning { stale_cleaned });
             }
@@ -538,7 +552,7 @@ impl Vm {
             }
             gone(Duration::from_secs(5));
         }
-        self.status()?;
+        self.status_locked()?;
         Ok(outcome)
     }
 
