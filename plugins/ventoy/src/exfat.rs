@@ -15,6 +15,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use zeroize::Zeroizing;
+
 use crate::VentoyError;
 
 const SECTOR: u64 = 512;
@@ -321,7 +323,7 @@ pub fn write_volume(
         let at = cluster_at(*first);
         match content {
             Content::Bytes(b) => {
-                let mut buf = zeroize::Zeroizing::new(vec![0u8; (n * cs) as usize]);
+                let mut buf = Zeroizing::new(vec![0u8; (n * cs) as usize]);
                 buf[..b.len()].copy_from_slice(b);
                 wr(at, &buf)?;
             }
@@ -336,4 +338,247 @@ pub fn write_volume(
         }
     }
     Ok(())
+}
+
+/// Read-only view of an exFAT volume, for `keypack inspect`: lists files and reads small ones.
+pub struct ExfatRead<'f> {
+    file: &'f File,
+    off: u64,
+    len: u64,
+    sector_shift: u8,
+    cluster_shift: u8,
+    fat_offset: u64,
+    heap_offset: u64,
+    cluster_count: u32,
+    root: u32,
+}
+
+/// A directory entry as read back.
+struct Found {
+    name: String,
+    dir: bool,
+    first: u32,
+    size: u64,
+    contiguous: bool,
+}
+
+/// Largest folder read (bytes), against crafted chains.
+const MAX_DIR: u64 = 8 << 20;
+
+impl<'f> ExfatRead<'f> {
+    /// Opens `[off, off+len)` of `file` if it holds an exFAT boot sector.
+    pub fn open(file: &'f File, off: u64, len: u64) -> Option<Self> {
+        let mut b = [0u8; 512];
+        file.read_exact_at(&mut b, off).ok()?;
+        if &b[3..11] != b"EXFAT   " || b[510..512] != [0x55, 0xAA] {
+            return None;
+        }
+        let u32at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let sector_shift = b[108];
+        let cluster_shift = b[109];
+        if !(9..=12).contains(&sector_shift) || sector_shift + cluster_shift > 25 {
+            return None;
+        }
+        Some(Self {
+            file,
+            off,
+            len,
+            sector_shift,
+            cluster_shift,
+            fat_offset: u64::from(u32at(80)) << sector_shift,
+            heap_offset: u64::from(u32at(88)) << sector_shift,
+            cluster_count: u32at(92),
+            root: u32at(96),
+        })
+    }
+
+    fn cluster_size(&self) -> u64 {
+        1 << (self.sector_shift + self.cluster_shift)
+    }
+
+    fn valid(&self, c: u32) -> bool {
+        c >= 2 && c - 2 < self.cluster_count
+    }
+
+    fn read_at(&self, at: u64, buf: &mut [u8]) -> Option<()> {
+        if at.checked_add(buf.len() as u64)? > self.len {
+            return None;
+        }
+        self.file.read_exact_at(buf, self.off + at).ok()
+    }
+
+    fn next_cluster(&self, c: u32) -> Option<u32> {
+        let mut e = [0u8; 4];
+        self.read_at(self.fat_offset + u64::from(c) * 4, &mut e)?;
+        let n = u32::from_le_bytes(e);
+        self.valid(n).then_some(n)
+    }
+
+    /// Reads `size` bytes from `first` (at most `max`).
+    fn read_data(
+        &self,
+        first: u32,
+        size: u64,
+        contiguous: bool,
+        max: u64,
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        if size > max || (size > 0 && !self.valid(first)) {
+            return None;
+        }
+        let cs = self.cluster_size();
+        let mut out = Zeroizing::new(vec![0u8; size as usize]);
+        let mut c = first;
+        let mut done = 0u64;
+        while done < size {
+            let n = cs.min(size - done) as usize;
+            self.read_at(
+                self.heap_offset + u64::from(c - 2) * cs,
+                &mut out[done as usize..done as usize + n],
+            )?;
+            done += n as u64;
+            if done < size {
+                c = if contiguous {
+                    c + 1
+                } else {
+                    self.next_cluster(c)?
+                };
+                if !self.valid(c) {
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn read_dir(&self, first: u32, size: Option<u64>, contiguous: bool) -> Vec<Found> {
+        let data = match size {
+            Some(s) => self.read_data(first, s, contiguous, MAX_DIR),
+            None => {
+                // The root folder: follow the FAT.
+                let mut out = Zeroizing::new(Vec::new());
+                let mut c = first;
+                let cs = self.cluster_size();
+                while self.valid(c) && (out.len() as u64) < MAX_DIR {
+                    let mut buf = vec![0u8; cs as usize];
+                    if self
+                        .read_at(self.heap_offset + u64::from(c - 2) * cs, &mut buf)
+                        .is_none()
+                    {
+                        break;
+                    }
+                    out.extend_from_slice(&buf);
+                    match self.next_cluster(c) {
+                        Some(n) => c = n,
+                        None => break,
+                    }
+                }
+                Some(out)
+            }
+        };
+        let Some(d) = data else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let mut i = 0;
+        while i + 64 <= d.len() && d[i] != 0 {
+            if d[i] != 0x85 {
+                i += 32;
+                continue;
+            }
+            let n = d[i + 1] as usize;
+            let s = &d[i + 32..i + 64];
+            if s[0] != 0xC0 || n < 2 || i + 32 * (n + 1) > d.len() {
+                i += 32;
+                continue;
+            }
+            let name_len = s[3] as usize;
+            let mut units = Vec::new();
+            for k in 0..n - 1 {
+                let e = &d[i + 64 + 32 * k..i + 96 + 32 * k];
+                for j in 0..15 {
+                    units.push(u16::from_le_bytes([e[2 + 2 * j], e[3 + 2 * j]]));
+                }
+            }
+            units.truncate(name_len);
+            found.push(Found {
+                name: String::from_utf16_lossy(&units).escape_debug().collect(),
+                dir: u16::from_le_bytes([d[i + 4], d[i + 5]]) & 0x10 != 0,
+                first: u32::from_le_bytes([s[20], s[21], s[22], s[23]]),
+                size: u64::from_le_bytes([s[24], s[25], s[26], s[27], s[28], s[29], s[30], s[31]]),
+                contiguous: s[1] & 0x02 != 0,
+            });
+            i += 32 * (n + 1);
+        }
+        found
+    }
+
+    /// Every file and folder, depth first, up to `limit` entries.
+    pub fn list(&self, limit: usize) -> Vec<crate::fat::Listed> {
+        let mut out = Vec::new();
+        self.walk(self.root, None, false, "", &mut out, limit, 0);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        first: u32,
+        size: Option<u64>,
+        contiguous: bool,
+        prefix: &str,
+        out: &mut Vec<crate::fat::Listed>,
+        limit: usize,
+        depth: usize,
+    ) {
+        for f in self.read_dir(first, size, contiguous) {
+            if out.len() >= limit {
+                return;
+            }
+            let path = format!("{prefix}/{}", f.name);
+            out.push(crate::fat::Listed {
+                path: path.clone(),
+                size: if f.dir { 0 } else { f.size },
+                dir: f.dir,
+            });
+            if f.dir && depth < 8 {
+                self.walk(
+                    f.first,
+                    Some(f.size),
+                    f.contiguous,
+                    &path,
+                    out,
+                    limit,
+                    depth + 1,
+                );
+            }
+        }
+    }
+
+    /// Reads the file at `path` (ASCII case-insensitive), if present and at most `max` bytes.
+    pub fn read(&self, path: &str, max: u64) -> Option<Zeroizing<Vec<u8>>> {
+        let mut first = self.root;
+        let mut size = None;
+        let mut contiguous = false;
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let f = self
+                .read_dir(first, size, contiguous)
+                .into_iter()
+                .find(|f| f.name.eq_ignore_ascii_case(part))?;
+            if i + 1 == parts.len() {
+                return if f.dir {
+                    None
+                } else {
+                    self.read_data(f.first, f.size, f.contiguous, max)
+                };
+            }
+            if !f.dir {
+                return None;
+            }
+            first = f.first;
+            size = Some(f.size);
+            contiguous = f.contiguous;
+        }
+        None
+    }
 }

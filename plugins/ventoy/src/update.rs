@@ -37,6 +37,9 @@ pub struct ImageInfo {
     pub archives: Vec<(String, Zeroizing<Vec<u8>>)>,
 }
 
+/// Reads one file of the data partition, if present.
+type FileReader<'a> = dyn Fn(&str) -> Result<Option<Zeroizing<Vec<u8>>>, VentoyError> + 'a;
+
 /// Reads a Ventoy image without changing it.
 pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
     let file = File::open(path).map_err(|e| VentoyError::io("opening", path, e))?;
@@ -56,22 +59,26 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
         injection: Vec::new(),
         archives: Vec::new(),
     };
-    let fs = match ReadFs::open(
-        &file,
-        path,
-        found.data.start * SECTOR,
-        found.data.sectors * SECTOR,
-        "the data partition",
-    ) {
-        Ok(fs) => fs,
-        Err(_) => {
-            info.data_fs = Err("not FAT (exFAT or NTFS: mount it and look there)".into());
-            return Ok(info);
-        }
-    };
-    info.data_fs = Ok(format!("{:?}", fs.fat_type()));
-    info.files = fs.list(10_000);
-    if let Some(bytes) = fs.read(JSON_PATH)? {
+    let data_off = found.data.start * SECTOR;
+    let data_len = found.data.sectors * SECTOR;
+    // Bundles and ventoy.json are small; anything larger is not read.
+    const MAX_READ: u64 = 16 << 20;
+    let fs;
+    let reader: Box<FileReader<'_>>;
+    if let Ok(f) = ReadFs::open(&file, path, data_off, data_len, "the data partition") {
+        fs = f;
+        info.data_fs = Ok(format!("{:?}", fs.fat_type()));
+        info.files = fs.list(10_000);
+        reader = Box::new(|p: &str| fs.read(p));
+    } else if let Some(x) = crate::exfat::ExfatRead::open(&file, data_off, data_len) {
+        info.data_fs = Ok("exFAT".into());
+        info.files = x.list(10_000);
+        reader = Box::new(move |p: &str| Ok(x.read(p, MAX_READ)));
+    } else {
+        info.data_fs = Err("neither FAT nor exFAT (NTFS, ext4, …: mount it and look there)".into());
+        return Ok(info);
+    }
+    if let Some(bytes) = reader(JSON_PATH)? {
         let parsed = json::parse(&bytes);
         if let Ok(v) = &parsed {
             info.injection = json::injection_entries(v);
@@ -82,7 +89,7 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
     for (_, _, archive) in &info.injection {
         if archive.starts_with('/') && !seen.contains(archive) {
             seen.push(archive.clone());
-            if let Some(bytes) = fs.read(archive)? {
+            if let Some(bytes) = reader(archive)? {
                 info.archives.push((archive.clone(), bytes));
             }
         }

@@ -535,6 +535,22 @@ fn exfat_data_partition_passes_fsck_exfat_and_holds_the_files() {
     let (c, n, _) = exfat_find(p, vc, "ventoy.json").expect("ventoy.json");
     let json: serde_json::Value = serde_json::from_slice(&exfat_read(p, c, n)).unwrap();
     assert_eq!(json["injection"][0]["image"], "/keypack-nixos.iso");
+    // inspect reads it back: files, injection entry, the bundle.
+    let info = keypack_media_ventoy::inspect(&out).unwrap();
+    assert_eq!(info.data_fs.as_deref(), Ok("exFAT"));
+    assert!(
+        info.files
+            .iter()
+            .any(|f| f.path == "/keypack-nixos.iso" && f.size == 3 << 20)
+    );
+    assert!(info.files.iter().any(|f| f.path == "/ventoy" && f.dir));
+    assert!(info.files.iter().any(|f| f.path == "/ventoy/ventoy.json"));
+    assert_eq!(info.injection.len(), 1);
+    assert!(
+        info.archives
+            .iter()
+            .any(|(p, b)| p == "/keys.tar.gz" && b.as_slice() == archive.as_slice())
+    );
     // Same seed, same bytes.
     let out2 = tmp.path().join("y.img");
     build(&archive, &iso, &out2, &a, Some(3), None);
@@ -549,4 +565,20 @@ fn exfat_data_partition_passes_fsck_exfat_and_holds_the_files() {
     eprintln!("fsck.exfat: {t}");
     let (ok, t) = run(Command::new("dump.exfat").arg(&part));
     assert!(ok && t.contains("Ventoy"), "dump.exfat: {t}");
+    // The reader also takes a volume made by mkfs.exfat (empty but for its metadata).
+    if have("mkfs.exfat") {
+        let (ok, t) = run(Command::new("mkfs.exfat").args(["-n", "Ventoy"]).arg(&part));
+        assert!(ok, "mkfs.exfat: {t}");
+        let mut img = fs::read(&out).unwrap();
+        let p1 = fs::read(&part).unwrap();
+        img[(v.p1.0 * 512) as usize..((v.p1.0 + v.p1.1) * 512) as usize].copy_from_slice(&p1);
+        fs::write(&out, &img).unwrap();
+        let info = keypack_media_ventoy::inspect(&out).unwrap();
+        assert_eq!(info.data_fs.as_deref(), Ok("exFAT"));
+        assert!(
+            info.files.is_empty() && info.json.is_none(),
+            "{:?}",
+            info.files
+        );
+    }
 }
