@@ -170,14 +170,25 @@ fn t2_unplug_mid_build_fails_cleanly() {
     let out = s.decrypt_batch(&files(&enc));
     assert!(t.elapsed() < std::time::Duration::from_secs(60));
     assert!(rig.card.has_exited());
-    assert_eq!(plain(&out[0]), "host key");
-    for r in &out[1..] {
-        assert!(
-            matches!(r, Err(IdentityError::YubiKeyAbsent { .. })),
-            "expected YubiKeyAbsent, got {}",
-            plain(r)
-        );
+    // The plugin walks a session's files in hash-map order, so which file the card served
+    // before it fell out varies: exactly one file decrypts (to its own plaintext), and every
+    // other one is reported as an absent YubiKey.
+    let expected = ["host key", "alice key", "bob key"];
+    let mut served = 0;
+    for (r, want) in out.iter().zip(expected) {
+        match r {
+            Ok(_) => {
+                assert_eq!(plain(r), want);
+                served += 1;
+            }
+            Err(IdentityError::YubiKeyAbsent { .. }) => {}
+            Err(e) => panic!("expected YubiKeyAbsent, got {e}"),
+        }
     }
+    assert_eq!(
+        served, 1,
+        "the card served one operation before it fell out"
+    );
 }
 
 #[test]
