@@ -1,6 +1,8 @@
-/// An error from a plugin, prefixed with the plugin's name when shown.
+/// An error from a plugin. Its message is the plugin's name and its source is the plugin's own
+/// error, so a report that prints the chain (`error: {:#}`) reads `ventoy: <what went wrong>`
+/// without repeating the cause.
 #[derive(Debug, thiserror::Error)]
-#[error("{plugin}: {source}")]
+#[error("{plugin}")]
 pub struct PluginError {
     /// The plugin's name (`ventoy`, `initrd`, `qemu`, …).
     pub plugin: &'static str,
@@ -19,5 +21,25 @@ impl PluginError {
             plugin,
             source: source.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::PluginError;
+
+    /// The chain reads `plugin: cause` once; the cause is not repeated in the message.
+    #[test]
+    fn chain_names_the_plugin_then_the_cause_once() {
+        let err = PluginError::new("ventoy", "boot.img is missing");
+        let mut chain = vec![err.to_string()];
+        let mut source = err.source();
+        while let Some(s) = source {
+            chain.push(s.to_string());
+            source = s.source();
+        }
+        assert_eq!(chain.join(": "), "ventoy: boot.img is missing");
     }
 }
