@@ -16,7 +16,16 @@ fn skip(test: &str, why: &str) {
     if std::env::var_os("KEYPACK_REQUIRE_ALL").is_some_and(|v| v == "1") {
         panic!("{test}: required but cannot run: {why}");
     }
-    eprintln!("KEYPACK-SKIPPED: {test}: {why}");
+    // Written past libtest's capture (which swallows eprintln! of passing tests), so the
+    // marker reaches scripts/test.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "KEYPACK-SKIPPED: {test}: {why}
+"
+        )
+        .as_bytes(),
+    );
 }
 
 struct Rig {

@@ -13,7 +13,16 @@ pub fn skip(test: &str, why: &str) {
     if std::env::var("KEYPACK_REQUIRE_ALL").as_deref() == Ok("1") {
         panic!("{test}: {why} (KEYPACK_REQUIRE_ALL=1)");
     }
-    eprintln!("KEYPACK-SKIPPED: {test}: {why}");
+    // Written past libtest's capture (which swallows eprintln! of passing tests), so the
+    // marker reaches scripts/test.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "KEYPACK-SKIPPED: {test}: {why}
+"
+        )
+        .as_bytes(),
+    );
 }
 
 /// `true` when `sops` runs; otherwise prints the skip marker for `test`.

@@ -19,7 +19,16 @@ pub fn skip(test: &str, why: &str) {
     if std::env::var("KEYPACK_REQUIRE_ALL").is_ok_and(|v| v == "1") {
         panic!("{test}: prerequisite missing: {why}");
     }
-    eprintln!("KEYPACK-SKIPPED: {test}: {why}");
+    // Written past libtest's capture (which swallows eprintln! of passing tests), so the
+    // marker reaches scripts/test.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "KEYPACK-SKIPPED: {test}: {why}
+"
+        )
+        .as_bytes(),
+    );
 }
 
 pub fn have(tool: &str) -> bool {
