@@ -39,6 +39,25 @@ pub fn harden_process() {
     }
 }
 
+/// Marks the descriptor named by `KEYPACK_PIN_FD` (tests and automation only) close-on-exec,
+/// so the PIN source is never inherited by the plugin, QEMU or ssh. `value` is the variable's
+/// value; descriptors 0–2 and anything that is not a number are left alone.
+pub fn close_pin_fd_on_exec(value: Option<&str>) {
+    let Some(fd) = value.and_then(|v| v.trim().parse::<i32>().ok()) else {
+        return;
+    };
+    if fd < 3 {
+        return;
+    }
+    // SAFETY: the borrow lives only for the two fcntl calls below, which read and set the
+    // descriptor's flags and never close or read it; on a descriptor that is not open the
+    // kernel answers EBADF, which we ignore.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    if let Ok(flags) = rustix::io::fcntl_getfd(borrowed) {
+        let _ = rustix::io::fcntl_setfd(borrowed, flags | rustix::io::FdFlags::CLOEXEC);
+    }
+}
+
 static MLOCK_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Locks the pages of `bytes` in RAM so they are never written to swap. When
@@ -155,6 +174,21 @@ unsafe impl GlobalAlloc for ZeroizingAlloc {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pin_fd_becomes_close_on_exec() {
+        let (read, _write) = rustix::pipe::pipe().unwrap();
+        use std::os::fd::AsRawFd;
+        rustix::io::fcntl_setfd(&read, rustix::io::FdFlags::empty()).unwrap();
+        let raw = read.as_raw_fd().to_string();
+        super::close_pin_fd_on_exec(Some(&raw));
+        let flags = rustix::io::fcntl_getfd(&read).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        // Not a number, or a standard stream: left alone, no panic.
+        super::close_pin_fd_on_exec(Some("stdin"));
+        super::close_pin_fd_on_exec(Some("1"));
+        super::close_pin_fd_on_exec(None);
+    }
+
     use super::*;
 
     #[test]

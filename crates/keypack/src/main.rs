@@ -25,6 +25,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     hardening::harden_process();
+    hardening::close_pin_fd_on_exec(std::env::var(keypack_identity::PIN_FD_ENV).ok().as_deref());
     let matches = cli::command().get_matches();
     match cmd::dispatch(&matches) {
         Ok(code) => code,
