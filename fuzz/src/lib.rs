@@ -171,14 +171,20 @@ pub fn ventoy_json(data: &[u8]) {
     }
 }
 
-/// Size of the sparse disk [`ventoy_inspect`] writes sectors into.
-pub const INSPECT_DISK: u64 = 96 << 20;
+/// Largest sparse disk [`ventoy_inspect`] makes.
+pub const INSPECT_DISK_MAX: u64 = 256 << 20;
 
-/// Input: records of a little-endian `u32` sector number and 512 bytes, written into a sparse
-/// 96 MiB file (sector numbers modulo its size); then `keypack inspect IMAGE`'s reader runs on
-/// it (MBR/GPT layout check, VTOYEFI and data FAT readers, ventoy.json, bundle).
+/// Input: a little-endian `u32` disk size in sectors (capped at 256 MiB), then records of a
+/// little-endian `u32` sector number and 512 bytes, written into a sparse file of that size
+/// (sector numbers modulo it); then `keypack inspect IMAGE`'s reader runs on it (MBR/GPT layout
+/// check, VTOYEFI and data FAT readers, ventoy.json, the bundle's tar reader).
 pub fn ventoy_inspect(data: &[u8]) {
     use std::os::unix::fs::FileExt;
+    if data.len() < 4 {
+        return;
+    }
+    let sectors = u64::from(u32::from_le_bytes(data[..4].try_into().expect("4 bytes")))
+        .clamp(1, INSPECT_DISK_MAX / 512);
     let Ok(tmp) = tempfile::Builder::new()
         .prefix("keypack-fuzz-")
         .tempfile_in(if Path::new("/dev/shm").is_dir() {
@@ -190,16 +196,17 @@ pub fn ventoy_inspect(data: &[u8]) {
         return;
     };
     let file = tmp.as_file();
-    if file.set_len(INSPECT_DISK).is_err() {
+    if file.set_len(sectors * 512).is_err() {
         return;
     }
-    let sectors = INSPECT_DISK / 512;
-    for rec in data.chunks(516) {
+    for rec in data[4..].chunks(516) {
         if rec.len() < 5 {
             break;
         }
         let n = u64::from(u32::from_le_bytes(rec[..4].try_into().expect("4 bytes"))) % sectors;
-        let _ = file.write_all_at(&rec[4..], n * 512);
+        let room = ((sectors - n) * 512) as usize;
+        let body = &rec[4..];
+        let _ = file.write_all_at(&body[..body.len().min(room)], n * 512);
     }
     if let Ok(info) = keypack_media_ventoy::inspect(tmp.path()) {
         for (_, bytes) in &info.archives {

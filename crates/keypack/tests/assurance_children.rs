@@ -10,7 +10,9 @@
 //!   it runs (catches children started by absolute path).
 //!
 //! Both records are searched for the keys (PEM lines, seed raw/hex/base64), the PIN and the
-//! card's private scalar. The test fails unless the plugin child was seen (so it cannot pass by
+//! card's private scalar. Afterwards the whole temp tree (state folder with QEMU's pidfile,
+//! serial log and firmware variables, HOME, XDG folders, TMPDIR) holds key bytes only in the
+//! image. The test fails unless the plugin child was seen (so it cannot pass by
 //! missing it).
 
 mod assurance_support;
@@ -293,6 +295,12 @@ fn assurance_children_get_no_secret_in_argv_or_environment() {
             );
         }
     }
+    // `run`, `ssh` and `stop` wrote state (pidfile, QMP socket, serial log, firmware vars,
+    // known_hosts): still only the image holds key bytes.
+    let image = env.state().join("web1/ventoy.img");
+    let hits = files_with_secrets(&base, &secrets);
+    let paths: Vec<&Path> = hits.iter().map(|(p, _)| p.as_path()).collect();
+    assert_eq!(paths, [image.as_path()], "{hits:?}");
     eprintln!(
         "checked {} child records: {:?}",
         seen.len(),
