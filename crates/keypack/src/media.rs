@@ -5,9 +5,13 @@
 //! `--media` and hands it the bundle.
 
 use keypack_plugin::Medium;
+use keypack_plugin::runner::Runner;
 
 /// Every media plugin, the default first.
 pub static MEDIA: &[&dyn Medium] = &[&keypack_media_ventoy::Ventoy, &keypack_media_initrd::Initrd];
+
+/// Every runner plugin (listed by `keypack plugins`; `run` uses the first).
+pub static RUNNERS: &[&dyn Runner] = &[&keypack_runner_qemu::Qemu];
 
 /// The medium used without `--media`.
 pub const DEFAULT_MEDIUM: &str = "ventoy";

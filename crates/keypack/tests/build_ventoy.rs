@@ -252,6 +252,7 @@ fn build_writes_image_and_boot_json_and_inspect_shows_fingerprints() {
     // plugins lists the medium.
     let out = s.repo.keypack(&["plugins"]);
     assert!(stdout(&out).contains("ventoy") && stdout(&out).contains("Ventoy disk image"));
+    assert!(stdout(&out).contains("runners") && stdout(&out).contains("qemu"));
 }
 
 #[test]

@@ -97,5 +97,9 @@ pub fn plugins() -> Result<ExitCode> {
     for m in media::MEDIA {
         println!("  {:width$}  {}", m.name(), m.about());
     }
+    println!("runners (keypack run):");
+    for r in media::RUNNERS {
+        println!("  {:width$}  {}", r.name(), r.about());
+    }
     Ok(ExitCode::SUCCESS)
 }
