@@ -109,7 +109,44 @@ else
   run tar -tzvf "$BUNDLE"
 fi
 
-# --- later stages (keypack build / run) go below this line --------------------------------
+# --- the boot loop: build → run → ssh with the pinned key → stop ----------------------------
+# Needs KEYPACK_GUEST_TOOL: the keypack-test-guest binary, which prepares a Debian kernel and a
+# busybox/dropbear base initrd running the real load-keys (scripts/demo builds it).
+if [ -n "${KEYPACK_GUEST_TOOL:-}" ]; then
+  step "7. a test guest: Debian kernel, busybox + dropbear initrd with load-keys"
+  eval "$("$KEYPACK_GUEST_TOOL" "$DEMO_DIR/guest" | grep -E '^(KERNEL|INITRD|CLIENT_KEY)=')"
+  echo "kernel: $KERNEL"
+  echo "base initrd: $INITRD"
+  export KEYPACK_STATE_DIR="$DEMO_DIR/state"
+  if [ "${KEYPACK_DEMO_KEEP:-}" != 1 ]; then
+    trap '"$KEYPACK" stop -H web1 >/dev/null 2>&1 || true; rm -rf "$DEMO_DIR"' EXIT
+  fi
+
+  step "8. keypack build --media initrd: the keys as an extra initrd"
+  run "$KEYPACK" build -H web1 -U alice --keys-repo "$KEYS_REPO" -i "$IDENTITY" \
+    --media initrd --kernel "$KERNEL" --initrd "$INITRD" --append console=ttyS0
+
+  step "9. keypack run --wait-ssh: QEMU (TCG), SSH forwarded on 127.0.0.1 only"
+  run "$KEYPACK" run -H web1 --accel tcg --memory 512 --cpus 1 --port auto --wait-ssh --timeout 240
+  run "$KEYPACK" status -H web1
+
+  step "10. keypack ssh: the host key is pinned to the one keypack packed"
+  served="$("$KEYPACK" ssh -H web1 -i "$CLIENT_KEY" -- cat /etc/ssh/ssh_host_ed25519_key.pub)"
+  echo "the guest serves: $served"
+  packed="$(tar -xzOf "$BUNDLE" etc/ssh/ssh_host_ed25519_key.pub)"
+  if [ "$(echo "$served" | awk '{print $1, $2}')" != "$(echo "$packed" | awk '{print $1, $2}')" ]; then
+    echo "demo: FAILED: the guest serves another host key" >&2
+    exit 1
+  fi
+  echo "it is the packed host key"
+
+  step "11. keypack log: stage 1 loaded the keys"
+  "$KEYPACK" log -H web1 | grep -E '=== Stage 1|injected keys' || true
+
+  step "12. keypack stop"
+  run "$KEYPACK" stop -H web1
+  run "$KEYPACK" status -H web1 || true
+fi
 
 step "done"
 echo "keypack decrypted 4 keys with one identity batch, packed them into $(wc -c <"$BUNDLE") bytes and checked them."
