@@ -519,6 +519,7 @@ fn run_faults_are_clear_errors() {
             kernel: kernel.clone(),
             initrds: vec![initrd.clone()],
             cmdline: "console=ttyS0".into(),
+            cdrom: None,
         },
         firmware: keypack_plugin::Firmware::Any,
         host_public_key: String::new(),

@@ -40,6 +40,11 @@ pub enum Boot {
         initrds: Vec<PathBuf>,
         /// Kernel command line.
         cmdline: String,
+        /// An ISO to attach read-only as a CD-ROM, so a kernel taken from an ISO (`keypack
+        /// build --media initrd --iso`) finds its root file system by label. Absent in
+        /// descriptions written before this field existed, which stay readable.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cdrom: Option<PathBuf>,
     },
 }
 

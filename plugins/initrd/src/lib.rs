@@ -122,6 +122,7 @@ pub fn build(
                 .append
                 .clone()
                 .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned()),
+            cdrom: None,
         },
         firmware: Firmware::Any,
         host_public_key,

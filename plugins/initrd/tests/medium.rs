@@ -189,6 +189,7 @@ fn build_writes_a_private_deterministic_artifact_and_describes_the_boot() {
         kernel,
         initrds,
         cmdline,
+        cdrom,
     } = &desc.boot
     else {
         panic!("not a kernel boot")
@@ -202,6 +203,7 @@ fn build_writes_a_private_deterministic_artifact_and_describes_the_boot() {
         "keys last"
     );
     assert_eq!(cmdline, "console=ttyS0 quiet");
+    assert_eq!(*cdrom, None, "no ISO to attach");
     // The description holds paths, never key bytes.
     let json = serde_json::to_string(&desc).unwrap();
     assert!(!json.contains("PRIVATE KEY"));

@@ -317,6 +317,7 @@ impl Vm {
                 kernel,
                 initrds,
                 cmdline,
+                cdrom,
             } => {
                 push(&["-kernel", &path(kernel)]);
                 match initrds.as_slice() {
@@ -325,6 +326,17 @@ impl Vm {
                     _ => push(&["-initrd", &path(&self.combined_initrd())]),
                 }
                 push(&["-append", cmdline]);
+                // The ISO the kernel came from, read-only, so its stage 1 finds
+                // `root=LABEL=…` (QEMU's -drive syntax doubles a comma inside a value).
+                if let Some(iso) = cdrom {
+                    push(&[
+                        "-drive",
+                        &format!(
+                            "file={},format=raw,if=ide,media=cdrom,readonly=on",
+                            path(iso).replace(',', ",,")
+                        ),
+                    ]);
+                }
             }
         }
         a
@@ -345,11 +357,17 @@ impl Vm {
         match &desc.boot {
             Boot::Disk { image } => need_file("disk image", image)?,
             Boot::Kernel {
-                kernel, initrds, ..
+                kernel,
+                initrds,
+                cdrom,
+                ..
             } => {
                 need_file("kernel", kernel)?;
                 for i in initrds {
                     need_file("initrd", i)?;
+                }
+                if let Some(iso) = cdrom {
+                    need_file("cdrom ISO", iso)?;
                 }
             }
         }
@@ -739,6 +757,7 @@ mod tests {
             kernel: "/k/bzImage".into(),
             initrds: vec!["/k/base.img".into(), "/state/web1/keys.cpio.gz".into()],
             cmdline: "console=ttyS0 quiet".into(),
+            cdrom: None,
         });
         let args = vm.qemu_args(&d, "tcg", None, 2222, &Options::default());
         let line = args.join(" ");
@@ -764,6 +783,41 @@ mod tests {
         assert!(line.contains("-qmp unix:/state/web1/qmp.sock,server=on,wait=off"));
         assert!(line.contains("-machine q35,accel=tcg -cpu max"));
         assert!(!line.contains("pflash") && !line.contains("-daemonize"));
+    }
+
+    #[test]
+    fn kernel_boot_from_an_iso_attaches_it_read_only() {
+        let vm = Vm::new("web1", Path::new("/state/web1"));
+        let mut d = desc(Boot::Kernel {
+            kernel: "/state/web1/iso-kernel".into(),
+            initrds: vec!["/state/web1/iso-initrd".into()],
+            cmdline: "init=/nix/store/x/init root=LABEL=nixos-x".into(),
+            cdrom: Some("/isos/nixos,minimal.iso".into()),
+        });
+        let args = vm.qemu_args(&d, "tcg", None, 2222, &Options::default());
+        let drives: Vec<&String> = args
+            .windows(2)
+            .filter(|w| w[0] == "-drive")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(
+            drives,
+            ["file=/isos/nixos,,minimal.iso,format=raw,if=ide,media=cdrom,readonly=on"],
+            "{args:?}"
+        );
+        // Without an ISO, no drive at all.
+        if let Boot::Kernel { cdrom, .. } = &mut d.boot {
+            *cdrom = None;
+        }
+        let args = vm.qemu_args(&d, "tcg", None, 2222, &Options::default());
+        assert!(
+            !args.iter().any(|a| a == "-drive" || a == "-cdrom"),
+            "{args:?}"
+        );
+        // A description written before the field existed still parses.
+        let old = r#"{"kind":"kernel","kernel":"/k","initrds":[],"cmdline":""}"#;
+        let boot: Boot = serde_json::from_str(old).unwrap();
+        assert!(matches!(boot, Boot::Kernel { cdrom: None, .. }));
     }
 
     #[test]
