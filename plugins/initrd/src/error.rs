@@ -41,4 +41,35 @@ pub enum InitrdError {
     /// The bundle has no host key (a sealed bundle always has one).
     #[error("the bundle has no host public key")]
     NoHostKey,
+    /// Neither `--kernel`/`--initrd` nor `--iso` was given.
+    #[error("--media initrd needs --kernel FILE and --initrd FILE, or --iso FILE")]
+    NoBootSource,
+    /// Both `--kernel`/`--initrd` and `--iso` were given.
+    #[error(
+        "--media initrd takes the kernel and initrd either from --kernel/--initrd or from --iso, not both"
+    )]
+    KernelAndIso,
+    /// Reading the ISO failed.
+    #[error(transparent)]
+    Iso(#[from] crate::iso::IsoError),
+    /// No boot loader configuration in the ISO gave a bootable entry.
+    #[error("{iso} has no usable boot loader configuration ({tried})")]
+    NoBootConfig {
+        /// The ISO.
+        iso: PathBuf,
+        /// Each configuration looked at and why it was not used.
+        tried: String,
+    },
+    /// The boot configuration names a file the ISO does not hold.
+    #[error("{config} in {iso} names the {what} {path}, which is not in the ISO")]
+    MissingInIso {
+        /// The ISO.
+        iso: PathBuf,
+        /// The configuration file inside the ISO.
+        config: String,
+        /// `kernel` or `initrd`.
+        what: &'static str,
+        /// The path it names.
+        path: String,
+    },
 }

@@ -14,9 +14,13 @@
 //! 0, sorted so parents precede children, mtime 0 and inode numbers 1…n: the same bundle gives
 //! the same bytes.
 //!
-//! Does **not** copy the kernel or the base initrd (the description points at them by absolute
-//! path), read an ISO's boot configuration (`--iso` is not supported yet), or rely on archive
-//! modes at boot (`load-keys` sets modes itself).
+//! With `--iso FILE` instead of `--kernel`/`--initrd`, the kernel, initrd(s) and command line
+//! come from the ISO's default boot entry ([`bootcfg`], read with the small ISO 9660 reader in
+//! [`iso`]); they are extracted into the host's state folder ([`from_iso`]) and the ISO itself is
+//! attached to the boot as a read-only CD-ROM, so a NixOS stage 1 finds `root=LABEL=…`.
+//!
+//! Does **not** copy a `--kernel` or `--initrd` given as files (the description points at them
+//! by absolute path), or rely on archive modes at boot (`load-keys` sets modes itself).
 //!
 //! Why a plugin of its own: it is the smallest complete [`Medium`] and the model for new ones
 //! (see `keypack_plugin`'s "Adding a boot medium").
@@ -24,8 +28,11 @@
 #![deny(missing_docs)]
 
 mod args;
+pub mod bootcfg;
 pub mod cpio;
 mod error;
+pub mod from_iso;
+pub mod iso;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -80,27 +87,67 @@ impl Medium for Initrd {
     ) -> Result<BootDescription, PluginError> {
         let args =
             InitrdArgs::from_arg_matches(inputs.matches).map_err(|e| PluginError::new(NAME, e))?;
-        build(bundle, &args, inputs.host.as_str(), inputs.output)
-            .map_err(|e| PluginError::new(NAME, e))
+        build_with_iso(
+            bundle,
+            &args,
+            inputs.iso,
+            inputs.state_dir,
+            inputs.host.as_str(),
+            inputs.output,
+        )
+        .map_err(|e| PluginError::new(NAME, e))
     }
 }
 
-/// Builds the medium from already-parsed flags: writes `output` (0600, temp name and rename)
-/// and returns the boot description.
+/// Builds the medium from `--kernel`/`--initrd` flags: writes `output` (0600, temp name and
+/// rename) and returns the boot description.
 pub fn build(
     bundle: &SealedBundle,
     args: &InitrdArgs,
     host: &str,
     output: &Path,
 ) -> Result<BootDescription, InitrdError> {
-    let kernel = input_file(args.kernel.as_deref(), "--kernel", "kernel")?;
-    let base = input_file(args.initrd.as_deref(), "--initrd", "base initrd")?;
+    build_with_iso(bundle, args, None, Path::new("."), host, output)
+}
+
+/// Builds the medium from `--kernel`/`--initrd`, or from `iso` (`--iso`): then the kernel and
+/// initrds of the ISO's default boot entry are extracted into `state_dir`, the command line is
+/// the entry's (with `--append` added after it), and the ISO is attached as a CD-ROM. Nothing
+/// is written unless the whole build succeeds.
+pub fn build_with_iso(
+    bundle: &SealedBundle,
+    args: &InitrdArgs,
+    iso: Option<&Path>,
+    state_dir: &Path,
+    host: &str,
+    output: &Path,
+) -> Result<BootDescription, InitrdError> {
+    let files_given = args.kernel.is_some() || args.initrd.is_some();
+    let mut from_iso = match (iso, files_given) {
+        (Some(_), true) => return Err(InitrdError::KernelAndIso),
+        (None, false) => return Err(InitrdError::NoBootSource),
+        (Some(iso), false) => Some(from_iso::locate(iso)?),
+        (None, true) => None,
+    };
+    let files = match &from_iso {
+        None => Some((
+            input_file(args.kernel.as_deref(), "--kernel", "kernel")?,
+            input_file(args.initrd.as_deref(), "--initrd", "base initrd")?,
+        )),
+        Some(_) => None,
+    };
     let host_public_key = bundle
         .manifest()
         .host_public_key()
         .ok_or(InitrdError::NoHostKey)?
         .to_owned();
     let gz = keys_cpio_gz(bundle)?;
+    // The ISO's files go to temp names first; they are renamed into place only after the keys
+    // cpio is written, so a failure leaves no new file behind.
+    let extracted = match &mut from_iso {
+        Some(b) => Some(b.extract(state_dir)?),
+        None => None,
+    };
     keypack_plugin::output::write_private_file(output, &gz).map_err(|source| {
         InitrdError::Write {
             path: output.to_path_buf(),
@@ -111,11 +158,8 @@ pub fn build(
         path: output.to_path_buf(),
         source,
     })?;
-    Ok(BootDescription {
-        version: BOOT_DESCRIPTION_VERSION,
-        medium: NAME.to_owned(),
-        host: host.to_owned(),
-        boot: Boot::Kernel {
+    let boot = match (files, extracted, from_iso) {
+        (Some((kernel, base)), _, _) => Boot::Kernel {
             kernel,
             initrds: vec![base, output],
             cmdline: args
@@ -124,6 +168,32 @@ pub fn build(
                 .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned()),
             cdrom: None,
         },
+        (None, Some(ex), Some(iso_boot)) => {
+            let kernel = ex.kernel.clone();
+            let mut initrds = ex.initrds.clone();
+            ex.commit()?;
+            initrds.push(output);
+            let mut cmdline = iso_boot.entry.cmdline;
+            if let Some(extra) = args.append.as_deref().filter(|a| !a.trim().is_empty()) {
+                if !cmdline.is_empty() {
+                    cmdline.push(' ');
+                }
+                cmdline.push_str(extra.trim());
+            }
+            Boot::Kernel {
+                kernel,
+                initrds,
+                cmdline,
+                cdrom: Some(iso_boot.iso),
+            }
+        }
+        _ => unreachable!("either files or an ISO was resolved above"),
+    };
+    Ok(BootDescription {
+        version: BOOT_DESCRIPTION_VERSION,
+        medium: NAME.to_owned(),
+        host: host.to_owned(),
+        boot,
         firmware: Firmware::Any,
         host_public_key,
     })
