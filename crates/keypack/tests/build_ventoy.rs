@@ -607,3 +607,235 @@ fn path_copy_and_build_take_the_iso_from_nix_build() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(mtype(&s.image(), "/nixos-keypack.iso") == std::fs::read(&iso).unwrap());
 }
+
+/// A loop device over an image file, with its partitions, and what is mounted from it;
+/// unmounted and detached on drop (also when an assertion fails).
+struct Loop {
+    dev: String,
+    mounted: Option<PathBuf>,
+}
+
+impl Loop {
+    /// `losetup -f --show -P`; adds the partition devices with `partx -a` when the kernel's
+    /// own scan did not (seen on this kind of VM).
+    fn attach(img: &Path) -> Result<Loop, String> {
+        let out = Command::new("losetup")
+            .args(["-f", "--show", "-P"])
+            .arg(img)
+            .output()
+            .map_err(|e| format!("losetup: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "losetup -f failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let l = Loop {
+            dev: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            mounted: None,
+        };
+        for i in 0..50 {
+            if Path::new(&l.part(1)).exists() && Path::new(&l.part(2)).exists() {
+                return Ok(l);
+            }
+            if i == 5 {
+                let _ = Command::new("partx").args(["-a", &l.dev]).output();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("no partition devices for {}", l.dev))
+    }
+
+    fn part(&self, n: u32) -> String {
+        format!("{}p{n}", self.dev)
+    }
+
+    fn mount(&mut self, n: u32, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        sh(Command::new("mount").arg(self.part(n)).arg(dir));
+        self.mounted = Some(dir.to_path_buf());
+    }
+
+    fn umount(&mut self) {
+        if let Some(dir) = self.mounted.take() {
+            sh(Command::new("umount").arg(&dir));
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        if let Some(dir) = self.mounted.take() {
+            let ok = Command::new("umount")
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&dir).status();
+            }
+        }
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+/// `debugfs -R "cat PATH"` on an unmounted ext4 device (read-only).
+fn debugfs_cat(dev: &str, path: &str) -> Vec<u8> {
+    let out = Command::new("debugfs")
+        .args(["-R", &format!("cat {path}"), dev])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "debugfs cat {path}");
+    out.stdout
+}
+
+#[test]
+fn media_update_mount_replaces_iso_and_bundle_on_a_mounted_stick() {
+    let test = "media_update_mount_replaces_iso_and_bundle_on_a_mounted_stick";
+    if !prereqs(test) {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        skip(test, "needs root for losetup and mount");
+        return;
+    }
+    for t in [
+        "losetup",
+        "partx",
+        "mount",
+        "umount",
+        "mkfs.ext4",
+        "debugfs",
+        "e2fsck",
+    ] {
+        if !have(t) {
+            skip(
+                test,
+                &format!("{t} is not installed (util-linux, mount, e2fsprogs)"),
+            );
+            return;
+        }
+    }
+    let fs_list = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs_list.split_whitespace().any(|f| f == "ext4") {
+        skip(test, "the kernel cannot mount ext4");
+        return;
+    }
+    let s = Setup::new(1 << 20);
+    s.run("build", &["--seed", "4"]);
+    let img = s.image();
+    let mut lo = match Loop::attach(&img) {
+        Ok(l) => l,
+        Err(why) => {
+            skip(test, &why);
+            return;
+        }
+    };
+    // The kernel here has no vfat driver (and there is no FUSE FAT driver), so the data
+    // partition becomes ext4 — which Ventoy also accepts and `--mount` must handle like any
+    // filesystem the OS mounted. Partition 1 is reformatted in place; LBA 0–2047 and
+    // partition 2 stay as keypack wrote them.
+    sh(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "Ventoy"])
+        .arg(lo.part(1)));
+    let mnt = s.repo.tmp.path().join("mnt");
+    lo.mount(1, &mnt);
+    // A stick that already has our files (stale) and a user's ventoy.json.
+    std::fs::write(mnt.join("new.iso"), b"old iso, shorter than the new one").unwrap();
+    std::fs::write(mnt.join("keys.tar.gz"), b"old bundle").unwrap();
+    std::fs::write(mnt.join("other.iso"), b"the user's own ISO").unwrap();
+    std::fs::create_dir_all(mnt.join("ventoy")).unwrap();
+    let user = br#"{"theme":{"file":"/t.txt"},"menu_alias":[{"image":"/other.iso","alias":"O"}],"control":[{"VTOY_MENU_TIMEOUT":"10"}],"injection":[{"image":"/other.iso","archive":"/o.tar.gz"},{"image":"/new.iso","archive":"/stale.tar.gz"}]}"#;
+    std::fs::write(mnt.join("ventoy/ventoy.json"), user).unwrap();
+    lo.umount();
+    let raw = std::fs::read(&img).unwrap();
+    let p2 = u32::from_le_bytes(raw[0x1D6..0x1DA].try_into().unwrap()) as usize * 512;
+    let head_before = raw[..2048 * 512].to_vec();
+    let p2_before = raw[p2..].to_vec();
+    drop(raw);
+
+    lo.mount(1, &mnt);
+    let new_iso = s.repo.scratch().join("new.iso");
+    fake_iso(&new_iso, 3 << 20);
+    let root = s.repo.root();
+    let out = s
+        .repo
+        .command(&[
+            "media",
+            "update",
+            "--mount",
+            mnt.to_str().unwrap(),
+            "-H",
+            "web1",
+            "-U",
+            "bob",
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            AGE_KEY,
+            "--iso",
+            new_iso.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Root can read the disk: the MBR signature was checked too, not only sysfs.
+    assert!(!stderr(&out).contains("could not read"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("updated"), "{}", stderr(&out));
+    lo.umount();
+
+    // From outside, on the unmounted partition.
+    let p1 = lo.part(1);
+    let fsck = Command::new("e2fsck")
+        .args(["-f", "-n", &p1])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck -fn: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let ls = Command::new("debugfs")
+        .args(["-R", "ls -l /", &p1])
+        .output()
+        .unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert!(!ls.contains(".keypack-tmp"), "temp files left: {ls}");
+    assert!(debugfs_cat(&p1, "/new.iso") == std::fs::read(&new_iso).unwrap());
+    let packed = s.repo.run("pack", &["-H", "web1", "-U", "bob", "-o", "-"]);
+    assert!(debugfs_cat(&p1, "/keys.tar.gz") == packed.stdout);
+    assert_eq!(debugfs_cat(&p1, "/other.iso"), b"the user's own ISO");
+    let json: serde_json::Value =
+        serde_json::from_slice(&debugfs_cat(&p1, "/ventoy/ventoy.json")).unwrap();
+    assert_eq!(json["theme"]["file"], "/t.txt");
+    assert_eq!(json["menu_alias"][0]["alias"], "O");
+    let inj = json["injection"].as_array().unwrap();
+    assert!(
+        inj.iter()
+            .any(|e| e["image"] == "/other.iso" && e["archive"] == "/o.tar.gz")
+    );
+    let ours: Vec<_> = inj.iter().filter(|e| e["image"] == "/new.iso").collect();
+    assert_eq!(ours.len(), 1, "{json}");
+    assert_eq!(ours[0]["archive"], "/keys.tar.gz");
+    assert!(
+        json["control"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["VTOY_MENU_TIMEOUT"] == "10"),
+        "{json}"
+    );
+    drop(lo);
+
+    // Nothing below LBA 2048 or in partition 2 changed, and the image still passes the
+    // layout checks.
+    let raw = std::fs::read(&img).unwrap();
+    assert!(raw[..2048 * 512] == head_before[..], "LBA 0-2047 changed");
+    assert!(raw[p2..] == p2_before[..], "partition 2 changed");
+    let out = s.repo.keypack(&["inspect", img.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("Ventoy disk, Mbr"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -275,15 +275,30 @@ pub fn check_mount(dir: &Path) -> Result<MountCheck, VentoyError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let label_ok = std::fs::canonicalize("/dev/disk/by-label/VTOYEFI")
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        == Some(p2_name);
-    if !label_ok {
-        return Err(not(
-            "check 4 (VTOYEFI label)",
-            "partition 2 is not labelled VTOYEFI (per /dev/disk/by-label)".into(),
-        ));
+    // Check 4: read partition 2's FAT label (and check 1's ventoy.cpio) from its device when we
+    // may (root, or the disk group); otherwise trust udev's /dev/disk/by-label. The device is
+    // the better source: udev is absent in containers and minimal systems, and by-label names
+    // only one of several VTOYEFI partitions.
+    let p2_dev = PathBuf::from("/dev").join(&p2_name);
+    match File::open(&p2_dev) {
+        Ok(f) => {
+            fat::check_efi(&f, &p2_dev, 0, p2_size * SECTOR)?;
+        }
+        Err(_) => {
+            let label_ok = std::fs::canonicalize("/dev/disk/by-label/VTOYEFI")
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                == Some(p2_name);
+            if !label_ok {
+                return Err(not(
+                    "check 4 (VTOYEFI label)",
+                    format!(
+                        "partition 2 is not labelled VTOYEFI (per /dev/disk/by-label; {} is not readable)",
+                        p2_dev.display()
+                    ),
+                ));
+            }
+        }
     }
     let name = |p: &Path| {
         p.file_name()
