@@ -54,10 +54,15 @@ pub fn build(args: BuildArgs, matches: &clap::ArgMatches, ignore_cache: bool) ->
     let host_dir = state::host_dir(&host)?;
     keypack_plugin::output::remove_stale_temp_files(&host_dir);
     let output = match &args.output {
-        Some(o) => o.clone(),
+        Some(o) => {
+            keypack_plugin::output::check_private_output_folder(o)
+                .with_context(|| format!("-o {}", o.display()))?;
+            o.clone()
+        }
         None => host_dir.join(medium.default_artifact_name()),
     };
-    let iso = if medium.needs_iso() {
+    // A medium that does not need an ISO still gets one given with --iso (initrd: boot from it).
+    let iso = if medium.needs_iso() || args.source.iso.is_some() {
         Some(args.source.resolve()?)
     } else {
         None
