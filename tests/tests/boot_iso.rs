@@ -1,0 +1,269 @@
+//! End to end through an ISO: the test guest's kernel and base initrd are put on an ISO made
+//! with `xorriso -as mkisofs`, with a NixOS-shaped `/EFI/BOOT/grub.cfg` and
+//! `/isolinux/isolinux.cfg` → `keypack build --media initrd --iso` → `keypack run --wait-ssh`
+//! (TCG) → `keypack ssh` serves the packed host key → `stop`. The configurations' variant entry
+//! would make the guest serve a foreign key, so a wrong entry choice fails the pinned check.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use keypack_e2e::guest;
+use keypack_e2e::tools::{cargo_bin, have, skip};
+
+const HOST: &str = "web1";
+
+struct Env {
+    keypack: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn host_state(&self) -> PathBuf {
+        self.path("state").join(HOST)
+    }
+    fn kp(&self, args: &[&str]) -> Output {
+        let out = Command::new(&self.keypack)
+            .args(args)
+            .env("KEYPACK_STATE_DIR", self.path("state"))
+            .env("KEYPACK_KEYS_REPO", self.path("repo"))
+            .env("SOPS_AGE_KEY_FILE", self.path("age.txt"))
+            .env_remove("KEYPACK_IDENTITY")
+            .env_remove("KEYPACK_MEDIA")
+            .output()
+            .expect("run keypack");
+        eprintln!(
+            "$ keypack {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kp(args);
+        assert!(
+            out.status.success(),
+            "keypack {args:?} failed: {}\nserial log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.host_state().join("serial.log")).unwrap_or_default()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Env {
+    /// A failed assertion must not leave a VM running.
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.host_state().join("qemu.pid")) {
+            let pid = pid.trim();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*self.dir.path().to_string_lossy()) {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+    }
+}
+
+fn key_data(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn grub_cfg() -> &'static str {
+    r#"set textmode=false
+set timeout=10
+if [ ${iso_path} ] ; then
+  set isoboot="findiso=${iso_path}"
+fi
+menuentry 'NixOS 25.05 Installer ' --class installer {
+  terminal_output console
+  linux /boot/bzImage ${isoboot} init=/init root=LABEL=keypack-e2e-iso console=ttyS0
+  initrd /boot/initrd
+}
+menuentry 'NixOS 25.05 Installer (nomodeset)' --class nomodeset {
+  linux /boot/bzImage ${isoboot} root=LABEL=keypack-e2e-iso console=ttyS0 nomodeset keypack_e2e.other_key
+  initrd /boot/initrd
+}
+"#
+}
+
+fn isolinux_cfg() -> &'static str {
+    "DEFAULT boot
+LABEL boot-nomodeset
+LINUX /boot/bzImage
+APPEND root=LABEL=keypack-e2e-iso console=ttyS0 keypack_e2e.other_key
+INITRD /boot/initrd
+LABEL boot
+LINUX /boot/bzImage
+APPEND init=/init root=LABEL=keypack-e2e-iso console=ttyS0
+INITRD /boot/initrd
+"
+}
+
+fn make_iso(dir: &Path, kernel: &Path, initrd: &Path) -> PathBuf {
+    let tree = dir.join("iso-tree");
+    for (p, from) in [("boot/bzImage", kernel), ("boot/initrd", initrd)] {
+        std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
+        std::fs::copy(from, tree.join(p)).unwrap();
+    }
+    for (p, text) in [
+        ("EFI/BOOT/grub.cfg", grub_cfg()),
+        ("isolinux/isolinux.cfg", isolinux_cfg()),
+    ] {
+        std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
+        std::fs::write(tree.join(p), text).unwrap();
+    }
+    let iso = dir.join("guest.iso");
+    let out = Command::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-R",
+            "-J",
+            "-V",
+            "keypack-e2e-iso",
+            "-o",
+        ])
+        .arg(&iso)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "xorriso: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    iso
+}
+
+#[test]
+fn boot_from_an_iso_build_run_ssh_stop() {
+    const T: &str = "boot_from_an_iso_build_run_ssh_stop";
+    for tool in [
+        "qemu-system-x86_64",
+        "sops",
+        "ssh",
+        "ssh-keyscan",
+        "ssh-keygen",
+        "cpio",
+        "dpkg",
+        "dropbear",
+        "dropbearconvert",
+        "busybox",
+        "gzip",
+        "xorriso",
+    ] {
+        if !have(tool) {
+            return skip(T, &format!("{tool} is not installed"));
+        }
+    }
+    let kernel = match guest::kernel() {
+        Ok(k) => k,
+        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    };
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let env = Env {
+        keypack,
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let state = env.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let host_pub = keypack_e2e::repo::make_repo(env.dir.path(), HOST, &[])
+        .expect("sops keys repository")
+        .host_public_key;
+    let client = env.path("client");
+    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").expect("keygen");
+    let base = env.path("base.cpio.gz");
+    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
+    let iso = make_iso(env.dir.path(), &kernel.vmlinuz, &base);
+    let iso_s = iso.display().to_string();
+
+    env.ok(&["build", "-H", HOST, "--media", "initrd", "--iso", &iso_s]);
+    let boot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.host_state().join("boot.json")).unwrap())
+            .unwrap();
+    let b = &boot["boot"];
+    assert_eq!(
+        b["cmdline"], "init=/init root=LABEL=keypack-e2e-iso console=ttyS0",
+        "the default GRUB entry's command line"
+    );
+    assert_eq!(
+        b["cdrom"],
+        std::fs::canonicalize(&iso).unwrap().display().to_string()
+    );
+    let initrds = b["initrds"].as_array().unwrap();
+    assert_eq!(initrds.len(), 2);
+    assert!(initrds[1].as_str().unwrap().ends_with("keys.cpio.gz"));
+    assert!(
+        std::fs::read(b["kernel"].as_str().unwrap()).unwrap()
+            == std::fs::read(&kernel.vmlinuz).unwrap(),
+        "extracted kernel is the guest's"
+    );
+    assert!(
+        std::fs::read(initrds[0].as_str().unwrap()).unwrap() == std::fs::read(&base).unwrap(),
+        "extracted initrd is the guest's"
+    );
+
+    env.ok(&[
+        "run",
+        "-H",
+        HOST,
+        "--accel",
+        "tcg",
+        "--port",
+        "auto",
+        "--memory",
+        "512",
+        "--cpus",
+        "1",
+        "--wait-ssh",
+        "--timeout",
+        "180",
+    ]);
+    let st: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "-H", HOST, "--json"])).unwrap();
+    assert_eq!(st["running"], true);
+    let pid = st["pid"].as_u64().unwrap();
+    let cmdline: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert!(
+        cmdline.contains(&format!(
+            "file={},format=raw,if=ide,media=cdrom,readonly=on",
+            std::fs::canonicalize(&iso).unwrap().display()
+        )),
+        "the ISO is attached read-only: {cmdline:?}"
+    );
+
+    let c = client.display().to_string();
+    let served = env.ok(&[
+        "ssh",
+        "-H",
+        HOST,
+        "-i",
+        &c,
+        "--",
+        "-o",
+        "BatchMode=yes",
+        "cat",
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+    ]);
+    assert_eq!(key_data(&served), key_data(&host_pub));
+    let log = env.ok(&["log", "-H", HOST]);
+    assert!(log.contains("=== Stage 1"), "{log}");
+    env.ok(&["stop", "-H", HOST]);
+    let st: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "-H", HOST, "--json"])).unwrap();
+    assert_eq!(st["running"], false);
+}
