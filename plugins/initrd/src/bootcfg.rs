@@ -102,6 +102,14 @@ fn grub(text: &str) -> Result<BootEntry, String> {
         let Some(first) = words.first().map(String::as_str) else {
             continue;
         };
+        // `if …; then …; fi` may sit on one line: count every keyword, not just the first.
+        for w in &words {
+            match w.trim_matches(';') {
+                "if" | "while" | "for" | "until" => cond_depth += 1,
+                "fi" | "done" => cond_depth = cond_depth.saturating_sub(1),
+                _ => {}
+            }
+        }
         match first {
             "}" => {
                 if stack.pop() == Some(Block::Entry)
@@ -111,8 +119,6 @@ fn grub(text: &str) -> Result<BootEntry, String> {
                 }
                 continue;
             }
-            "if" | "while" | "for" | "until" => cond_depth += 1,
-            "fi" | "done" => cond_depth = cond_depth.saturating_sub(1),
             "menuentry" | "submenu" | "hiddenentry" | "function" => {
                 let opens = words.last().is_some_and(|w| w == "{");
                 if first == "menuentry" && stack.is_empty() {
@@ -476,6 +482,19 @@ submenu "HiDPI, Quirks and Accessibility" --class hidpi --class submenu {
         let text = format!("set default=2\n{NIXOS_GRUB}");
         let e = default_entry(&text, "/EFI/BOOT/grub.cfg", Syntax::Grub).unwrap();
         assert!(e.cmdline.contains("loglevel=4"), "falls back to the first");
+    }
+
+    #[test]
+    fn grub_one_line_conditionals_do_not_hide_a_later_default() {
+        let text = format!(
+            "set with_serial=no\nif serial; then set with_serial=yes ;fi\nexport with_serial\nset default=1\n{NIXOS_GRUB}"
+        );
+        let e = default_entry(&text, "/EFI/boot/grub.cfg", Syntax::Grub).unwrap();
+        assert!(e.cmdline.ends_with("nomodeset"), "{}", e.cmdline);
+        // A `set default` inside a conditional is not taken.
+        let text = format!("if [ x ]; then\n set default=1\nfi\n{NIXOS_GRUB}");
+        let e = default_entry(&text, "/EFI/boot/grub.cfg", Syntax::Grub).unwrap();
+        assert!(e.cmdline.ends_with("loglevel=4"), "{}", e.cmdline);
     }
 
     #[test]

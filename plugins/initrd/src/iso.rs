@@ -4,7 +4,7 @@
 //! configuration out of a (NixOS) ISO; nothing else in keypack reads ISOs.
 //! What it reads: the primary volume descriptor and, when present, the Joliet supplementary
 //! one; directory records with Rock Ridge `NM` names (including `CE` continuation areas), plain
-//! ISO 9660 names (`BZIMAGE.;1`, matched case-insensitively without the version) and Joliet
+//! ISO 9660 names (`BZIMAGE.;1`, matched without the version) and Joliet
 //! UCS-2 names; multi-extent files. Files are streamed ([`IsoImage::copy_to`]); the image is
 //! never loaded whole.
 //! What it does not: follow Rock Ridge symlinks (a symlink is reported as such), read El Torito
@@ -172,8 +172,8 @@ impl IsoImage {
         &self.path
     }
 
-    /// Looks up an absolute path (`/boot/bzImage`). Rock Ridge names match exactly; plain ISO
-    /// 9660 names and Joliet names match ignoring case. `Ok(None)` when it does not exist.
+    /// Looks up an absolute path (`/boot/bzImage`): an exact Rock Ridge name wins, else any
+    /// Rock Ridge, plain ISO 9660 or Joliet name that matches ignoring ASCII case. `Ok(None)` when it does not exist.
     pub fn find(&mut self, path: &str) -> Result<Option<Entry>, IsoError> {
         let parts: Vec<&str> = path
             .split('/')
@@ -199,15 +199,19 @@ impl IsoImage {
                 return Ok(None);
             }
             let records = self.read_dir(&dir, joliet)?;
-            // Rock Ridge names are exact; fall back to the case-insensitive base name.
-            let pick = |rr: bool| -> Option<Entry> {
+            // An exact Rock Ridge name first; then any name ignoring case (NixOS writes
+            // `/EFI/boot/grub.cfg`, others `/EFI/BOOT/grub.cfg`).
+            let pick = |exact: bool| -> Option<Entry> {
                 let mut extents = Vec::new();
                 let mut found: Option<&Record> = None;
                 for r in &records {
-                    let hit = if rr {
+                    let hit = if exact {
                         r.rr_name.as_deref() == Some(*part)
                     } else {
-                        r.rr_name.is_none() && r.name.eq_ignore_ascii_case(part)
+                        r.rr_name
+                            .as_deref()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(part))
+                            || r.name.eq_ignore_ascii_case(part)
                     };
                     if hit {
                         extents.push((r.extent, r.len));

@@ -337,6 +337,27 @@ fn isolinux_only_and_joliet_or_plain_names_work_too() {
         assert_eq!(std::fs::read(kernel).unwrap(), files[0].1, "{name}");
         assert_eq!(std::fs::read(&initrds[0]).unwrap(), files[1].1, "{name}");
     }
+    // NixOS writes /EFI/boot/grub.cfg (lower case): found with Rock Ridge, without isolinux.
+    let b = dirs();
+    let lower = vec![
+        ("boot/bzImage", fake(3000, 11)),
+        ("boot/initrd", fake(3000, 12)),
+        ("EFI/boot/grub.cfg", grub_cfg().into_bytes()),
+    ];
+    let iso = make_iso(&b.dir, "efi-lower.iso", &lower, &["-R"]);
+    let bundle = keypack_plugin::testing::sealed_bundle();
+    let desc = build_with_iso(
+        &bundle,
+        &iso_args(None),
+        Some(&iso),
+        &b.state,
+        "web1",
+        &b.out,
+    )
+    .unwrap();
+    assert_eq!(kernel_boot(&desc).2, CMDLINE);
+    assert_eq!(std::fs::read(kernel_boot(&desc).0).unwrap(), lower[0].1);
+
     // Names that ISO 9660 level 1 mangles (8.3, one dot) are found through Joliet alone.
     let b = dirs();
     let long = vec![
