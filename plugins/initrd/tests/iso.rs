@@ -560,3 +560,55 @@ fn iso_passes_the_plugin_conformance_check() {
     assert_eq!(initrds.len(), 2);
     assert!(cdrom.is_some());
 }
+
+#[test]
+fn damaged_isos_are_errors_never_panics_and_leave_no_files() {
+    let test = "damaged_isos_are_errors_never_panics_and_leave_no_files";
+    if !have_xorriso() {
+        return skip(
+            test,
+            "xorriso not installed (scripts/bootstrap installs it)",
+        );
+    }
+    let b = dirs();
+    let files = vec![
+        ("boot/bzImage", fake(5000, 13)),
+        ("boot/initrd", fake(9000, 14)),
+        ("EFI/boot/grub.cfg", grub_cfg().into_bytes()),
+        ("isolinux/isolinux.cfg", isolinux_cfg("boot").into_bytes()),
+    ];
+    let iso = make_iso(&b.dir, "good.iso", &files, &["-R", "-J"]);
+    let good = std::fs::read(&iso).unwrap();
+    // Volume descriptors, path tables, directories and Rock Ridge areas live here.
+    // Only their non-zero bytes are mutated, so every round hits a structure.
+    let targets: Vec<usize> = (16 * 2048..good.len().min(48 * 2048))
+        .filter(|&i| good[i] != 0)
+        .collect();
+    let noise = fake(100 * 80, 15);
+    let bundle = keypack_plugin::testing::sealed_bundle();
+    let (mut ok, mut failed) = (0, 0);
+    for round in 0..100 {
+        let mut bad = good.clone();
+        for k in 0..24 {
+            let r = &noise[(round * 80 + 3 * k)..(round * 80 + 3 * k + 3)];
+            let at = targets[(usize::from(r[0]) << 8 | usize::from(r[1])) % targets.len()];
+            bad[at] = r[2];
+        }
+        let path = b.dir.join("bad.iso");
+        std::fs::write(&path, &bad).unwrap();
+        let state = b.dir.join(format!("state-{round}"));
+        keypack_plugin::output::ensure_private_dir(&state).unwrap();
+        let out = state.join("keys.cpio.gz");
+        match build_with_iso(&bundle, &iso_args(None), Some(&path), &state, "web1", &out) {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                assert!(!e.to_string().is_empty());
+                let left: Vec<_> = std::fs::read_dir(&state).unwrap().collect();
+                assert!(left.is_empty(), "round {round}: {e}: files left");
+            }
+        }
+    }
+    eprintln!("damaged ISOs: {ok} still built, {failed} refused");
+    assert!(failed > 0, "the mutations reached the structures read");
+}
