@@ -44,6 +44,7 @@ BUNDLE="$DEMO_DIR/out/keys.tar.gz"
 PLAIN="$DEMO_DIR/plain"          # throwaway plaintext, removed as soon as it is encrypted
 export DEMO_DIR KEYS_REPO IDENTITY BUNDLE
 mkdir -p "$KEYS_REPO/hosts" "$KEYS_REPO/users/bob" "$DEMO_DIR/out" "$PLAIN"
+chmod 700 "$DEMO_DIR/out"   # keypack refuses to write keys where other users can list them
 
 step "1. a throwaway age identity"
 if command -v age-keygen >/dev/null; then

@@ -214,6 +214,36 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Refuses a folder for key-holding output that other users can list (`o+r`), that is shared
+/// (sticky, like `/tmp`), or that is in the Nix store (readable by every user).
+pub fn check_private_output_folder(output: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let folder = parent_of(output);
+    let real = fs::canonicalize(&folder)?;
+    if real.starts_with("/nix/store") {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is in the Nix store, which every user can read",
+                real.display()
+            ),
+        ));
+    }
+    let mode = fs::metadata(&real)?.mode();
+    if mode & 0o004 != 0 || mode & 0o1000 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} can be listed by other users (mode {:04o}); output holding private keys goes \
+                 into a private folder (chmod 700 it, or use the default state folder)",
+                real.display(),
+                mode & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Removes `.keypack-tmp-*` files left in `dir` by killed runs (best effort).
 pub fn remove_stale_temp_files(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -287,6 +317,21 @@ mod tests {
         drop(pending);
         assert_eq!(names(dir.path()), ["out"]);
         assert_eq!(fs::read(&target).unwrap(), b"old");
+    }
+
+    #[test]
+    fn output_folders_others_can_list_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("keys.tar.gz");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        check_private_output_folder(&target).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+        check_private_output_folder(&target).unwrap();
+        for mode in [0o755, 0o705, 0o1733] {
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+            let err = check_private_output_folder(&target).unwrap_err();
+            assert!(err.to_string().contains("chmod 700"), "{mode:o}: {err}");
+        }
     }
 
     #[test]

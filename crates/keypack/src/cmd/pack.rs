@@ -42,6 +42,8 @@ pub fn pack(args: PackArgs) -> Result<ExitCode> {
     let selection = args.keys.selection();
     if let Output::File(path) = &output {
         refuse_inside_repo(path, &selection)?;
+        keypack_plugin::output::check_private_output_folder(path)
+            .with_context(|| format!("-o {}", path.display()))?;
     }
     let bundle = keys::pack_bundle(&selection)?;
     let keys = bundle

@@ -492,3 +492,22 @@ fn error_wording_is_pinned() {
          ~/.config/keypack/config.toml\n"
     );
 }
+
+/// Keys never go where other users can list them: `pack -o` into a 0755 folder is refused
+/// before anything is decrypted.
+#[test]
+fn output_folder_others_can_list_is_refused() {
+    if !have_sops("output_folder_others_can_list_is_refused") {
+        return;
+    }
+    let repo = standard_repo();
+    let open = repo.out_dir("listable");
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let target = open.join("keys.tar.gz");
+    let out = repo.run("pack", &["-H", "web1", "-o", target.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("can be listed by other users"), "{err}");
+    assert!(err.contains("chmod 700"), "{err}");
+    assert!(listing(&open).is_empty(), "left {:?}", listing(&open));
+}

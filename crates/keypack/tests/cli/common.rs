@@ -142,6 +142,9 @@ impl Repo {
     pub fn out_dir(&self, name: &str) -> PathBuf {
         let dir = self.tmp.path().join("out").join(name);
         std::fs::create_dir_all(&dir).unwrap();
+        // keypack refuses to write keys into a folder other users can list.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         dir
     }
 

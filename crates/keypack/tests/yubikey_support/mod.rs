@@ -95,6 +95,12 @@ impl Repo {
         std::fs::create_dir_all(&scratch).unwrap();
         std::fs::create_dir_all(tmp.path().join("home")).unwrap();
         std::fs::create_dir_all(tmp.path().join("out")).unwrap();
+        // keypack refuses to write keys into a folder other users can list.
+        std::fs::set_permissions(
+            tmp.path().join("out"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         let repo = Repo {
             host: ssh_keygen(&scratch, "root-web1"),
             deploy: ssh_keygen(&scratch, "deploy-web1"),
