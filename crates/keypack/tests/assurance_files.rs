@@ -271,12 +271,9 @@ fn assurance_build_refuses_a_world_listable_output_folder() {
     );
 }
 
-/// A key taken out of the bundle by a keys-only rebuild must not stay readable on the image.
-/// Ignored: today it does (see SECURITY.md "Known gaps"): `fat::switch_file` frees the old
-/// bundle's clusters without overwriting them, so alice's key is still in free clusters after
-/// the switch to bob. Run with `--ignored` to check a fix.
+/// A key taken out of the bundle by a keys-only rebuild must not stay readable on the image:
+/// `fat::switch_file` overwrites the old bundle's clusters before freeing them.
 #[test]
-#[ignore = "known gap: a keys-only Ventoy rebuild leaves the old bundle in free clusters"]
 fn assurance_keys_only_rebuild_leaves_no_removed_key_on_the_image() {
     let test = "assurance_keys_only_rebuild_leaves_no_removed_key_on_the_image";
     if !ventoy_prereqs(test) {
