@@ -232,6 +232,11 @@ fn boot_from_an_iso_build_run_ssh_stop() {
     let st: serde_json::Value =
         serde_json::from_str(&env.ok(&["status", "-H", HOST, "--json"])).unwrap();
     assert_eq!(st["running"], true);
+    let text = env.ok(&["status", "-H", HOST]);
+    assert!(
+        text.contains(&format!("cdrom:    {}", b["cdrom"].as_str().unwrap())),
+        "{text}"
+    );
     let pid = st["pid"].as_u64().unwrap();
     let cmdline: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
         .unwrap()

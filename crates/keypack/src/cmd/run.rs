@@ -366,11 +366,17 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
                 match &r.boot {
                     Boot::Disk { image } => println!("  image:    {}", image.display()),
                     Boot::Kernel {
-                        kernel, initrds, ..
+                        kernel,
+                        initrds,
+                        cdrom,
+                        ..
                     } => {
                         println!("  kernel:   {}", kernel.display());
                         for i in initrds {
                             println!("  initrd:   {}", i.display());
+                        }
+                        if let Some(iso) = cdrom {
+                            println!("  cdrom:    {} (read-only)", iso.display());
                         }
                     }
                 }
