@@ -280,54 +280,99 @@ impl PartIo<'_> {
     }
 }
 
+/// Bytes per `copy_file_range` call. Between calls the copied range is handed to writeback,
+/// so the disk writes while the next chunk is copied and the final fsync has little left.
+/// Measured with `benches/ventoy.sh` (1 GiB, ext4 on virtio): 4 MiB beat 2, 8, 16, 32 and 64
+/// MiB and one unchunked call (full build 1.65 s against 1.87–2.33 s; cp+sync 1.48 s).
+pub const COPY_CHUNK: u64 = 4 << 20;
+
+/// Starts writeback of `[off, off+len)` of `file` without waiting for it, and drops pages of
+/// that range that are already clean. `POSIX_FADV_DONTNEED` does both on Linux (it writes
+/// dirty pages with `WB_SYNC_NONE`, then evicts the clean ones); rustix has no
+/// `sync_file_range`, and this needs no `unsafe`. Advisory: errors are ignored.
+pub(crate) fn write_behind(file: &File, off: u64, len: u64) {
+    if let Some(len) = std::num::NonZeroU64::new(len) {
+        let _ = rustix::fs::fadvise(file, off, Some(len), rustix::fs::Advice::DontNeed);
+    }
+}
+
+/// Copies `len` bytes of `src` at `src_off` to `file` at `out_off` with `copy_file_range` (a
+/// read/write fallback where the kernel cannot), in [`COPY_CHUNK`]s: after each chunk the
+/// previous one is handed to writeback and the one before that, written by now, leaves the
+/// page cache. The caller still fsyncs; this only makes that fsync short.
 pub(crate) fn copy_range(
+    src: &File,
+    src_off: u64,
+    file: &File,
+    out_off: u64,
+    len: u64,
+) -> io::Result<()> {
+    let start = out_off;
+    let mut done = 0u64;
+    let mut kicked = 0u64; // [start, start+kicked) was handed to writeback
+    while done < len {
+        let n = (len - done).min(COPY_CHUNK);
+        copy_chunk(src, src_off + done, file, out_off + done, n)?;
+        // Hand the chunk before this one to writeback (the newest stays dirty a little longer,
+        // so the kernel can merge it with the next), and drop the one before that.
+        if done > kicked {
+            write_behind(file, start + kicked, done - kicked);
+            if kicked >= COPY_CHUNK {
+                write_behind(file, start + kicked - COPY_CHUNK, COPY_CHUNK);
+            }
+            kicked = done;
+        }
+        done += n;
+    }
+    write_behind(file, start + kicked, len - kicked);
+    Ok(())
+}
+
+fn copy_chunk(
     src: &File,
     mut src_off: u64,
     file: &File,
     mut out_off: u64,
     len: u64,
 ) -> io::Result<()> {
-    {
-        let mut left = len;
-        while left > 0 {
-            let chunk = left.min(1 << 30) as usize;
-            match rustix::fs::copy_file_range(
-                src,
-                Some(&mut src_off),
-                file,
-                Some(&mut out_off),
-                chunk,
-            ) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the source ended early",
-                    ));
-                }
-                Ok(n) => left -= n as u64,
-                Err(e) if e == rustix::io::Errno::INTR => continue,
-                Err(e)
-                    if [
-                        rustix::io::Errno::XDEV,
-                        rustix::io::Errno::NOSYS,
-                        rustix::io::Errno::INVAL,
-                        rustix::io::Errno::OPNOTSUPP,
-                    ]
-                    .contains(&e) =>
-                {
-                    // Fallback: plain positioned reads and writes.
-                    let mut buf = vec![0u8; 1 << 20];
-                    while left > 0 {
-                        let n = (left as usize).min(buf.len());
-                        src.read_exact_at(&mut buf[..n], src_off)?;
-                        file.write_all_at(&buf[..n], out_off)?;
-                        src_off += n as u64;
-                        out_off += n as u64;
-                        left -= n as u64;
-                    }
-                }
-                Err(e) => return Err(e.into()),
+    let mut left = len;
+    while left > 0 {
+        match rustix::fs::copy_file_range(
+            src,
+            Some(&mut src_off),
+            file,
+            Some(&mut out_off),
+            left as usize,
+        ) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the source ended early",
+                ));
             }
+            Ok(n) => left -= n as u64,
+            Err(e) if e == rustix::io::Errno::INTR => continue,
+            Err(e)
+                if [
+                    rustix::io::Errno::XDEV,
+                    rustix::io::Errno::NOSYS,
+                    rustix::io::Errno::INVAL,
+                    rustix::io::Errno::OPNOTSUPP,
+                ]
+                .contains(&e) =>
+            {
+                // Fallback: plain positioned reads and writes.
+                let mut buf = vec![0u8; 1 << 20];
+                while left > 0 {
+                    let n = (left as usize).min(buf.len());
+                    src.read_exact_at(&mut buf[..n], src_off)?;
+                    file.write_all_at(&buf[..n], out_off)?;
+                    src_off += n as u64;
+                    out_off += n as u64;
+                    left -= n as u64;
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
