@@ -63,7 +63,7 @@ python3 - <<'PY'
 import json
 r = {x['command']: x['mean'] for x in json.load(open('bench.json'))['results']}
 for k, v in r.items():
-    print(f"  {k:32s} {v:6.2f} s")
+    print(f"  {k:32s} {v * 1000:8.1f} ms")
 full, rep = r['full'], r['full over an existing image']
 print("The build fsyncs the image before it replaces the old one (durable); plain cp leaves")
 print("the data in the page cache, so cp+sync is the honest baseline for a durable write.")
