@@ -209,8 +209,11 @@ impl Pcscd {
     }
 }
 
+/// Beside pcscd's own socket folder in `/run` (root-only), not in the shared temp folder, where
+/// another user could plant a symlink for this root-run harness to write through. Writing it is
+/// best effort: without root there is no test pcscd to record.
 fn pid_file() -> PathBuf {
-    std::env::temp_dir().join("keypack-test-pcscd.pid")
+    PathBuf::from("/run/keypack-test-pcscd.pid")
 }
 
 /// A test run that was killed (SIGKILL, timeout) cannot drop its [`Pcscd`]; the next run
