@@ -31,6 +31,14 @@ for tool in ssh-keygen sops tar; do
   command -v "$tool" >/dev/null || { echo "demo: $tool is not installed (scripts/bootstrap installs it)" >&2; exit 1; }
 done
 
+cat <<'EOF_INTRO'
+keypack demo: a throwaway keys repository (a new age key, ed25519 keys encrypted by the real
+sops), then keypack verifies, packs and inspects the keys and, with the test guest, builds an
+extra initrd, boots it in QEMU (software emulation), connects over SSH with the packed host key
+pinned, and stops the VM. About 1 minute without the boot, 2-4 minutes with it (the first run
+also downloads a Debian kernel package). Nothing here touches real keys.
+EOF_INTRO
+
 DEMO_DIR="$(mktemp -d "${TMPDIR:-/tmp}/keypack-demo.XXXXXX")"
 chmod 700 "$DEMO_DIR"
 if [ "${KEYPACK_DEMO_KEEP:-}" = 1 ]; then
@@ -135,6 +143,8 @@ if [ -n "${KEYPACK_GUEST_TOOL:-}" ]; then
   served="$("$KEYPACK" ssh -H web1 -i "$CLIENT_KEY" -- cat /etc/ssh/ssh_host_ed25519_key.pub)"
   echo "the guest serves: $served"
   packed="$(tar -xzOf "$BUNDLE" etc/ssh/ssh_host_ed25519_key.pub)"
+  echo "fingerprint served: $(echo "$served" | ssh-keygen -lf - | awk '{print $2}')"
+  echo "fingerprint packed: $(echo "$packed" | ssh-keygen -lf - | awk '{print $2}')"
   if [ "$(echo "$served" | awk '{print $1, $2}')" != "$(echo "$packed" | awk '{print $1, $2}')" ]; then
     echo "demo: FAILED: the guest serves another host key" >&2
     exit 1
@@ -151,3 +161,14 @@ fi
 
 step "done"
 echo "keypack decrypted 4 keys with one identity batch, packed them into $(wc -c <"$BUNDLE") bytes and checked them."
+if [ -n "${KEYPACK_GUEST_TOOL:-}" ]; then
+  echo "It booted them in QEMU, where load-keys installed them, and the guest served exactly the packed host key (pinned ssh)."
+fi
+cat <<'EOF_NEXT'
+
+Next, on your own keys repository (see README.md, "Using it"):
+  keypack doctor -H HOST                  # can your identity (YubiKey) open HOST's files?
+  keypack verify -H HOST -U USER          # decrypt and check, print fingerprints, write nothing
+  keypack build  -H HOST -U USER --iso nixos.iso --ventoy-dir ventoy-1.1.18
+  keypack run    -H HOST --wait-ssh && keypack ssh -H HOST
+EOF_NEXT
