@@ -56,9 +56,14 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
         path.display(),
         entries.len()
     )?;
-    let width = entries.iter().map(|e| e.path.len()).max().unwrap_or(0);
+    // Names come from the archive: escaped, so a crafted name cannot drive the terminal.
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| crate::cmd::escape::field(&e.path))
+        .collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
     let mut problems = Vec::new();
-    for e in &entries {
+    for (e, name) in entries.iter().zip(&names) {
         writeln!(
             out,
             "{}{}  {}:{}  {:>5}  {:width$}  {}",
@@ -67,10 +72,14 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
             e.uid,
             e.gid,
             e.size,
-            e.path,
+            name,
             e.fingerprint.as_deref().unwrap_or("-"),
         )?;
-        problems.extend(e.problems.iter().map(|p| format!("{}: {p}", e.path)));
+        problems.extend(
+            e.problems
+                .iter()
+                .map(|p| crate::cmd::escape::field(&format!("{name}: {p}"))),
+        );
     }
     problems.extend(archive_problems(&entries));
     problems.sort();

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod doctor;
+pub mod escape;
 pub mod inspect;
 pub mod inspect_image;
 pub mod iso;

@@ -114,6 +114,10 @@ pub struct LogArgs {
     /// Keep printing what the console writes until the VM stops.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Print the console's bytes as they are. Without it, control characters (escape
+    /// sequences from the guest) are shown escaped, so a guest cannot drive your terminal.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// Flags of `keypack ssh`.
@@ -415,13 +419,32 @@ pub fn log(args: LogArgs) -> Result<ExitCode> {
         )
     })?;
     let mut out = std::io::stdout().lock();
-    std::io::copy(&mut file, &mut out)?;
-    out.flush()?;
+    let mut escaper = crate::cmd::escape::StreamEscaper::default();
+    let mut emit = |out: &mut std::io::StdoutLock<'_>, bytes: &[u8]| -> std::io::Result<()> {
+        if args.raw {
+            out.write_all(bytes)
+        } else {
+            out.write_all(escaper.feed(bytes).as_bytes())
+        }
+    };
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        emit(&mut out, &buf[..n])?;
+        pos += n as u64;
+    }
     if !args.follow {
+        if !args.raw {
+            out.write_all(escaper.finish().as_bytes())?;
+        }
+        out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut pos = file.stream_position()?;
-    let mut buf = vec![0u8; 64 * 1024];
+    out.flush()?;
     loop {
         let running = matches!(vm.status()?, Status::Running { .. });
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -436,13 +459,17 @@ pub fn log(args: LogArgs) -> Result<ExitCode> {
             if n == 0 {
                 break;
             }
-            out.write_all(&buf[..n])?;
+            emit(&mut out, &buf[..n])?;
             pos += n as u64;
         }
-        out.flush()?;
         if !running {
+            if !args.raw {
+                out.write_all(escaper.finish().as_bytes())?;
+            }
+            out.flush()?;
             return Ok(ExitCode::SUCCESS);
         }
+        out.flush()?;
         std::thread::sleep(Duration::from_millis(200));
     }
 }
