@@ -36,10 +36,48 @@ fn as_user(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// The keypack binary and the test identity where the "same user" can reach them. As root the
+/// checkout may sit in root's 0700 home, which `nobody` cannot enter: copy both into a 0755
+/// folder of their own (the identity owned by `nobody`, 0600).
+struct Reachable {
+    _dir: Option<tempfile::TempDir>,
+    keypack: std::path::PathBuf,
+    identity: std::path::PathBuf,
+}
+
+fn reachable() -> Reachable {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((u, g)) = same_user() else {
+        return Reachable {
+            _dir: None,
+            keypack: KEYPACK.into(),
+            identity: AGE_KEY.into(),
+        };
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("keypack-same-user")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let keypack = dir.path().join("keypack");
+    std::fs::copy(KEYPACK, &keypack).expect("copy keypack");
+    std::fs::set_permissions(&keypack, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let identity = dir.path().join("age-key.txt");
+    std::fs::copy(AGE_KEY, &identity).expect("copy the test identity");
+    std::os::unix::fs::chown(&identity, Some(u), Some(g)).unwrap();
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Reachable {
+        _dir: Some(dir),
+        keypack,
+        identity,
+    }
+}
+
 /// Starts `keypack pack -o -` with the hook; returns the child, its pid and the hook line.
-fn start_paused(repo: &Repo) -> (Child, u32, String) {
+fn start_paused(repo: &Repo, bin: &Reachable) -> (Child, u32, String) {
     let root = repo.root();
-    let mut cmd = repo.command(&[
+    let mut cmd = Command::new(&bin.keypack);
+    cmd.args([
         "pack",
         "-H",
         "web1",
@@ -48,10 +86,15 @@ fn start_paused(repo: &Repo) -> (Child, u32, String) {
         "--keys-repo",
         root.to_str().unwrap(),
         "-i",
-        AGE_KEY,
+        bin.identity.to_str().unwrap(),
         "-o",
         "-",
-    ]);
+    ])
+    .env_clear()
+    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    .env("HOME", repo.tmp.path().join("home"))
+    .current_dir(repo.tmp.path())
+    .stdin(Stdio::null());
     cmd.env("KEYPACK_TEST_HOOK", "pause")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -155,7 +198,8 @@ fn assurance_process_not_dumpable_and_core_limit_0_while_secrets_live() {
         return;
     }
     let repo = repo_for_same_user();
-    let (child, pid, line) = start_paused(&repo);
+    let bin = reachable();
+    let (child, pid, line) = start_paused(&repo, &bin);
     eprintln!("{line}");
     assert_eq!(field(&line, "dumpable"), "0", "{line}");
     assert_eq!(field(&line, "core"), "0/0", "{line}");
@@ -197,7 +241,8 @@ fn assurance_process_same_user_cannot_ptrace_or_read_memory_while_secrets_live()
     }
 
     let repo = repo_for_same_user();
-    let (child, pid, line) = start_paused(&repo);
+    let bin = reachable();
+    let (child, pid, line) = start_paused(&repo, &bin);
     let attach = try_as_same_user(pid, Probe::Attach);
     let mem = try_as_same_user(pid, Probe::OpenMem);
     let environ = try_as_same_user(pid, Probe::OpenEnviron);
