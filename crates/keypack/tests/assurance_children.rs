@@ -129,7 +129,12 @@ fn observe(mut cmd: Command, limit: Duration) -> (std::process::Output, Seen) {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = Command::new("kill").arg(pid.to_string()).status();
+        if let Some(pid) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
     });
     let out = child.wait_with_output().unwrap();
     stop.store(true, Ordering::Relaxed);

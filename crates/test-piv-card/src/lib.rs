@@ -240,7 +240,14 @@ fn reap_stale_test_pcscd() {
         .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() == "keypack-vpcd")))
         .unwrap_or(true);
     if ours {
-        let _ = Command::new("kill").arg(pid).status();
+        if let Some(pid) = pid
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     let _ = std::fs::remove_file(pid_file());
