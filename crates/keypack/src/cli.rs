@@ -54,6 +54,10 @@ pub enum Command {
     Log(cmd::run::LogArgs),
     /// SSH into a host's VM with the packed host key pinned.
     Ssh(cmd::run::SshArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::shell::CompletionsArgs),
+    /// Write man pages for keypack and every verb into a folder.
+    Man(cmd::shell::ManArgs),
 }
 
 /// The full command, with the media plugins' flags added to `build` and `rebuild`.

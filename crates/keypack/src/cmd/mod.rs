@@ -9,6 +9,7 @@ pub mod iso;
 pub mod media;
 pub mod pack;
 pub mod run;
+pub mod shell;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub fn dispatch(matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Status(args) => run::status(args),
         Command::Log(args) => run::log(args),
         Command::Ssh(args) => run::ssh(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     }
 }
 
