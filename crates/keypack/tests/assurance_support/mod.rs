@@ -404,9 +404,88 @@ impl Isolated {
         self.root.join("out")
     }
 
+    /// Where a namespaced run leaves a copy of what it wrote to `/tmp`, `/var/tmp` and
+    /// `/dev/shm` (see [`Isolated::keypack`]).
+    pub fn world(&self) -> PathBuf {
+        self.root.join("world")
+    }
+
     /// `keypack ARGS` (through `sh -c 'umask 000; exec …'` when `umask0`) with a clean
     /// environment pointing every conventional folder into the tree, `PATH` = `path`.
+    ///
+    /// As root, keypack runs in a private mount namespace whose `/tmp`, `/var/tmp` and
+    /// `/dev/shm` are fresh, empty tmpfs mounts (the test tree, which lives under `/tmp`, is
+    /// bound back into place). When keypack exits, everything written there is copied into
+    /// [`Isolated::world`], so the tree scan sees every file a child or library put into the
+    /// machine-wide temp folders, whatever its mtime or size, and nothing else on the machine
+    /// is read.
     pub fn keypack(&self, args: &[&str], path: &std::ffi::OsStr, umask0: bool) -> Command {
+        if is_root() {
+            return self.keypack_namespaced(args, path, umask0);
+        }
+        self.keypack_plain(args, path, umask0)
+    }
+
+    fn keypack_namespaced(&self, args: &[&str], path: &std::ffi::OsStr, umask0: bool) -> Command {
+        // The top folder under /tmp that holds the test tree (tempfile's folder).
+        let tree = match self.root.strip_prefix("/tmp") {
+            Ok(rest) => rest
+                .components()
+                .next()
+                .map(|c| Path::new("/tmp").join(c))
+                .expect("a folder below /tmp"),
+            Err(_) => self.root.clone(),
+        };
+        std::fs::create_dir_all(self.world()).unwrap();
+        const SCRIPT: &str = r#"set -eu
+tree="$1"; world="$2"; umask0="$3"; shift 3
+kp_path="$PATH"; PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t tmpfs -o mode=0700 keypack-test-handle /mnt
+mkdir /mnt/tree
+mount --bind "$tree" /mnt/tree
+for d in /tmp /var/tmp /dev/shm; do mount -t tmpfs -o mode=1777 keypack-test-world "$d"; done
+mkdir -p "$tree"
+mount --bind /mnt/tree "$tree"
+rc=0
+if [ "$umask0" = 1 ]; then (umask 000; PATH="$kp_path"; exec "$@") || rc=$?; else (PATH="$kp_path"; exec "$@") || rc=$?; fi
+for d in tmp var/tmp dev/shm; do
+  mkdir -p "$world/$d"
+  for f in "/$d"/* "/$d"/.[!.]* "/$d"/..?*; do
+    [ -e "$f" ] || [ -L "$f" ] || continue
+    [ "$f" = "$tree" ] && continue
+    cp -a "$f" "$world/$d/"
+  done
+done
+exit "$rc"
+"#;
+        let inner = self.keypack_plain(args, path, false);
+        let mut cmd = Command::new("/usr/bin/unshare");
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            SCRIPT,
+            "sh",
+        ])
+        .arg(&tree)
+        .arg(self.world())
+        .arg(if umask0 { "1" } else { "0" })
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear()
+        .current_dir(&self.root)
+        .stdin(std::process::Stdio::null());
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd
+    }
+
+    fn keypack_plain(&self, args: &[&str], path: &std::ffi::OsStr, umask0: bool) -> Command {
         let mut cmd = if umask0 {
             let mut c = Command::new("sh");
             c.args(["-c", "umask 000; exec \"$0\" \"$@\"", KEYPACK]);
