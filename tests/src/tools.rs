@@ -85,3 +85,12 @@ pub fn cargo_bin(package: &str, bin: &str, profile: &str) -> Result<PathBuf> {
     let dir = if profile == "dev" { "debug" } else { profile };
     Ok(target.join(dir).join(bin))
 }
+
+/// Sends `signal` to `pid` directly (no `kill` program: minimal systems have none).
+pub fn signal_pid(pid: u32, signal: rustix::process::Signal) -> std::io::Result<()> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| std::io::Error::other("not a pid"))?;
+    rustix::process::kill_process(pid, signal).map_err(std::io::Error::from)
+}

@@ -75,18 +75,9 @@ impl Drop for Env {
     /// A failed assertion must not leave a VM running.
     fn drop(&mut self) {
         for pid in qemu_pids(&self.host_state().join("qemu.pid")) {
-            let _ = signal_pid(pid, rustix::process::Signal::KILL);
+            let _ = keypack_e2e::tools::signal_pid(pid, rustix::process::Signal::KILL);
         }
     }
-}
-
-/// Sends `signal` to `pid` directly (no `kill` program: minimal systems have none).
-fn signal_pid(pid: u32, signal: rustix::process::Signal) -> std::io::Result<()> {
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-        .ok_or_else(|| std::io::Error::other("not a pid"))?;
-    rustix::process::kill_process(pid, signal).map_err(std::io::Error::from)
 }
 
 fn sh(cmd: &mut Command) -> String {
@@ -352,7 +343,7 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     assert_eq!(qemu_pids(&env.host_state().join("qemu.pid")), vec![pid]);
 
     // QEMU killed behind keypack's back: status tells the truth, run recovers.
-    signal_pid(pid, rustix::process::Signal::KILL).expect("kill -9 QEMU");
+    keypack_e2e::tools::signal_pid(pid, rustix::process::Signal::KILL).expect("kill -9 QEMU");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !qemu_pids(&env.host_state().join("qemu.pid")).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

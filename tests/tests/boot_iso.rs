@@ -55,15 +55,6 @@ impl Env {
     }
 }
 
-/// Sends `signal` to `pid` directly (no `kill` program: minimal systems have none).
-fn signal_pid(pid: u32, signal: rustix::process::Signal) -> std::io::Result<()> {
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-        .ok_or_else(|| std::io::Error::other("not a pid"))?;
-    rustix::process::kill_process(pid, signal).map_err(std::io::Error::from)
-}
-
 impl Drop for Env {
     /// A failed assertion must not leave a VM running.
     fn drop(&mut self) {
@@ -73,7 +64,7 @@ impl Drop for Env {
             if String::from_utf8_lossy(&cmdline).contains(&*self.dir.path().to_string_lossy())
                 && let Ok(pid) = pid.parse::<u32>()
             {
-                let _ = signal_pid(pid, rustix::process::Signal::KILL);
+                let _ = keypack_e2e::tools::signal_pid(pid, rustix::process::Signal::KILL);
             }
         }
     }
