@@ -40,6 +40,15 @@ pub enum FsError {
         /// The entry shown to the operator.
         path: String,
     },
+    /// The file has more than one hard link: its contents may be another file of the medium
+    /// (or of the initrd), so it is refused.
+    #[error("{path}: has {links} hard links, refusing a hard-linked key file")]
+    HardLinked {
+        /// The entry shown to the operator.
+        path: String,
+        /// Its link count.
+        links: u64,
+    },
     /// The file is larger than any key file can be.
     #[error("{path}: {size} bytes, larger than the {limit}-byte limit for a key file")]
     TooLarge {
@@ -223,7 +232,8 @@ fn set_owner_mode(
 
 /// Reads the regular file `dir/name` without following a symlink, refusing anything larger than
 /// [`MAX_KEY_FILE_SIZE`]. `Ok(None)` if it is absent. FIFOs and device nodes are refused before
-/// they are opened (an `lstat` first, then `fstat` on the opened fd must show the same inode).
+/// they are opened (an `lstat` first, then `fstat` on the opened fd must show the same inode), and
+/// so is a file with more than one hard link (`st_nlink != 1`).
 pub fn read_key_file(
     dir: BorrowedFd<'_>,
     name: &str,
@@ -247,6 +257,12 @@ pub fn read_key_file(
             });
         }
     }
+    if before.st_nlink != 1 {
+        return Err(FsError::HardLinked {
+            path: shown.to_owned(),
+            links: before.st_nlink as u64,
+        });
+    }
     let too_large = |size: u64| FsError::TooLarge {
         path: shown.to_owned(),
         size,
@@ -263,9 +279,18 @@ pub fn read_key_file(
     )
     .map_err(|e| explain(dir, name, shown, e, false))?;
     let st = fs::fstat(&fd).map_err(|e| io_err(shown, "stat", e))?;
-    if file_type(&st) != FileType::RegularFile || st.st_ino != before.st_ino {
+    if file_type(&st) != FileType::RegularFile
+        || st.st_ino != before.st_ino
+        || st.st_dev != before.st_dev
+    {
         return Err(FsError::NotRegular {
             path: shown.to_owned(),
+        });
+    }
+    if st.st_nlink != 1 {
+        return Err(FsError::HardLinked {
+            path: shown.to_owned(),
+            links: st.st_nlink as u64,
         });
     }
     // Pre-sized so reading never reallocates and leaves an unzeroized copy behind.

@@ -9,8 +9,10 @@
 //!
 //! What it does **not** do: decrypt anything (the bundle holds plain keys by design, on a medium
 //! the operator controls); trust anything about the archive — not its modes, owners, file types,
-//! sizes or names; follow a symlink in the source, the target, the stage folder or a home; create
-//! home folders; talk to NSS (users come from `/etc/passwd`).
+//! sizes, names, link counts or contents (a hard-linked file is refused; a private key must be
+//! an unencrypted OpenSSH ed25519 key and its `.pub` the same key, see [`keycheck`]); follow a
+//! symlink in the source, the target, the stage folder or a home; create home folders; talk to
+//! NSS (users come from `/etc/passwd`).
 //!
 //! Why a Rust binary rather than the seed's shell snippet: the source is user-supplied and the
 //! target root-owned, so every open must be `openat` + `O_NOFOLLOW` relative to a folder fd, and
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fsx;
+pub mod keycheck;
 pub mod stage1;
 pub mod stage2;
 

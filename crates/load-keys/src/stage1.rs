@@ -16,6 +16,7 @@ use keypack_layout::{
 use zeroize::Zeroizing;
 
 use crate::fsx::{self, Existing, FsError, Owner};
+use crate::keycheck;
 use crate::{error, info, warn};
 
 /// The seed's first console line.
@@ -115,6 +116,7 @@ impl Stage1 {
                 }
             }
         }
+        refused += check_contents(&mut injected);
         Ok((injected, refused))
     }
 
@@ -253,6 +255,37 @@ impl Stage1 {
         }
         problems
     }
+}
+
+/// Drops every key whose private file is not an OpenSSH ed25519 private key or whose `.pub` is
+/// not its public key (both files of the key are dropped). Returns the number of files dropped.
+fn check_contents(injected: &mut Vec<Injected>) -> usize {
+    let mut bad: Vec<String> = Vec::new();
+    for item in injected.iter().filter(|i| !i.file.public) {
+        let pub_path = format!("{}.pub", item.path);
+        let public = injected.iter().find(|i| i.path == pub_path);
+        if let Err(e) = keycheck::check_pair(Some(&item.data), public.map(|p| &p.data[..])) {
+            error(&format!(
+                "refusing injected key /{} (and its .pub): {e}",
+                item.path
+            ));
+            bad.push(item.path.clone());
+            bad.push(pub_path);
+        }
+    }
+    for item in injected.iter().filter(|i| i.file.public) {
+        let private = item.path.strip_suffix(".pub").unwrap_or(&item.path);
+        if injected.iter().any(|i| i.path == private) {
+            continue;
+        }
+        if let Err(e) = keycheck::check_pair(None, Some(&item.data)) {
+            error(&format!("refusing injected file /{}: {e}", item.path));
+            bad.push(item.path.clone());
+        }
+    }
+    let before = injected.len();
+    injected.retain(|i| !bad.contains(&i.path));
+    before - injected.len()
 }
 
 /// Opens (creating it 0700 root if needed) the stage folder. Its parent (`/run`) is resolved by

@@ -81,11 +81,83 @@ fn fixture() -> Fx {
     }
 }
 
+fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// The public key blob of the fake key `label` (a well-formed ed25519 blob, derived from it).
+fn pub_blob(label: &str) -> Vec<u8> {
+    let pk: Vec<u8> = (0..32u8)
+        .map(|i| label.as_bytes()[i as usize % label.len()] ^ i)
+        .collect();
+    let mut blob = Vec::new();
+    ssh_string(&mut blob, b"ssh-ed25519");
+    ssh_string(&mut blob, &pk);
+    blob
+}
+
+/// A well-formed unencrypted openssh-key-v1 ed25519 private key whose public half is `blob`
+/// (the secret half is not real: load-keys checks structure and consistency, not the curve).
+fn private_for(blob: &[u8], comment: &str) -> String {
+    let pk = &blob[blob.len() - 32..];
+    let mut sk = vec![0x5a; 32];
+    sk.extend_from_slice(pk);
+    let mut private = Vec::new();
+    private.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    private.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    ssh_string(&mut private, b"ssh-ed25519");
+    ssh_string(&mut private, pk);
+    ssh_string(&mut private, &sk);
+    ssh_string(&mut private, comment.as_bytes());
+    let mut pad = 1u8;
+    while private.len() % 8 != 0 {
+        private.push(pad);
+        pad += 1;
+    }
+    let mut raw = b"openssh-key-v1\0".to_vec();
+    ssh_string(&mut raw, b"none");
+    ssh_string(&mut raw, b"none");
+    ssh_string(&mut raw, b"");
+    raw.extend_from_slice(&1u32.to_be_bytes());
+    ssh_string(&mut raw, blob);
+    ssh_string(&mut raw, &private);
+    let text = b64(&raw);
+    let mut out = String::from("-----BEGIN OPENSSH PRIVATE KEY-----\n");
+    for line in text.as_bytes().chunks(70) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END OPENSSH PRIVATE KEY-----\n");
+    out
+}
+
 fn key(label: &str, public: bool) -> String {
     if public {
-        format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{label} {label}\n")
+        format!("ssh-ed25519 {} {label}\n", b64(&pub_blob(label)))
     } else {
-        format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{label}\n-----END OPENSSH PRIVATE KEY-----\n")
+        private_for(&pub_blob(label), label)
     }
 }
 
@@ -563,7 +635,7 @@ fn oversized_and_special_files_are_refused() {
     let fx = fixture();
     put(&fx.src, HOST, &"A".repeat(MAX + 1), 0o600);
     put(&fx.src, &format!("{HOST}.pub"), &key("host", true), 0o644);
-    put(&fx.src, DEPLOY, &"B".repeat(MAX), 0o600); // exactly at the limit: accepted
+    put(&fx.src, DEPLOY, &"B".repeat(MAX), 0o600); // at the limit: read, then refused as no key
     fs::create_dir_all(fx.src.join("users/alice/.ssh")).unwrap();
     let fifo = fx.src.join(user_rel("alice"));
     let made = Command::new("mkfifo").arg(&fifo).status();
@@ -585,7 +657,17 @@ fn oversized_and_special_files_are_refused() {
         0o644,
         0,
     );
-    assert_eq!(fs::read(fx.tgt.join(DEPLOY)).unwrap().len(), MAX);
+    assert!(
+        !stderr.contains(&format!("{DEPLOY}: {MAX} bytes")),
+        "a file at the limit is read: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "refusing injected key /{DEPLOY} (and its .pub): not an unencrypted OpenSSH ed25519 private key"
+        )),
+        "{stderr}"
+    );
+    assert!(!fx.tgt.join(DEPLOY).exists(), "garbage deploy key copied");
     if made.map(|s| s.success()).unwrap_or(false) {
         assert!(
             stderr.contains("users/alice/.ssh/id_ed25519: is not a regular file"),

@@ -111,13 +111,25 @@ fn static_build_runs_in_an_empty_root() {
     fs::create_dir_all(root.join("users/alice/.ssh")).unwrap();
     fs::create_dir_all(root.join("sysroot")).unwrap();
     fs::create_dir_all(root.join("run")).unwrap();
-    fs::write(root.join("etc/ssh/ssh_host_ed25519_key"), "host-private\n").unwrap();
-    fs::write(
-        root.join("etc/ssh/ssh_host_ed25519_key.pub"),
-        "host-public\n",
-    )
-    .unwrap();
-    fs::write(root.join("users/alice/.ssh/id_ed25519"), "alice-private\n").unwrap();
+    // Real keys: load-keys checks that the private key is an OpenSSH ed25519 key and the .pub
+    // its public key.
+    for (rel, comment) in [
+        ("etc/ssh/ssh_host_ed25519_key", "host"),
+        ("users/alice/.ssh/id_ed25519", "alice"),
+    ] {
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(root.join(rel))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !made {
+            return skip(NAME, "no ssh-keygen");
+        }
+    }
+    fs::remove_file(root.join("users/alice/.ssh/id_ed25519.pub")).unwrap();
+    let host_private = fs::read(root.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+    let alice_private = fs::read(root.join("users/alice/.ssh/id_ed25519")).unwrap();
     let out = Command::new("chroot")
         .arg(root)
         .args(["/load-keys", "/", "/sysroot"])
@@ -132,13 +144,13 @@ fn static_build_runs_in_an_empty_root() {
     assert!(stdout.starts_with("=== Stage 1: Loading SSH keys (Ventoy) ===\nFound Ventoy-injected keys, copying to target...\n"));
     assert!(stdout.ends_with("=== Stage 1: Key loading complete ===\n"));
     let key = root.join("sysroot/etc/ssh/ssh_host_ed25519_key");
-    assert_eq!(fs::read_to_string(&key).unwrap(), "host-private\n");
+    assert_eq!(fs::read(&key).unwrap(), host_private);
     assert_eq!(
         fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
     );
     assert_eq!(
-        fs::read_to_string(root.join("run/keypack/users/alice/id_ed25519")).unwrap(),
-        "alice-private\n"
+        fs::read(root.join("run/keypack/users/alice/id_ed25519")).unwrap(),
+        alice_private
     );
 }
