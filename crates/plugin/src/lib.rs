@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod boot;
+pub mod child;
 mod error;
 mod medium;
 pub mod output;

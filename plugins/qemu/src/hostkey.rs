@@ -2,7 +2,7 @@
 //! serves (`ssh-keyscan`), so a mismatch is refused with both fingerprints before `ssh` runs.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use ssh_key::{HashAlg, PublicKey};
@@ -60,7 +60,8 @@ pub fn banner(port: u16, timeout: Duration) -> bool {
 /// The ed25519 host key the SSH server on 127.0.0.1:`port` presents, or `None` when nothing
 /// answered within `timeout`.
 pub fn scan(port: u16, timeout: Duration) -> Result<Option<String>, QemuError> {
-    let out = Command::new("ssh-keyscan")
+    // Absolute PATH entries only, and a scrubbed environment (keypack_plugin::child).
+    let out = keypack_plugin::child::command_for("ssh-keyscan", &[])
         .args(["-T", &timeout.as_secs().max(1).to_string()])
         .args(["-t", "ed25519", "-p", &port.to_string(), "127.0.0.1"])
         .stdin(Stdio::null())

@@ -78,12 +78,14 @@ impl Default for Options {
     }
 }
 
-/// `$KEYPACK_QEMU` or `qemu-system-x86_64`.
+/// `$KEYPACK_QEMU` or `qemu-system-x86_64`, resolved over absolute `PATH` entries only (never
+/// the working directory); the bare name when not found (spawning it then fails).
 pub fn default_qemu() -> PathBuf {
-    std::env::var_os("KEYPACK_QEMU")
+    let name = std::env::var_os("KEYPACK_QEMU")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| "qemu-system-x86_64".into())
+        .unwrap_or_else(|| "qemu-system-x86_64".into());
+    keypack_plugin::child::find_program(&name).unwrap_or(name)
 }
 
 /// What `keypack run` started, stored as `run.json`. Holds no secret.
@@ -627,23 +629,10 @@ fn need_file(what: &'static str, path: &Path) -> Result<(), QemuError> {
 }
 
 /// A QEMU command with a scrubbed environment: only what QEMU needs, so no variable holding
-/// a secret (`SOPS_AGE_KEY`, …) ever reaches it.
+/// a secret (`SOPS_AGE_KEY`, …) ever reaches it. `qemu` is resolved over absolute `PATH`
+/// entries only: a relative or `.` entry never runs `./qemu-system-x86_64`.
 pub fn qemu_command(qemu: &Path) -> Command {
-    let mut cmd = Command::new(qemu);
-    cmd.env_clear();
-    for var in [
-        "PATH",
-        "HOME",
-        "LANG",
-        "LC_ALL",
-        "TMPDIR",
-        "XDG_RUNTIME_DIR",
-    ] {
-        if let Some(v) = std::env::var_os(var) {
-            cmd.env(var, v);
-        }
-    }
-    cmd
+    keypack_plugin::child::command_for(qemu, &[])
 }
 
 /// Whether `pid` is a live (non-zombie) QEMU started with this pidfile.

@@ -18,7 +18,7 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 
 use anyhow::Result;
 use keypack_identity::{AgeFile, IdentitySet};
@@ -102,7 +102,7 @@ pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
     let plugin = which("age-plugin-yubikey");
     match &plugin {
         Some(path) => {
-            let version = Command::new(path)
+            let version = keypack_plugin::child::command(path, keypack_plugin::child::PCSC_ENV)
                 .arg("--version")
                 .stdin(Stdio::null())
                 .stderr(Stdio::null())
@@ -262,15 +262,7 @@ fn tool(r: &mut Report, names: &[&str], what: &str, fix: &str) {
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .filter(|d| d.is_absolute())
-        .map(|d| d.join(name))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    keypack_plugin::child::find_program(name)
 }
 
 const PCSCD_FIX: &str =
@@ -338,7 +330,7 @@ fn list_yubikeys(r: &mut Report, plugin: Option<&Path>) -> Option<Vec<SeenKey>> 
     }
     r.line(Level::Ok, "pcscd is reachable", None);
     let plugin = plugin?;
-    let out = Command::new(plugin)
+    let out = keypack_plugin::child::command(plugin, keypack_plugin::child::PCSC_ENV)
         .arg("--list-all")
         .stdin(Stdio::null())
         .stderr(Stdio::null())

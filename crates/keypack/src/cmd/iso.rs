@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail};
 use keypack_plugin::output::PendingFile;
@@ -50,7 +50,11 @@ impl IsoSource {
 
 /// Runs `nix build REF --print-out-paths --no-link` and finds the ISO in its output.
 pub fn nix_iso(flake: &str) -> Result<PathBuf> {
-    let out = Command::new("nix")
+    // Absolute PATH entries only (never `./nix`), and a scrubbed environment.
+    let nix = keypack_plugin::child::find_program("nix")
+        .ok_or_else(|| keypack_plugin::child::not_found("nix"))
+        .context("running nix build (is Nix installed? or pass --iso FILE)")?;
+    let out = keypack_plugin::child::command(&nix, &[])
         .args(["build", flake, "--print-out-paths", "--no-link"])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())

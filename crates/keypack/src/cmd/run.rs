@@ -523,7 +523,12 @@ pub fn ssh(args: SshArgs) -> Result<ExitCode> {
     if let Some(served) = hostkey::scan(record.ssh_port, Duration::from_secs(10))? {
         hostkey::check(&record.host_public_key, &served)?;
     }
-    let mut cmd = std::process::Command::new("ssh");
+    // Absolute PATH entries only (never `./ssh`), and a scrubbed environment: the agent
+    // socket and TERM for the session, nothing else of ours (keypack_plugin::child).
+    let ssh = keypack_plugin::child::find_program("ssh")
+        .ok_or_else(|| keypack_plugin::child::not_found("ssh"))
+        .context("running ssh (Debian: apt-get install openssh-client)")?;
+    let mut cmd = keypack_plugin::child::command(&ssh, keypack_plugin::child::SSH_ENV);
     cmd.arg("-o")
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
         .args(["-o", "GlobalKnownHostsFile=/dev/null"])
