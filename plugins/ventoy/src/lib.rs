@@ -440,12 +440,28 @@ fn keys_only(output: &Path, archive: &[u8], json_bytes: &[u8]) -> Result<bool, V
     let Ok(found) = layout::check_disk(&file, output) else {
         return Ok(false);
     };
+    // Keys go into this inode: make it private first (through the fd, not the path).
+    make_private(&file, output)?;
     let off = found.data.start * layout::SECTOR;
     // ventoy.json first: it names the archive path, which does not change.
     if fat::switch_file(&file, output, off, JSON_PATH, json_bytes)?.is_none() {
         return Ok(false);
     }
     Ok(fat::switch_file(&file, output, off, ARCHIVE_PATH, archive)?.is_some())
+}
+
+/// Before keys go into an existing regular file: mode 0600 through the open fd (fchmod), so
+/// an image that was 0644 is not left readable by other users. Block devices are left alone.
+pub fn make_private(file: &File, path: &Path) -> Result<(), VentoyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = file
+        .metadata()
+        .map_err(|e| VentoyError::io("reading", path, e))?;
+    if meta.is_file() && meta.permissions().mode() & 0o7777 != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| VentoyError::io("setting the mode of", path, e))?;
+    }
+    Ok(())
 }
 
 fn full_build(

@@ -112,6 +112,7 @@ pub fn update_image(
         .open(image)
         .map_err(|e| VentoyError::io("opening", image, e))?;
     let found = layout::check_disk(&file, image)?;
+    crate::make_private(&file, image)?;
     fat::check_efi(
         &file,
         image,

@@ -226,3 +226,56 @@ fn update_image_refuses_non_ventoy_disks_without_writing() {
         .to_string();
     assert!(e.contains("check 4"), "{e}");
 }
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Keys written into an existing 0644 image (same inode) leave it 0600.
+#[test]
+fn keys_only_rebuild_makes_an_0644_image_private() {
+    use std::os::unix::fs::MetadataExt;
+    let t = private_tmp();
+    let iso = fake_iso(t.path(), "k.iso", 1 << 20);
+    let out = t.path().join("disk.img");
+    let state = t.path().join("state");
+    fs::create_dir(&state).unwrap();
+    chmod(&state, 0o700);
+    let a = args();
+    let opts = |_: &Path| BuildOptions {
+        args: &a,
+        iso: &iso,
+        output: &out,
+        state_dir: Some(&state),
+        seed: Some(4),
+        ignore_cache: false,
+    };
+    build_image(b"first bundle", &opts(&out)).expect("full build");
+    chmod(&out, 0o644);
+    let ino = fs::metadata(&out).unwrap().ino();
+    let mode = build_image(b"second bundle", &opts(&out)).expect("keys-only build");
+    assert!(
+        matches!(mode, keypack_media_ventoy::BuildMode::KeysOnly),
+        "expected a keys-only rebuild"
+    );
+    assert_eq!(fs::metadata(&out).unwrap().ino(), ino, "same inode");
+    assert_eq!(mode_of(&out), 0o600);
+}
+
+/// `update_image` into an existing 0644 image leaves it 0600.
+#[test]
+fn update_image_makes_an_0644_image_private() {
+    let t = private_tmp();
+    let iso = fake_iso(t.path(), "k.iso", 1 << 20);
+    let out = t.path().join("disk.img");
+    build(b"first bundle", &iso, &out);
+    chmod(&out, 0o644);
+    update_image(&out, &iso, "k.iso", b"second bundle", &settings("k.iso")).expect("update");
+    assert_eq!(mode_of(&out), 0o600);
+}

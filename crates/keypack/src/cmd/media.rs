@@ -77,6 +77,15 @@ fn update(args: MediaUpdateArgs) -> Result<ExitCode> {
         }
     }
     if let Some(image) = &args.image {
+        // A regular image file gets keys: same private-folder rule as `pack -o`/`build -o`
+        // (block devices are exempt).
+        let is_file = std::fs::metadata(image)
+            .with_context(|| format!("--image {}", image.display()))?
+            .is_file();
+        if is_file {
+            keypack_plugin::output::check_private_output_folder(image)
+                .with_context(|| format!("--image {}", image.display()))?;
+        }
         ventoy::inspect(image)?;
     }
     let iso = args.source.resolve()?;
