@@ -50,7 +50,7 @@ impl Case {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let out = self
             .env
-            .keypack(&args, &path, true)
+            .keypack_private_tmp(&args, &path, true)
             .output()
             .expect("keypack runs");
         assert!(out.status.success(), "keypack {verb}: {}", stderr(&out));
@@ -271,7 +271,11 @@ fn assurance_build_refuses_a_world_listable_output_folder() {
         out.to_str().unwrap(),
     ];
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let res = c.env.keypack(&args, &path, true).output().unwrap();
+    let res = c
+        .env
+        .keypack_private_tmp(&args, &path, true)
+        .output()
+        .unwrap();
     assert!(!res.status.success(), "a 0755 output folder was accepted");
     assert!(stderr(&res).contains("other users"), "{}", stderr(&res));
     assert!(

@@ -410,20 +410,23 @@ impl Isolated {
         self.root.join("world")
     }
 
-    /// `keypack ARGS` (through `sh -c 'umask 000; exec …'` when `umask0`) with a clean
-    /// environment pointing every conventional folder into the tree, `PATH` = `path`.
-    ///
-    /// As root, keypack runs in a private mount namespace whose `/tmp`, `/var/tmp` and
+    /// [`Isolated::keypack`], and as root in a private mount namespace: keypack runs in a private mount namespace whose `/tmp`, `/var/tmp` and
     /// `/dev/shm` are fresh, empty tmpfs mounts (the test tree, which lives under `/tmp`, is
     /// bound back into place). When keypack exits, everything written there is copied into
     /// [`Isolated::world`], so the tree scan sees every file a child or library put into the
     /// machine-wide temp folders, whatever its mtime or size, and nothing else on the machine
-    /// is read.
-    pub fn keypack(&self, args: &[&str], path: &std::ffi::OsStr, umask0: bool) -> Command {
+    /// is read. Every path keypack is given must then lie in the test tree or outside the
+    /// temp folders.
+    pub fn keypack_private_tmp(
+        &self,
+        args: &[&str],
+        path: &std::ffi::OsStr,
+        umask0: bool,
+    ) -> Command {
         if is_root() {
             return self.keypack_namespaced(args, path, umask0);
         }
-        self.keypack_plain(args, path, umask0)
+        self.keypack(args, path, umask0)
     }
 
     fn keypack_namespaced(&self, args: &[&str], path: &std::ffi::OsStr, umask0: bool) -> Command {
@@ -458,7 +461,7 @@ for d in tmp var/tmp dev/shm; do
 done
 exit "$rc"
 "#;
-        let inner = self.keypack_plain(args, path, false);
+        let inner = self.keypack(args, path, false);
         let mut cmd = Command::new("/usr/bin/unshare");
         cmd.args([
             "--mount",
@@ -485,7 +488,9 @@ exit "$rc"
         cmd
     }
 
-    fn keypack_plain(&self, args: &[&str], path: &std::ffi::OsStr, umask0: bool) -> Command {
+    /// `keypack ARGS` (through `sh -c 'umask 000; exec …'` when `umask0`) with a clean
+    /// environment pointing every conventional folder into the tree, `PATH` = `path`.
+    pub fn keypack(&self, args: &[&str], path: &std::ffi::OsStr, umask0: bool) -> Command {
         let mut cmd = if umask0 {
             let mut c = Command::new("sh");
             c.args(["-c", "umask 000; exec \"$0\" \"$@\"", KEYPACK]);
