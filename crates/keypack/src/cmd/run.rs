@@ -419,30 +419,10 @@ pub fn log(args: LogArgs) -> Result<ExitCode> {
         )
     })?;
     let mut out = std::io::stdout().lock();
-    let mut escaper = crate::cmd::escape::StreamEscaper::default();
-    let mut emit = |out: &mut std::io::StdoutLock<'_>, bytes: &[u8]| -> std::io::Result<()> {
-        if args.raw {
-            out.write_all(bytes)
-        } else {
-            out.write_all(escaper.feed(bytes).as_bytes())
-        }
-    };
-    let mut pos = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        emit(&mut out, &buf[..n])?;
-        pos += n as u64;
-    }
+    let mut printer = LogPrinter::new(args.raw);
+    let mut pos = printer.copy_rest(&mut file, &mut out)?;
     if !args.follow {
-        if !args.raw {
-            out.write_all(escaper.finish().as_bytes())?;
-        }
-        out.flush()?;
-        return Ok(ExitCode::SUCCESS);
+        return printer.finish(&mut out).map(|()| ExitCode::SUCCESS);
     }
     out.flush()?;
     loop {
@@ -454,23 +434,55 @@ pub fn log(args: LogArgs) -> Result<ExitCode> {
             pos = 0;
         }
         file.seek(SeekFrom::Start(pos))?;
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            emit(&mut out, &buf[..n])?;
-            pos += n as u64;
-        }
+        pos += printer.copy_rest(&mut file, &mut out)?;
         if !running {
-            if !args.raw {
-                out.write_all(escaper.finish().as_bytes())?;
-            }
-            out.flush()?;
-            return Ok(ExitCode::SUCCESS);
+            return printer.finish(&mut out).map(|()| ExitCode::SUCCESS);
         }
         out.flush()?;
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Copies a console log to the terminal, escaped unless `--raw`.
+struct LogPrinter {
+    raw: bool,
+    escaper: crate::cmd::escape::StreamEscaper,
+    buf: Vec<u8>,
+}
+
+impl LogPrinter {
+    fn new(raw: bool) -> LogPrinter {
+        LogPrinter {
+            raw,
+            escaper: Default::default(),
+            buf: vec![0u8; 64 * 1024],
+        }
+    }
+
+    /// Prints what `file` holds from its position to its end; returns how many bytes.
+    fn copy_rest(&mut self, file: &mut std::fs::File, out: &mut impl Write) -> Result<u64> {
+        let mut copied = 0u64;
+        loop {
+            let n = file.read(&mut self.buf)?;
+            if n == 0 {
+                return Ok(copied);
+            }
+            if self.raw {
+                out.write_all(&self.buf[..n])?;
+            } else {
+                out.write_all(self.escaper.feed(&self.buf[..n]).as_bytes())?;
+            }
+            copied += n as u64;
+        }
+    }
+
+    /// Prints an incomplete character left at the end, and flushes.
+    fn finish(&mut self, out: &mut impl Write) -> Result<()> {
+        if !self.raw {
+            out.write_all(self.escaper.finish().as_bytes())?;
+        }
+        out.flush()?;
+        Ok(())
     }
 }
 
