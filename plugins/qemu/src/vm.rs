@@ -278,13 +278,13 @@ impl Vm {
         push(&["-display", "none", "-monitor", "none", "-parallel", "none"]);
         push(&[
             "-chardev",
-            &format!("file,id=serial0,path={}", path(&self.serial_log())),
+            &format!("file,id=serial0,path={}", opt_path(&self.serial_log())),
             "-serial",
             "chardev:serial0",
         ]);
         push(&[
             "-qmp",
-            &format!("unix:{},server=on,wait=off", path(&self.qmp_socket())),
+            &format!("unix:{},server=on,wait=off", opt_path(&self.qmp_socket())),
         ]);
         push(&["-pidfile", &path(&self.pidfile())]);
         // The SSH forward listens on the loopback address only, never on all interfaces.
@@ -302,10 +302,13 @@ impl Vm {
                     "-drive",
                     &format!(
                         "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                        path(&fw.code)
+                        opt_path(&fw.code)
                     ),
                     "-drive",
-                    &format!("if=pflash,format=raw,unit=1,file={}", path(&self.vars())),
+                    &format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        opt_path(&self.vars())
+                    ),
                 ]),
                 None => push(&["-bios", &path(&fw.code)]),
             }
@@ -313,7 +316,7 @@ impl Vm {
         match &desc.boot {
             Boot::Disk { image } => push(&[
                 "-drive",
-                &format!("file={},format=raw,if=virtio", path(image)),
+                &format!("file={},format=raw,if=virtio", opt_path(image)),
             ]),
             Boot::Kernel {
                 kernel,
@@ -335,7 +338,7 @@ impl Vm {
                         "-drive",
                         &format!(
                             "file={},format=raw,if=ide,media=cdrom,readonly=on",
-                            path(iso).replace(',', ",,")
+                            opt_path(iso)
                         ),
                     ]);
                 }
@@ -606,6 +609,13 @@ impl Vm {
     }
 }
 
+/// A path as a value inside a QEMU option string (`-drive file=…`, `-chardev …,path=…`,
+/// `-qmp unix:…`): QEMU splits those at `,`, so a literal comma is doubled. Without this a
+/// path such as `x.img,snapshot=on` would inject options.
+pub fn opt_path(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
 fn need_file(what: &'static str, path: &Path) -> Result<(), QemuError> {
     let hint = if what.starts_with("firmware") {
         "pass an existing --firmware FILE, or drop it to use QEMU's firmware descriptors"
@@ -838,6 +848,31 @@ mod tests {
             .qemu_args(&d, "tcg", Some(&unified), 2200, &Options::default())
             .join(" ");
         assert!(line.contains("-bios /fw/OVMF.fd") && !line.contains("pflash"));
+    }
+
+    #[test]
+    fn commas_in_option_paths_are_doubled() {
+        assert_eq!(
+            opt_path(Path::new("x.img,snapshot=on")),
+            "x.img,,snapshot=on"
+        );
+        assert_eq!(opt_path(Path::new("/plain/x.img")), "/plain/x.img");
+        let vm = Vm::new("web1", Path::new("/st,ate/web1"));
+        let d = desc(Boot::Disk {
+            image: "/i/x.img,snapshot=on".into(),
+        });
+        let fw = Uefi {
+            code: "/fw/CO,DE.fd".into(),
+            vars: Some("/fw/VARS.fd".into()),
+        };
+        let line = vm
+            .qemu_args(&d, "tcg", Some(&fw), 2222, &Options::default())
+            .join(" ");
+        assert!(line.contains("-drive file=/i/x.img,,snapshot=on,format=raw,if=virtio"));
+        assert!(line.contains("path=/st,,ate/web1/serial.log"), "{line}");
+        assert!(line.contains("-qmp unix:/st,,ate/web1/"), "{line}");
+        assert!(line.contains("readonly=on,file=/fw/CO,,DE.fd"));
+        assert!(line.contains("unit=1,file=/st,,ate/web1/OVMF_VARS.fd"));
     }
 
     #[test]
