@@ -2,6 +2,9 @@
 //! (`fuzz/src/lib.rs`, included here), plus the sops test vectors through both sops targets,
 //! on every `cargo test`: a crash the fuzzer once found stays fixed (SECURITY.md "Fuzzing").
 //!
+//! Each target must have at least one input there (seeds are kept alongside crashes), or the
+//! replay fails naming the target.
+//!
 //! To keep a new crash: copy the input from `fuzz/artifacts/<target>/` into
 //! `fuzz/regressions/<target>/` with a name that says what it was.
 
@@ -49,14 +52,24 @@ fn replay(name: &str, target: Target, input: &Path, data: &[u8]) {
 #[test]
 fn assurance_fuzz_regressions_replay() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
-    let mut n = 0;
+    let mut empty = Vec::new();
     for (name, target) in TARGETS {
-        for input in files(&root.join(name)) {
-            replay(name, target, &input, &std::fs::read(&input).unwrap());
-            n += 1;
+        let inputs = files(&root.join(name));
+        for input in &inputs {
+            replay(name, target, input, &std::fs::read(input).unwrap());
+        }
+        eprintln!("{name}: replayed {} regression input(s)", inputs.len());
+        if inputs.is_empty() {
+            empty.push(name);
         }
     }
-    eprintln!("replayed {n} regression input(s)");
+    // A target with no kept input would make this test pass without running it at all.
+    assert!(
+        empty.is_empty(),
+        "fuzz target(s) with no input under {}: {}",
+        root.display(),
+        empty.join(", ")
+    );
 }
 
 /// The sops vectors through the sops targets, with the store byte each extension implies: the
