@@ -465,6 +465,34 @@ fn media_update_image_merges_json_and_refuses_a_non_ventoy_disk() {
     // A file that is not a Ventoy disk is refused before anything is decrypted.
     let plain = s.repo.scratch().join("plain.img");
     std::fs::write(&plain, vec![0u8; 40 << 20]).unwrap();
+    // `media update --image` refuses a folder others can list before looking at the disk.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.repo.scratch(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = s
+        .repo
+        .command(&[
+            "media",
+            "update",
+            "--image",
+            plain.to_str().unwrap(),
+            "-H",
+            "web1",
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            AGE_KEY,
+            "--iso",
+            new_iso.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("can be listed by other users"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::set_permissions(s.repo.scratch(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let out = s
         .repo
         .command(&[
