@@ -37,12 +37,18 @@
             inherit ((lib.importTOML ./Cargo.toml).workspace.package) version;
             src = lib.fileset.toSource {
               root = ./.;
+              # Everything the workspace's builds and tests read: the fuzz target bodies and seeds
+              # (assurance_fuzz_regressions.rs), flake.nix and nix/ (load-keys nix_files.rs).
+              # crates/load-keys/tests/flake_source.rs checks a copy of exactly these paths.
               fileset = lib.fileset.unions [
                 ./Cargo.toml
                 ./Cargo.lock
                 ./crates
                 ./plugins
                 ./tests
+                ./fuzz
+                ./flake.nix
+                ./nix
               ];
             };
             strictDeps = true;
