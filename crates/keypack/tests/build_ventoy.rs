@@ -468,24 +468,26 @@ fn media_update_image_merges_json_and_refuses_a_non_ventoy_disk() {
     // `media update --image` refuses a folder others can list before looking at the disk.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(s.repo.scratch(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = s
-        .repo
-        .command(&[
-            "media",
-            "update",
-            "--image",
-            plain.to_str().unwrap(),
-            "-H",
-            "web1",
-            "--keys-repo",
-            root.to_str().unwrap(),
-            "-i",
-            AGE_KEY,
-            "--iso",
-            new_iso.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let update_plain = || {
+        s.repo
+            .command(&[
+                "media",
+                "update",
+                "--image",
+                plain.to_str().unwrap(),
+                "-H",
+                "web1",
+                "--keys-repo",
+                root.to_str().unwrap(),
+                "-i",
+                AGE_KEY,
+                "--iso",
+                new_iso.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = update_plain();
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("can be listed by other users"),
@@ -493,24 +495,7 @@ fn media_update_image_merges_json_and_refuses_a_non_ventoy_disk() {
         stderr(&out)
     );
     std::fs::set_permissions(s.repo.scratch(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let out = s
-        .repo
-        .command(&[
-            "media",
-            "update",
-            "--image",
-            plain.to_str().unwrap(),
-            "-H",
-            "web1",
-            "--keys-repo",
-            root.to_str().unwrap(),
-            "-i",
-            AGE_KEY,
-            "--iso",
-            new_iso.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = update_plain();
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("is not a Ventoy disk"),
