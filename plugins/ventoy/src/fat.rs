@@ -656,6 +656,195 @@ impl Raw<'_> {
         }
         Ok(None)
     }
+
+    /// Entries of the FAT that stand for data clusters: the cluster count from the boot
+    /// sector, capped by what the FAT holds.
+    fn limit(&self, fat: &[u32]) -> usize {
+        (self.bpb.clusters as usize + 2).min(fat.len())
+    }
+
+    /// Which clusters some directory entry reaches: the root folder's chain, and from every
+    /// folder each entry's chain, recursively into subfolders.
+    ///
+    /// Errs on the side of "reachable", because whatever it misses, [`Raw::wipe_lost`] zeroes:
+    /// long-name slots, deleted entries (`0xE5`), the volume label and `.`/`..` are skipped,
+    /// but entries after a `0x00` slot still count (Linux and `fsck.fat` read past it too).
+    /// Bounded by the cluster count: a chain stops at a cluster already marked (a loop or a
+    /// cross-link), at a free or end value, or at a number beyond the FAT; a folder is read
+    /// once, when its first cluster is first marked. Memory: one flag per cluster plus the
+    /// chains of folders not read yet, together at most the cluster count.
+    fn reachable(&self, fat: &[u32]) -> Result<Vec<bool>, VentoyError> {
+        let limit = self.limit(fat);
+        let mut seen = vec![false; limit];
+        // Marks the chain from `start`; returns the clusters it newly marked.
+        let mark = |seen: &mut [bool], start: u32, keep: bool| -> Vec<u32> {
+            let mut out = Vec::new();
+            let mut c = start;
+            while c >= 2 && (c as usize) < limit && !seen[c as usize] {
+                seen[c as usize] = true;
+                if keep {
+                    out.push(c);
+                }
+                c = fat[c as usize];
+            }
+            out
+        };
+        let mut dirs = vec![mark(&mut seen, self.bpb.root_cluster, true)];
+        let mut buf = vec![0u8; self.bpb.cluster as usize];
+        while let Some(chain) = dirs.pop() {
+            for c in chain {
+                self.rd(self.bpb.cluster_offset(c), &mut buf)?;
+                for e in buf.chunks_exact(32) {
+                    let attr = e[11];
+                    if e[0] == 0
+                        || e[0] == 0xE5
+                        || attr & 0x3F == 0x0F
+                        || attr & 0x08 != 0
+                        || &e[..11] == b".          "
+                        || &e[..11] == b"..         "
+                    {
+                        continue;
+                    }
+                    let hi = u32::from(u16::from_le_bytes([e[20], e[21]]));
+                    let lo = u32::from(u16::from_le_bytes([e[26], e[27]]));
+                    let first = (hi << 16) | lo;
+                    if attr & 0x10 != 0 {
+                        let sub = mark(&mut seen, first, true);
+                        if !sub.is_empty() {
+                            dirs.push(sub);
+                        }
+                    } else {
+                        mark(&mut seen, first, false);
+                    }
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Lost clusters: marked used in the FAT (neither free nor bad) and reachable from no
+    /// directory entry.
+    fn lost(&self, fat: &[u32]) -> Result<Vec<bool>, VentoyError> {
+        let mut lost = self.reachable(fat)?;
+        for (c, flag) in lost.iter_mut().enumerate() {
+            *flag = c >= 2 && !*flag && fat[c] != 0 && fat[c] != BAD_CLUSTER;
+        }
+        Ok(lost)
+    }
+
+    /// Zeroes every lost cluster, syncs, then frees them in every FAT copy and syncs again;
+    /// returns how many there were and updates `fat`.
+    ///
+    /// Why: a switch interrupted after its directory-entry write leaves the previous bundle's
+    /// clusters allocated and unreachable. No later switch would ever look at them again, so a
+    /// key removed from the bundle would stay on the stick for good. Zeroes first: a crash
+    /// between the two steps leaves zeroed clusters still lost (found and freed next time);
+    /// freeing first could leave the old key in free space, where nothing finds it.
+    fn wipe_lost(&self, fat: &mut [u32]) -> Result<u64, VentoyError> {
+        let lost = self.lost(fat)?;
+        let count = lost.iter().filter(|&&l| l).count() as u64;
+        if count == 0 {
+            return Ok(0);
+        }
+        // Zero runs of adjacent clusters, up to 1 MiB per write.
+        let cs = self.bpb.cluster;
+        let per_write = ((1u64 << 20) / cs).max(1) as usize;
+        let zeros = vec![0u8; per_write * cs as usize];
+        let mut c = 2;
+        while c < lost.len() {
+            if !lost[c] {
+                c += 1;
+                continue;
+            }
+            let mut n = 1;
+            while n < per_write && c + n < lost.len() && lost[c + n] {
+                n += 1;
+            }
+            self.wr(self.bpb.cluster_offset(c as u32), &zeros[..n * cs as usize])?;
+            c += n;
+        }
+        self.sync()?;
+        let frees: Vec<(u32, u32)> = (2..lost.len())
+            .filter(|&c| lost[c])
+            .map(|c| (c as u32, 0))
+            .collect();
+        self.set_fat(fat, &frees)?;
+        for &(c, _) in &frees {
+            fat[c as usize] = 0;
+        }
+        self.write_fsinfo(fat)?;
+        self.sync()?;
+        Ok(count)
+    }
+
+    /// FSInfo: the exact free count and the next free cluster, as `fsck.fat` expects them.
+    fn write_fsinfo(&self, fat: &[u32]) -> Result<(), VentoyError> {
+        let limit = self.limit(fat);
+        let free_count = fat[2..limit].iter().filter(|&&v| v == 0).count() as u32;
+        let next_free = (2..limit).find(|&c| fat[c] == 0).unwrap_or(0xFFFF_FFFF) as u32;
+        let fsinfo_at = self.bpb.fsinfo * self.bpb.bps;
+        let mut fsinfo = [0u8; 512];
+        self.rd(fsinfo_at, &mut fsinfo)?;
+        if fsinfo[0..4] == *b"RRaA" && fsinfo[484..488] == *b"rrAa" {
+            fsinfo[488..492].copy_from_slice(&free_count.to_le_bytes());
+            fsinfo[492..496].copy_from_slice(&next_free.to_le_bytes());
+            self.wr(fsinfo_at, &fsinfo)?;
+        }
+        Ok(())
+    }
+}
+
+/// The FAT32 value of a bad cluster: allocated, but never part of a file.
+const BAD_CLUSTER: u32 = 0x0FFF_FFF7;
+
+/// Lost clusters on a FAT32 data partition: allocated in the FAT, reachable from no directory
+/// entry (what `fsck.fat` calls "unused clusters").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LostClusters {
+    /// How many.
+    pub clusters: u64,
+    /// Their size in bytes.
+    pub bytes: u64,
+}
+
+/// Counts the lost clusters of the FAT32 partition at `off` without writing; `Ok(None)` when
+/// it is not FAT32.
+pub fn lost_clusters(
+    file: &File,
+    path: &Path,
+    off: u64,
+) -> Result<Option<LostClusters>, VentoyError> {
+    let Some(bpb) = Bpb::read(file, off).map_err(|e| VentoyError::io("reading", path, e))? else {
+        return Ok(None);
+    };
+    let raw = Raw {
+        file,
+        path,
+        off,
+        bpb,
+    };
+    let fat = raw.read_fat()?;
+    let clusters = raw.lost(&fat)?.iter().filter(|&&l| l).count() as u64;
+    Ok(Some(LostClusters {
+        clusters,
+        bytes: clusters * bpb.cluster,
+    }))
+}
+
+/// Zeroes and frees the lost clusters of the FAT32 partition at `off` (see [`switch_file`]);
+/// returns how many there were, `Ok(None)` when it is not FAT32.
+pub fn wipe_lost_clusters(file: &File, path: &Path, off: u64) -> Result<Option<u64>, VentoyError> {
+    let Some(bpb) = Bpb::read(file, off).map_err(|e| VentoyError::io("reading", path, e))? else {
+        return Ok(None);
+    };
+    let raw = Raw {
+        file,
+        path,
+        off,
+        bpb,
+    };
+    let mut fat = raw.read_fat()?;
+    raw.wipe_lost(&mut fat).map(Some)
 }
 
 fn short_name(raw: &[u8]) -> String {
@@ -692,7 +881,9 @@ fn crash_point(step: &str) {
 /// new clusters are written and chained first (unreachable), then one 32-byte directory-entry
 /// write makes them the file, then the old clusters are overwritten with zeros and freed. An
 /// interruption leaves the old content or the new one; at worst some clusters are lost (marked
-/// used, reachable from no file), which `fsck.fat` reports and frees.
+/// used, reachable from no file), possibly still holding the previous bundle. Every switch
+/// therefore starts by zeroing and freeing all lost clusters (step 0), and `inspect` reports
+/// them.
 ///
 /// Returns `Ok(None)` when the file does not exist or the partition is not FAT32.
 pub fn switch_file(
@@ -711,10 +902,14 @@ pub fn switch_file(
         off,
         bpb,
     };
-    let fat = raw.read_fat()?;
+    let mut fat = raw.read_fat()?;
     let Some(loc) = raw.lookup(&fat, name)? else {
         return Ok(None);
     };
+    // 0. Zero and free lost clusters before anything else, and before the "unchanged" check:
+    //    an earlier switch killed between steps 3 and 4 left the bundle before it there,
+    //    allocated and reachable from nothing, and this is the only run that will see them.
+    raw.wipe_lost(&mut fat)?;
     let old_chain = raw.chain(&fat, loc.first_cluster);
     // Unchanged content: leave the image byte-identical.
     if loc.size as usize == bytes.len() {
@@ -782,22 +977,10 @@ pub fn switch_file(
     crash_point("wipe");
     let frees: Vec<(u32, u32)> = old_chain.iter().map(|&c| (c, 0)).collect();
     raw.set_fat(&fat, &frees)?;
-    // FSInfo: the exact free count and the next free cluster, as fsck.fat expects them.
-    let mut now = fat.clone();
     for &(c, v) in updates.iter().chain(&frees) {
-        now[c as usize] = v;
+        fat[c as usize] = v;
     }
-    let limit = (bpb.clusters as usize + 2).min(now.len());
-    let free_count = now[2..limit].iter().filter(|&&v| v == 0).count() as u32;
-    let next_free = (2..limit).find(|&c| now[c] == 0).unwrap_or(0xFFFF_FFFF) as u32;
-    let fsinfo_at = bpb.fsinfo * bpb.bps;
-    let mut fsinfo = [0u8; 512];
-    raw.rd(fsinfo_at, &mut fsinfo)?;
-    if fsinfo[0..4] == *b"RRaA" && fsinfo[484..488] == *b"rrAa" {
-        fsinfo[488..492].copy_from_slice(&free_count.to_le_bytes());
-        fsinfo[492..496].copy_from_slice(&next_free.to_le_bytes());
-        raw.wr(fsinfo_at, &fsinfo)?;
-    }
+    raw.write_fsinfo(&fat)?;
     raw.sync()?;
     Ok(Some(Switched::Replaced))
 }

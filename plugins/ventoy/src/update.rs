@@ -35,6 +35,12 @@ pub struct ImageInfo {
     pub injection: Vec<(String, String, String)>,
     /// Archives named by injection entries that exist: (path, bytes).
     pub archives: Vec<(String, Zeroizing<Vec<u8>>)>,
+    /// Lost clusters of a FAT32 data partition (allocated, reachable from no file): `None`
+    /// when the data partition is not FAT32 or could not be checked.
+    pub lost: Option<fat::LostClusters>,
+    /// What looks wrong on the data partition, one sentence each (lost clusters, which may
+    /// still hold a removed key); the caller adds these to its own list of problems.
+    pub problems: Vec<String>,
 }
 
 /// Reads one file of the data partition, if present.
@@ -58,9 +64,30 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
         json: None,
         injection: Vec::new(),
         archives: Vec::new(),
+        lost: None,
+        problems: Vec::new(),
     };
     let data_off = found.data.start * SECTOR;
     let data_len = found.data.sectors * SECTOR;
+    // Lost clusters: what an interrupted keys-only switch leaves behind, possibly the previous
+    // bundle; `media update --image` zeroes and frees them.
+    match fat::lost_clusters(&file, path, data_off) {
+        Ok(Some(lost)) => {
+            if lost.clusters > 0 {
+                info.problems.push(format!(
+                    "data partition: {} lost clusters ({} bytes) are marked used but belong to no \
+                     file; they may hold a removed key (`keypack media update --image` zeroes \
+                     and frees them)",
+                    lost.clusters, lost.bytes
+                ));
+            }
+            info.lost = Some(lost);
+        }
+        Ok(None) => {}
+        Err(e) => info.problems.push(format!(
+            "data partition: could not check for lost clusters: {e}"
+        )),
+    }
     // Bundles and ventoy.json are small; anything larger is not read.
     const MAX_READ: u64 = 16 << 20;
     let fs;
@@ -180,6 +207,9 @@ pub fn update_image(
     if json_exists {
         fat::switch_file(&file, image, off, JSON_PATH, &json_bytes)?;
     }
+    // Each switch zeroes and frees lost clusters before it starts; this catches any left when
+    // no switch ran (a fresh bundle or ventoy.json) and is a no-op otherwise.
+    fat::wipe_lost_clusters(&file, image, off)?;
     Ok(warnings)
 }
 
