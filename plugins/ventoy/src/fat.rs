@@ -668,28 +668,51 @@ impl Raw<'_> {
     ///
     /// Errs on the side of "reachable", because whatever it misses, [`Raw::wipe_lost`] zeroes:
     /// long-name slots, deleted entries (`0xE5`), the volume label and `.`/`..` are skipped,
-    /// but entries after a `0x00` slot still count (Linux and `fsck.fat` read past it too).
-    /// Bounded by the cluster count: a chain stops at a cluster already marked (a loop or a
-    /// cross-link), at a free or end value, or at a number beyond the FAT; a folder is read
-    /// once, when its first cluster is first marked. Memory: one flag per cluster plus the
-    /// chains of folders not read yet, together at most the cluster count.
+    /// but entries after a `0x00` slot still count (Linux's vfat driver reads past it too), and
+    /// a folder whose chain runs into clusters already marked (a cross-link) is still read to
+    /// its end.
+    ///
+    /// Bounded by the cluster count from the boot sector: a file's chain stops at a cluster
+    /// already marked (a loop or a cross-link), at a free or end value, or at a number beyond
+    /// the FAT; a folder's chain stops at a cluster already read as a folder, so no cluster is
+    /// read twice. Memory: two flags per cluster plus the chains of folders not read yet,
+    /// together at most the cluster count.
     fn reachable(&self, fat: &[u32]) -> Result<Vec<bool>, VentoyError> {
         let limit = self.limit(fat);
+        let in_range = |c: u32| c >= 2 && (c as usize) < limit;
         let mut seen = vec![false; limit];
-        // Marks the chain from `start`; returns the clusters it newly marked.
-        let mark = |seen: &mut [bool], start: u32, keep: bool| -> Vec<u32> {
+        let mut read = vec![false; limit];
+        // Both walks keep the invariant that everything after a marked cluster is marked.
+        let mark_file = |seen: &mut [bool], start: u32| {
+            let mut c = start;
+            while in_range(c) && !seen[c as usize] {
+                seen[c as usize] = true;
+                c = fat[c as usize];
+            }
+        };
+        let mark_dir = |seen: &mut [bool], read: &mut [bool], start: u32| -> Vec<u32> {
             let mut out = Vec::new();
             let mut c = start;
-            while c >= 2 && (c as usize) < limit && !seen[c as usize] {
+            while in_range(c) && !read[c as usize] {
                 seen[c as usize] = true;
-                if keep {
-                    out.push(c);
-                }
+                read[c as usize] = true;
+                out.push(c);
                 c = fat[c as usize];
             }
             out
         };
-        let mut dirs = vec![mark(&mut seen, self.bpb.root_cluster, true)];
+        let root = mark_dir(&mut seen, &mut read, self.bpb.root_cluster);
+        if root.is_empty() {
+            // Everything would look lost: refuse rather than wipe a volume we cannot read.
+            return Err(VentoyError::DataFs {
+                path: self.path.to_path_buf(),
+                problem: format!(
+                    "the root folder's cluster {} is outside the FAT",
+                    self.bpb.root_cluster
+                ),
+            });
+        }
+        let mut dirs = vec![root];
         let mut buf = vec![0u8; self.bpb.cluster as usize];
         while let Some(chain) = dirs.pop() {
             for c in chain {
@@ -709,12 +732,12 @@ impl Raw<'_> {
                     let lo = u32::from(u16::from_le_bytes([e[26], e[27]]));
                     let first = (hi << 16) | lo;
                     if attr & 0x10 != 0 {
-                        let sub = mark(&mut seen, first, true);
+                        let sub = mark_dir(&mut seen, &mut read, first);
                         if !sub.is_empty() {
                             dirs.push(sub);
                         }
                     } else {
-                        mark(&mut seen, first, false);
+                        mark_file(&mut seen, first);
                     }
                 }
             }

@@ -306,3 +306,47 @@ fn lost_cluster_scan_terminates_on_loops_and_wipes_only_lost_clusters() {
     assert!(contains(&bytes, &bundle), "a reachable file was wiped");
     assert_eq!(lost_of(&img).0, 0);
 }
+
+/// Folders and long names written by another tool (mtools), two levels deep and spanning
+/// several clusters: none of it counts as lost, and an update leaves it intact.
+#[test]
+fn files_in_nested_folders_of_another_writer_are_not_lost() {
+    let test = "files_in_nested_folders_of_another_writer_are_not_lost";
+    if !have_tools(test, &["mtype", "mmd", "mcopy", "fsck.fat"]) {
+        return;
+    }
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "k.iso", 1 << 16);
+    let img = tmp.path().join("user.img");
+    build(&bundle_with(&marker("USER"), 500), &iso, &img);
+    let spec = format!("{}@@1M", img.display());
+    let mtools = |args: &[&str]| {
+        let (ok, out) = run(Command::new(args[0])
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", &spec])
+            .args(&args[1..]));
+        assert!(ok, "{args:?}: {out}");
+    };
+    mtools(&["mmd", "::/User Files"]);
+    mtools(&["mmd", "::/User Files/Second level folder"]);
+    let user = fake_iso(tmp.path(), "a user's rather long file name.bin", 300_000);
+    let user_bytes = fs::read(&user).unwrap();
+    let mut names = Vec::new();
+    // Enough entries with long names to need more than one cluster of folder.
+    for i in 0..40 {
+        let name = format!("::/User Files/Second level folder/long file name number {i:02}.bin");
+        mtools(&["mcopy", user.to_str().unwrap(), &name]);
+        names.push(name);
+    }
+    assert_eq!(lost_of(&img), (0, vec![]), "before the update");
+    update_image(&img, &iso, "k.iso", b"new bundle", &settings()).expect("update");
+    assert_eq!(lost_of(&img), (0, vec![]), "after the update");
+    for name in &names {
+        assert!(
+            mtype(&img, name.trim_start_matches("::")) == user_bytes,
+            "{name} changed"
+        );
+    }
+    let (ok, report) = fsck(&img, tmp.path(), "user");
+    assert!(ok, "fsck.fat: {report}");
+}
