@@ -115,6 +115,7 @@ pub fn inspect_image(path: &Path) -> Result<ExitCode> {
             }
         }
     }
+    problems.extend(info.problems.iter().cloned());
     drop(info);
     if problems.is_empty() {
         writeln!(out, "problems: none")?;
