@@ -127,6 +127,81 @@ fn build(env: &Env, kernel: &Path, base: &Path, append: &str) {
     );
 }
 
+/// What gives the bundle's keys away in a file: windows of `keys.cpio.gz` (a copy of it, as
+/// older versions left in `initrd.img`) and the base64 lines of every private key inside it.
+fn key_needles(cpio_gz: &Path) -> Vec<(String, Vec<u8>)> {
+    let gz = std::fs::read(cpio_gz).unwrap();
+    assert!(gz.len() > 256, "{} is too small", cpio_gz.display());
+    let mut needles: Vec<(String, Vec<u8>)> = [gz.len() / 2, gz.len() - 64]
+        .iter()
+        .map(|&off| {
+            (
+                format!("keys.cpio.gz bytes {off}..{}", off + 64),
+                gz[off..off + 64].to_vec(),
+            )
+        })
+        .collect();
+    let cpio = Command::new("gzip")
+        .arg("-dc")
+        .arg(cpio_gz)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&cpio.stdout);
+    let mut in_key = false;
+    for line in text.lines() {
+        if line.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+            in_key = true;
+        } else if line.contains("-----END OPENSSH PRIVATE KEY-----") {
+            in_key = false;
+        } else if in_key && line.len() >= 60 {
+            needles.push((
+                "a private key's base64 line".into(),
+                line.as_bytes().to_vec(),
+            ));
+        }
+    }
+    assert!(
+        needles.len() > 4,
+        "no private key lines found in {}",
+        cpio_gz.display()
+    );
+    needles
+}
+
+/// Regular files under `dir` (recursively) other than `allowed` that hold a needle.
+fn files_with_keys(dir: &Path, needles: &[(String, Vec<u8>)], allowed: &[PathBuf]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for (path, bytes) in tree(dir) {
+        if allowed.contains(&path) {
+            continue;
+        }
+        for (what, n) in needles {
+            if bytes.windows(n.len()).any(|w| w == n.as_slice()) {
+                hits.push(format!("{} holds {what}", path.display()));
+            }
+        }
+    }
+    hits
+}
+
+/// Every regular file under `dir` (recursively; sockets and symlinks skipped) with its bytes.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if meta.is_file() {
+                out.push((e.path(), std::fs::read(e.path()).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 fn qemu_pids(pidfile: &Path) -> Vec<u32> {
     let needle = pidfile.as_os_str().as_encoded_bytes().to_vec();
     std::fs::read_dir("/proc")
@@ -226,6 +301,11 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
         key_data(&host_pub)
     );
 
+    // What an older version left: the joined initrd, a copy of the keys. The next run wipes it.
+    let cpio = env.host_state().join("keys.cpio.gz");
+    let needles = key_needles(&cpio);
+    std::fs::copy(&cpio, env.host_state().join("initrd.img")).unwrap();
+
     // run --wait-ssh returns once SSH answers with the pinned key.
     let mut args = run_args("auto");
     args.extend(["--wait-ssh", "--timeout", "180"].map(String::from));
@@ -247,9 +327,25 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     assert_eq!(st["running"], true);
     assert!(
         !env.host_state().join("initrd.img").exists(),
-        "the joined initrd (a copy of the keys) is removed once QEMU has loaded it"
+        "an old joined initrd (a copy of the keys) is wiped by run"
     );
+    // While the VM runs, no file in the state folder but the medium's own artifact holds the
+    // keys: the initrds were joined in memory (QEMU read -initrd /dev/fd/0, or SSH would not
+    // answer with the packed key).
+    let hits = files_with_keys(&env.path("state"), &needles, std::slice::from_ref(&cpio));
+    assert!(hits.is_empty(), "{hits:?}");
     let pid = st["pid"].as_u64().unwrap() as u32;
+    let record = std::fs::read_to_string(env.host_state().join("run.json")).unwrap();
+    assert!(record.contains("\"/dev/fd/0\""), "{record}");
+    // QEMU dropped the memfd (fd 0 is /dev/null after -daemonize): the keys live in guest
+    // memory only.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.display().to_string())
+        .collect();
+    assert!(!fds.iter().any(|l| l.contains("keypack-initrd")), "{fds:?}");
     let port = st["forwards"][0]["port"].as_u64().unwrap() as u16;
     assert_eq!(st["forwards"][0]["address"], "127.0.0.1");
     assert_eq!(st["forwards"][0]["guest_port"], 22);
@@ -610,10 +706,7 @@ fn run_faults_are_clear_errors() {
             line.contains(&format!("unit=1,file={}", vars.display())),
             "{line}"
         );
-        assert_eq!(
-            std::fs::metadata(&vars).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert!(!vars.exists(), "--dry-run wrote the variable store");
         assert!(
             line.contains(&format!("file={d},format=raw,if=virtio")),
             "{line}"
@@ -678,4 +771,69 @@ fn run_faults_are_clear_errors() {
     // A taken port 0 is not a port.
     let err = env.fails(&["run", "-H", HOST, "--port", "0"]);
     assert!(err.contains("not a port"), "{err}");
+}
+
+/// `run --dry-run` of an initrd build writes nothing: no joined initrd (it would hold the keys),
+/// no file at all in the state folder; the printed line names `/dev/fd/0` and says why. An
+/// older version's `initrd.img` is wiped by the next `status`. Needs no boot.
+#[test]
+fn run_dry_run_of_an_initrd_build_writes_nothing() {
+    const T: &str = "run_dry_run_of_an_initrd_build_writes_nothing";
+    for tool in ["sops", "ssh-keygen", "gzip"] {
+        if !have(tool) {
+            return skip(T, &format!("{tool} is not installed"));
+        }
+    }
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let env = Env::new(keypack);
+    make_repo(&env);
+    let (kernel, base) = (env.path("vmlinuz"), env.path("base-initrd.img"));
+    std::fs::write(&kernel, b"not a kernel: --dry-run boots nothing").unwrap();
+    std::fs::write(&base, b"070701 not an initrd either").unwrap();
+    build(&env, &kernel, &base, "console=ttyS0");
+    let cpio = env.host_state().join("keys.cpio.gz");
+    let needles = key_needles(&cpio);
+    let before = tree(&env.path("state"));
+
+    let out = env.kp(&[
+        "run",
+        "-H",
+        HOST,
+        "--accel",
+        "tcg",
+        "--port",
+        "auto",
+        "--dry-run",
+    ]);
+    assert!(out.status.success());
+    let (line, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        line.contains(&format!("-kernel {} -initrd /dev/fd/0 ", kernel.display())),
+        "{line}"
+    );
+    assert!(
+        err.contains("sealed memfd") && err.contains("--dry-run joins nothing"),
+        "{err}"
+    );
+    assert!(!env.host_state().join("initrd.img").exists());
+    assert_eq!(
+        tree(&env.path("state")),
+        before,
+        "--dry-run changed the state folder"
+    );
+    let hits = files_with_keys(&env.path("state"), &needles, std::slice::from_ref(&cpio));
+    assert!(hits.is_empty(), "{hits:?}");
+
+    // What an older version's run or dry run left behind is wiped by the next command that
+    // takes the lock.
+    let old = env.host_state().join("initrd.img");
+    std::fs::copy(&cpio, &old).unwrap();
+    assert!(!files_with_keys(&env.path("state"), &needles, std::slice::from_ref(&cpio)).is_empty());
+    assert_eq!(env.status()["running"], false);
+    assert!(!old.exists(), "status left the old joined initrd");
+    let hits = files_with_keys(&env.path("state"), &needles, std::slice::from_ref(&cpio));
+    assert!(hits.is_empty(), "{hits:?}");
 }

@@ -138,6 +138,13 @@ pub enum QemuError {
         /// The serial log.
         log: PathBuf,
     },
+    /// The in-memory file for the joined initrds could not be made.
+    #[error("joining the initrds in memory (memfd)")]
+    Memfd {
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A tool (ssh-keyscan) is missing.
     #[error("running {tool} (Debian: apt-get install openssh-client)")]
     Tool {

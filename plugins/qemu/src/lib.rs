@@ -2,8 +2,10 @@
 //! manages it: status, stop, serial log, SSH with the packed host key pinned.
 //!
 //! Position on the data path: `media plugin → boot description (boot.json) → **QEMU runner**
-//! → a VM`. It reads only the description (paths and the host public key), never the medium
-//! that produced it, and never key bytes: keys reach the guest only inside the media files.
+//! → a VM`. It reads the description (paths and the host public key), not the medium that
+//! produced it. Keys reach the guest only inside the media files; when a kernel boot has several
+//! initrds (the base and `keys.cpio.gz`), the runner joins them into a sealed memfd QEMU reads
+//! as its stdin, so the keys never land in a second file.
 //!
 //! Does **not** parse the CLI (the `keypack` crate maps its flags to [`Options`]), build media,
 //! or decrypt anything. QEMU gets a scrubbed environment ([`vm::qemu_command`]) and a command

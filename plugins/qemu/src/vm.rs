@@ -2,15 +2,20 @@
 //!
 //! Files (all in the state folder, 0700): `qemu.pid` (QEMU's `-pidfile`), `qmp.sock` (QMP),
 //! `serial.log` (the serial console), `run.lock` (serializes start and stop), `run.json` (what was started: pid, port, boot, pinned
-//! key fingerprint, the QEMU arguments), `initrd.img` (the initrds concatenated, 0600: it holds
-//! keys; removed as soon as QEMU has loaded it), `OVMF_VARS.fd` (the VM's UEFI variable
-//! store), `known_hosts` (written by `ssh`).
+//! key fingerprint, the QEMU arguments), `OVMF_VARS.fd` (the VM's UEFI variable store),
+//! `known_hosts` (written by `ssh`).
+//!
+//! Several initrds (the base and the medium's `keys.cpio.gz`) are joined in memory, never on
+//! disk: a sealed memfd QEMU gets as its stdin and reads as [`JOINED_INITRD`] (see
+//! [`Vm::start`]). The file older versions joined them into, `initrd.img`, holds keys and is
+//! wiped wherever keypack finds it ([`Vm::status`], [`Vm::start`], [`Vm::stop`]).
 //!
 //! A VM counts as running when the pid in `qemu.pid` is alive, not a zombie, and its command
 //! line names this pidfile (a recycled pid is not mistaken for QEMU). Anything else is stale
 //! state, removed by [`Vm::status`].
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +28,28 @@ use crate::firmware::{self, Uefi};
 use crate::ports::{self, PortChoice};
 use crate::qmp::Qmp;
 use crate::{QemuError, hostkey};
+
+/// The `-initrd` path of joined initrds: QEMU's stdin, which [`Vm::start`] makes a sealed
+/// memfd. Linux opens `/dev/fd/0` as the memfd itself (not a pipe), so QEMU reads it like a file.
+pub const JOINED_INITRD: &str = "/dev/fd/0";
+
+/// What [`Vm::prepare`] decided. Nothing is written yet: [`Vm::start`] writes what it needs.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// QEMU's arguments (no `-daemonize`).
+    pub args: Vec<String>,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// `bios`, or the UEFI code file.
+    pub firmware: String,
+    /// The SSH forward port.
+    pub port: u16,
+    /// `-initrd` is [`JOINED_INITRD`]: the initrds are joined in memory at start.
+    pub joined_initrd: bool,
+    /// The UEFI variable store template [`Vm::start`] copies into the state folder (it does
+    /// not exist there yet).
+    pub vars_template: Option<PathBuf>,
+}
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -187,10 +214,12 @@ impl Vm {
     pub fn known_hosts(&self) -> PathBuf {
         self.dir.join("known_hosts")
     }
-    fn combined_initrd(&self) -> PathBuf {
+    /// Where keypack before the memfd joined the initrds (a copy of the keys).
+    pub fn legacy_initrd(&self) -> PathBuf {
         self.dir.join("initrd.img")
     }
-    fn vars(&self) -> PathBuf {
+    /// `OVMF_VARS.fd`.
+    pub fn vars(&self) -> PathBuf {
         self.dir.join("OVMF_VARS.fd")
     }
 
@@ -238,6 +267,9 @@ impl Vm {
 
     /// [`Vm::status`] for callers that hold the lock.
     fn status_locked(&self) -> Result<Status, QemuError> {
+        // Every start, stop and status of a stopped VM passes here, so a key copy an older
+        // version left behind does not outlive the next command.
+        self.wipe_legacy_initrd()?;
         if let Some(running) = self.running() {
             return Ok(running);
         }
@@ -328,7 +360,7 @@ impl Vm {
                 match initrds.as_slice() {
                     [] => {}
                     [one] => push(&["-initrd", &path(one)]),
-                    _ => push(&["-initrd", &path(&self.combined_initrd())]),
+                    _ => push(&["-initrd", JOINED_INITRD]),
                 }
                 push(&["-append", cmdline]);
                 // The ISO the kernel came from, read-only, so its stage 1 finds
@@ -347,13 +379,9 @@ impl Vm {
         a
     }
 
-    /// Prepares everything and returns the QEMU arguments without starting it (`--dry-run`
-    /// and the benchmark). Checks files, firmware, accelerator and port.
-    pub fn prepare(
-        &self,
-        desc: &BootDescription,
-        opts: &Options,
-    ) -> Result<(Vec<String>, String, String, u16), QemuError> {
+    /// Checks files, firmware, accelerator and port and returns the QEMU arguments without
+    /// starting QEMU or writing anything (`--dry-run` and [`Vm::start`]).
+    pub fn prepare(&self, desc: &BootDescription, opts: &Options) -> Result<Prepared, QemuError> {
         let socket = self.qmp_socket();
         let len = socket.as_os_str().len();
         if len > 107 {
@@ -405,43 +433,52 @@ impl Vm {
             Some(fw) => fw.code.display().to_string(),
         };
         let args = self.qemu_args(desc, &accel, firmware.as_ref(), port, opts);
-        // Files QEMU reads that keypack derives: the variable store and the joined initrds.
-        if let Some(Uefi {
-            vars: Some(template),
-            ..
-        }) = &firmware
-            && !self.vars().exists()
-        {
-            let bytes = std::fs::read(template).map_err(QemuError::state(template))?;
-            keypack_plugin::output::write_private_file(&self.vars(), &bytes)
-                .map_err(QemuError::state(&self.vars()))?;
-        }
-        if let Boot::Kernel { initrds, .. } = &desc.boot
-            && initrds.len() > 1
-        {
-            self.join_initrds(initrds)?;
-        }
-        Ok((args, accel, fw_name, port))
+        let vars_template = match &firmware {
+            Some(Uefi {
+                vars: Some(template),
+                ..
+            }) if !self.vars().exists() => Some(template.clone()),
+            _ => None,
+        };
+        let joined_initrd = matches!(&desc.boot, Boot::Kernel { initrds, .. } if initrds.len() > 1);
+        Ok(Prepared {
+            args,
+            accel,
+            firmware: fw_name,
+            port,
+            joined_initrd,
+            vars_template,
+        })
     }
 
-    fn join_initrds(&self, initrds: &[PathBuf]) -> Result<(), QemuError> {
-        let target = self.combined_initrd();
-        let mut pending = keypack_plugin::output::PendingFile::create(&target)
-            .map_err(QemuError::state(&target))?;
-        let mut written = 0usize;
-        for part in initrds {
-            let mut f = std::fs::File::open(part).map_err(QemuError::state(part))?;
-            // Each archive starts 4-byte aligned; the kernel skips the zero padding.
-            let pad = (4 - written % 4) % 4;
-            pending
-                .file()
-                .write_all(&[0u8; 3][..pad])
-                .map_err(QemuError::state(&target))?;
-            written += pad;
-            written +=
-                std::io::copy(&mut f, pending.file()).map_err(QemuError::state(part))? as usize;
+    /// Wipes `initrd.img` of an older version: zeros over its blocks, then unlink. (On a
+    /// copy-on-write or log-structured file system the old blocks may survive the zeros; the
+    /// unlink is what is certain.) A symlink there is removed, never followed.
+    fn wipe_legacy_initrd(&self) -> Result<(), QemuError> {
+        let path = self.legacy_initrd();
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(QemuError::state(&path)(e)),
+        };
+        if meta.is_file() {
+            let zero = || -> std::io::Result<()> {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&path)?;
+                let zeros = vec![0u8; 64 << 10];
+                let mut left = f.metadata()?.len();
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    f.write_all(&zeros[..n])?;
+                    left -= n as u64;
+                }
+                f.sync_all()
+            };
+            zero().map_err(QemuError::state(&path))?;
         }
-        pending.commit().map_err(QemuError::state(&target))
+        std::fs::remove_file(&path).map_err(QemuError::state(&path))
     }
 
     /// Serializes `start` and `stop` of this host's VM between keypack processes: two `run`s
@@ -471,8 +508,24 @@ impl Vm {
                 port: record.map(|r| r.ssh_port).unwrap_or(0),
             });
         }
-        let (mut args, accel, firmware, port) = self.prepare(desc, opts)?;
+        let Prepared {
+            mut args,
+            accel,
+            firmware,
+            port,
+            joined_initrd,
+            vars_template,
+        } = self.prepare(desc, opts)?;
         args.push("-daemonize".into());
+        if let Some(template) = &vars_template {
+            let bytes = std::fs::read(template).map_err(QemuError::state(template))?;
+            keypack_plugin::output::write_private_file(&self.vars(), &bytes)
+                .map_err(QemuError::state(&self.vars()))?;
+        }
+        let stdin = match &desc.boot {
+            Boot::Kernel { initrds, .. } if joined_initrd => Stdio::from(join_initrds(initrds)?),
+            _ => Stdio::null(),
+        };
         // The console log may show what the guest prints about its keys: create it 0600 so
         // QEMU (which opens it with the umask's mode) truncates a private file.
         let log = self.serial_log();
@@ -484,18 +537,19 @@ impl Vm {
             .open(&log)
             .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
             .map_err(QemuError::state(&log))?;
+        // The joined initrd goes in as stdin: std dup2()s it onto fd 0 in the child only, so
+        // our memfd stays close-on-exec and no other child (or thread's child) inherits it, and
+        // no unsafe `pre_exec` is needed. QEMU with `-daemonize` uses no stdio, loads the
+        // initrd at machine init (before its parent returns), then points fd 0 at /dev/null:
+        // the memfd is gone with the last reference, ours, dropped with this Command.
         let out = qemu_command(&opts.qemu)
             .args(&args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .output()
             .map_err(|source| QemuError::Spawn {
                 qemu: opts.qemu.clone(),
                 source,
-            });
-        // QEMU has read the joined initrd into guest memory (kept there for reboots) by the
-        // time `-daemonize` returns: drop this extra copy of the keys at once.
-        let _ = std::fs::remove_file(self.combined_initrd());
-        let out = out?;
+            })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             if stderr.contains("host forwarding") {
@@ -607,6 +661,36 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// `initrds` joined into a sealed memfd, each archive starting 4-byte aligned (the kernel
+/// skips the zero padding between them). The keys stay in memory: no file, no disk block.
+/// Sealed against writes, growing, shrinking and new seals, so what QEMU reads is what was
+/// joined here.
+fn join_initrds(initrds: &[PathBuf]) -> Result<OwnedFd, QemuError> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let memfd_err = |e: std::io::Error| QemuError::Memfd { source: e };
+    let fd = rustix::fs::memfd_create(
+        "keypack-initrd",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .map_err(|e| memfd_err(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    let mut written = 0u64;
+    for part in initrds {
+        let mut f = std::fs::File::open(part).map_err(QemuError::state(part))?;
+        let pad = ((4 - written % 4) % 4) as usize;
+        file.write_all(&[0u8; 3][..pad]).map_err(memfd_err)?;
+        written += pad as u64;
+        written += std::io::copy(&mut f, &mut file).map_err(QemuError::state(part))?;
+    }
+    file.rewind().map_err(memfd_err)?;
+    rustix::fs::fcntl_add_seals(
+        &file,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )
+    .map_err(|e| memfd_err(e.into()))?;
+    Ok(file.into())
 }
 
 /// A path as a value inside a QEMU option string (`-drive file=…`, `-chardev …,path=…`,
@@ -769,9 +853,10 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains("-kernel /k/bzImage -initrd /state/web1/initrd.img"),
+            line.contains("-kernel /k/bzImage -initrd /dev/fd/0 -append"),
             "{line}"
         );
+        assert!(!line.contains("initrd.img"), "{line}");
         let append = args.iter().position(|a| a == "-append").unwrap();
         assert_eq!(
             args[append + 1],
@@ -894,6 +979,99 @@ mod tests {
                 stale_cleaned: false
             }
         );
+    }
+
+    #[test]
+    fn joined_initrds_are_a_sealed_aligned_memfd() {
+        use rustix::fs::SealFlags;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"12345").unwrap();
+        std::fs::write(&b, b"keys").unwrap();
+        let fd = join_initrds(&[a, b]).unwrap();
+        // QEMU opens the path, not the descriptor: read it the same way.
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        assert_eq!(std::fs::read(&path).unwrap(), b"12345\0\0\0keys");
+        let seals = rustix::fs::fcntl_get_seals(&fd).unwrap();
+        let all = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
+        assert!(seals.contains(all), "{seals:?}");
+        assert!(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .write_all(b"x")
+                .is_err()
+        );
+        // Close-on-exec on our side: only the child's fd 0 (a dup2) reaches QEMU.
+        let flags = rustix::io::fcntl_getfd(&fd).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        // Nothing was written next to the parts.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn prepare_writes_nothing_and_status_wipes_an_old_joined_initrd() {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = Vm::new("web1", dir.path());
+        let (k, a, b) = (
+            dir.path().join("k"),
+            dir.path().join("a"),
+            dir.path().join("b"),
+        );
+        for p in [&k, &a, &b] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let template = dir.path().join("VARS.template");
+        std::fs::write(&template, b"vars").unwrap();
+        let before: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let d = desc(Boot::Kernel {
+            kernel: k,
+            initrds: vec![a, b],
+            cmdline: String::new(),
+            cdrom: None,
+        });
+        let opts = Options {
+            accel: Accel::Tcg,
+            port: PortChoice::Auto,
+            firmware: FirmwareChoice::File(Uefi {
+                code: template.clone(),
+                vars: Some(template.clone()),
+            }),
+            ..Options::default()
+        };
+        let p = vm.prepare(&d, &opts).unwrap();
+        assert!(p.joined_initrd && p.vars_template == Some(template));
+        assert!(
+            p.args
+                .windows(2)
+                .any(|w| w[0] == "-initrd" && w[1] == JOINED_INITRD)
+        );
+        let after: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(before, after, "prepare wrote a file");
+
+        // An old version's joined initrd: zeroed (through a second link, the blocks are the
+        // same) and unlinked.
+        std::fs::write(vm.legacy_initrd(), b"old keys").unwrap();
+        let witness = dir.path().join("witness");
+        std::fs::hard_link(vm.legacy_initrd(), &witness).unwrap();
+        assert!(matches!(vm.status().unwrap(), Status::Stopped { .. }));
+        assert!(!vm.legacy_initrd().exists());
+        assert_eq!(std::fs::read(&witness).unwrap(), [0u8; 8]);
+        // A symlink there is removed, its target untouched.
+        std::os::unix::fs::symlink(&witness, vm.legacy_initrd()).unwrap();
+        std::fs::write(&witness, b"target").unwrap();
+        vm.stop(Duration::from_secs(1)).unwrap();
+        assert!(std::fs::symlink_metadata(vm.legacy_initrd()).is_err());
+        assert_eq!(std::fs::read(&witness).unwrap(), b"target");
     }
 
     #[test]

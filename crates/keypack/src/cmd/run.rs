@@ -225,13 +225,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let desc = description(&args, &dir)?;
     let opts = options(&args);
     if args.dry_run {
-        let (qemu_args, ..) = vm.prepare(&desc, &opts)?;
+        // Writes nothing: neither the joined initrd (it holds the keys) nor the variable store.
+        let prepared = vm.prepare(&desc, &opts)?;
         let mut line = shell_quote(&opts.qemu.display().to_string());
-        for a in &qemu_args {
+        for a in &prepared.args {
             line.push(' ');
             line.push_str(&shell_quote(a));
         }
         println!("{line}");
+        if prepared.joined_initrd {
+            eprintln!(
+                "note: -initrd {} is the initrds joined with the keys, which `keypack run` hands QEMU in memory as its stdin (a sealed memfd, never a file); --dry-run joins nothing",
+                keypack_runner_qemu::vm::JOINED_INITRD
+            );
+        }
+        if let Some(template) = &prepared.vars_template {
+            eprintln!(
+                "note: {} does not exist yet; `keypack run` copies it from {} (--dry-run writes nothing)",
+                vm.vars().display(),
+                template.display()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let record = vm.start(&desc, &opts)?;

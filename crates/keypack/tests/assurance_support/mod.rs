@@ -567,10 +567,12 @@ pub fn assert_key_files_private(hits: &[(PathBuf, String)]) -> usize {
     hits.len()
 }
 
-/// Writes a fake kernel and base initrd for the initrd medium.
+/// Writes a fake kernel and base initrd for the initrd medium. The base is not named
+/// `initrd.img`: that name is the joined initrd (keys included) older runners left in a state
+/// folder, which the runner now wipes, and a scan must not confuse the two.
 pub fn fake_kernel_and_initrd(dir: &Path) -> (PathBuf, PathBuf) {
     let k = dir.join("vmlinuz");
-    let i = dir.join("initrd.img");
+    let i = dir.join("base-initrd.img");
     std::fs::write(&k, b"not a kernel, only a file the initrd medium points at").unwrap();
     std::fs::write(&i, b"070701 not an initrd either").unwrap();
     (k, i)
