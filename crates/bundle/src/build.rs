@@ -76,12 +76,22 @@ struct PendingKey {
 #[derive(Default)]
 pub struct BundleBuilder {
     keys: BTreeMap<KeyRole, PendingKey>,
+    allow_shared_keys: bool,
 }
 
 impl BundleBuilder {
     /// An empty builder.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Lets one key pair fill two roles (`--allow-shared-key`). Off by default: sops
+    /// authenticates a value and its field path, not the file's place in the repository, so a
+    /// copied file can hand one role's key to another with a valid MAC; a bundle refusing the
+    /// same fingerprint twice is what catches that.
+    pub fn allow_shared_keys(&mut self, allow: bool) -> &mut Self {
+        self.allow_shared_keys = allow;
+        self
     }
 
     /// Adds an OpenSSH ed25519 private key for `role`. The public key is derived from it; when
@@ -99,6 +109,15 @@ impl BundleBuilder {
         let (public_line, fingerprint) = derive_public(&path, private_openssh.expose_secret())?;
         if let Some(stored) = stored_public {
             check_stored_public(&role.public_path(), stored, &fingerprint)?;
+        }
+        if !self.allow_shared_keys
+            && let Some((other, _)) = self.keys.iter().find(|(_, k)| k.fingerprint == fingerprint)
+        {
+            return Err(BundleError::SharedKey {
+                path,
+                other: other.private_path(),
+                fingerprint,
+            });
         }
         self.keys.insert(
             role,

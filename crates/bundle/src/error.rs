@@ -50,6 +50,16 @@ pub enum BundleError {
         /// Bundle path.
         path: String,
     },
+    /// One key pair in two roles (see [`BundleBuilder::allow_shared_keys`]).
+    #[error("{path} is the same key as {other} ({fingerprint}): one key may not fill two roles")]
+    SharedKey {
+        /// Bundle path of the role being added.
+        path: String,
+        /// Bundle path of the role that already holds this key.
+        other: String,
+        /// The shared key's SHA256 fingerprint (public).
+        fingerprint: String,
+    },
     /// The bundle has no host key.
     #[error("bundle has no host key ({path})")]
     MissingHostKey {

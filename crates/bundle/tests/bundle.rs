@@ -372,3 +372,35 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u32, (u32, u32))>) {
         }
     }
 }
+
+/// Finding: a copied repository file hands one role's key to another with a valid sops MAC.
+/// The bundle refuses one key pair in two roles unless the caller allows it.
+#[test]
+fn one_key_in_two_roles_is_refused_unless_allowed() {
+    let bob = KeyRole::User(UserName::new("bob").unwrap());
+    let mut b = BundleBuilder::new();
+    b.add_key(KeyRole::Host, secret(HOST), None).unwrap();
+    b.add_key(alice(), secret(ALICE), None).unwrap();
+    let err = b.add_key(KeyRole::Deploy, secret(HOST), None).unwrap_err();
+    let BundleError::SharedKey { path, other, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(path, "root/.ssh/deploy_key_ed25519");
+    assert_eq!(other, "etc/ssh/ssh_host_ed25519_key");
+    let err = b.add_key(bob.clone(), secret(ALICE), None).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "users/bob/.ssh/id_ed25519 is the same key as users/alice/.ssh/id_ed25519"
+        ),
+        "{err}"
+    );
+    let sealed = b.seal(0).unwrap();
+    assert_eq!(sealed.manifest().entries.len(), 4, "refused keys stay out");
+
+    let mut b = BundleBuilder::new();
+    b.allow_shared_keys(true);
+    b.add_key(KeyRole::Host, secret(HOST), None).unwrap();
+    b.add_key(KeyRole::Deploy, secret(HOST), None).unwrap();
+    b.add_key(bob, secret(HOST), None).unwrap();
+    assert_eq!(b.seal(0).unwrap().manifest().entries.len(), 6);
+}

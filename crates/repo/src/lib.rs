@@ -29,9 +29,12 @@
 //!   error naming both paths: choosing silently would pack a key the operator did not mean.
 //! - Names are [`HostName`]/[`UserName`], validated when parsed, so no path is ever built from an
 //!   unchecked name.
-//! - Symlinks inside the repository are followed (a repository may share a file between two
-//!   users); a symlink whose target leaves the repository is refused, because the repository is
-//!   the unit an operator reviews. Each resolved path is canonical, and [`KeysRepo::read_file`]
+//! - Symlinks inside the repository are followed, but only within one host or user (or into a
+//!   folder outside the hosts and users folders): a link from one entity into another's files
+//!   is refused, because sops authenticates a value and its field path, not the file's place,
+//!   so such a link would pack one entity's key in another's role with a valid MAC. A symlink
+//!   whose target leaves the repository is refused, because the repository is the unit an
+//!   operator reviews. Each resolved path is canonical, and [`KeysRepo::read_file`]
 //!   opens it one component at a time with `O_NOFOLLOW`, so a symlink swapped in after
 //!   resolution is refused rather than followed.
 #![forbid(unsafe_code)]
@@ -138,6 +141,16 @@ pub enum RepoError {
         /// Where it resolves to.
         target: PathBuf,
     },
+    /// A symlink of one host or user resolves to a file or folder of another.
+    #[error("{path} leads to {target}, which belongs to {owner}")]
+    CrossEntityLink {
+        /// The path of the entity being resolved.
+        path: PathBuf,
+        /// Where it resolves to.
+        target: PathBuf,
+        /// The other entity, as `host NAME` or `user NAME`.
+        owner: String,
+    },
     /// A candidate is a folder, a device or a socket rather than a regular file.
     #[error("{path} is not a regular file")]
     NotAFile {
@@ -189,6 +202,9 @@ impl RepoError {
             RepoError::OutsideRepo { .. } | RepoError::SymlinkComponent { .. } => {
                 Some("replace the symlink with the file itself, or a symlink inside the repository")
             }
+            RepoError::CrossEntityLink { .. } => Some(
+                "each host and user keeps its own key files: a link into another one's files would pack that one's key in this role",
+            ),
             _ => None,
         }
     }
@@ -411,6 +427,13 @@ impl KeysRepo {
         name: &str,
         roles: &[(KeyRole, bool)],
     ) -> Result<Option<Vec<KeySource>>, RepoError> {
+        let me = Entity {
+            kind: match roles[0].0 {
+                KeyRole::User(_) => EntityKind::User,
+                _ => EntityKind::Host,
+            },
+            name: name.to_owned(),
+        };
         let mut documents = Vec::new();
         for ext in DOCUMENT_EXTENSIONS {
             let path = dir.join(format!("{name}.{ext}"));
@@ -436,7 +459,7 @@ impl KeysRepo {
             });
         }
         let folder_files = if folder_exists {
-            let resolved = self.contained(&folder)?;
+            let resolved = self.contained_for(&folder, &me)?;
             if !resolved.is_dir() {
                 return Err(RepoError::NotAFile { path: folder });
             }
@@ -462,7 +485,7 @@ impl KeysRepo {
                 });
             }
             let format = DocumentFormat::from_extension(ext).expect("listed extension");
-            let path = self.contained(&doc)?;
+            let path = self.contained_for(&doc, &me)?;
             self.check_regular(&path, &doc)?;
             let sources = roles
                 .iter()
@@ -509,7 +532,7 @@ impl KeysRepo {
                     });
                 }
             };
-            let resolved = self.contained(&private)?;
+            let resolved = self.contained_for(&private, &me)?;
             self.check_regular(&resolved, &private)?;
             let head = self.read_file(&resolved)?;
             let extract = if looks_like_age(&head) {
@@ -527,7 +550,7 @@ impl KeysRepo {
             };
             let public = match found.public {
                 Some(public) => {
-                    let resolved = self.contained(&public)?;
+                    let resolved = self.contained_for(&public, &me)?;
                     self.check_regular(&resolved, &public)?;
                     Some(PublicSource::File(resolved))
                 }
@@ -599,6 +622,56 @@ impl KeysRepo {
             });
         }
         Ok(resolved)
+    }
+
+    /// [`Self::contained`], and refuses a result that belongs to another host or user than
+    /// `me`: sops would decrypt it in its new place with a valid MAC, and the bundle would carry
+    /// that entity's key in this role.
+    fn contained_for(&self, path: &Path, me: &Entity) -> Result<PathBuf, RepoError> {
+        let resolved = self.contained(path)?;
+        if let Some(owner) = self.owner_of(&resolved)
+            && owner != *me
+        {
+            return Err(RepoError::CrossEntityLink {
+                path: path.to_path_buf(),
+                target: resolved,
+                owner: owner.to_string(),
+            });
+        }
+        Ok(resolved)
+    }
+
+    /// The host or user a canonical path belongs to: `HOSTS/NAME.ext`, `HOSTS/NAME/…`, and the
+    /// same under the users folder. `None` for the rest of the repository (a shared folder).
+    /// When one folder lies inside the other the deeper one decides.
+    fn owner_of(&self, resolved: &Path) -> Option<Entity> {
+        let mut best: Option<(usize, Entity)> = None;
+        for (kind, dir) in [
+            (EntityKind::Host, &self.config.hosts),
+            (EntityKind::User, &self.config.users),
+        ] {
+            let Ok(base) = fs::canonicalize(self.root.join(dir)) else {
+                continue;
+            };
+            let Ok(rest) = resolved.strip_prefix(&base) else {
+                continue;
+            };
+            let mut parts = rest.components();
+            let Some(Component::Normal(first)) = parts.next() else {
+                continue;
+            };
+            let first = first.to_string_lossy();
+            let name = if parts.next().is_some() {
+                first.into_owned()
+            } else {
+                strip_document_extension(&first).to_owned()
+            };
+            let depth = base.components().count();
+            if best.as_ref().is_none_or(|(d, _)| depth > *d) {
+                best = Some((depth, Entity { kind, name }));
+            }
+        }
+        best.map(|(_, e)| e)
     }
 
     fn check_regular(&self, resolved: &Path, shown: &Path) -> Result<(), RepoError> {
@@ -689,6 +762,39 @@ struct FolderKey {
     field: &'static str,
     private: Vec<PathBuf>,
     public: Option<PathBuf>,
+}
+
+/// Whether an [`Entity`] is a host or a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntityKind {
+    Host,
+    User,
+}
+
+/// A host or a user: the unit whose files may link to each other but not across.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entity {
+    kind: EntityKind,
+    name: String,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            EntityKind::Host => "host",
+            EntityKind::User => "user",
+        };
+        write!(f, "{kind} {}", self.name)
+    }
+}
+
+/// `NAME` of a document name `NAME.yaml` (and the other document extensions, and `.ini`).
+fn strip_document_extension(file: &str) -> &str {
+    DOCUMENT_EXTENSIONS
+        .iter()
+        .chain(&["ini"])
+        .find_map(|ext| file.strip_suffix(ext)?.strip_suffix('.'))
+        .unwrap_or(file)
 }
 
 fn exists(path: &Path) -> bool {

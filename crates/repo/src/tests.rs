@@ -416,3 +416,68 @@ fn age_detection() {
     assert!(!looks_like_age(SOPS_JSON));
     assert!(!looks_like_age(b""));
 }
+
+/// Review finding 1: a symlink that hands one entity's key file to another (host↔user,
+/// user↔user, host↔host) is refused, whatever the link points at (document, per-key file,
+/// folder). Links within one entity, and to a shared folder outside `hosts/` and `users/`,
+/// are still followed.
+#[test]
+fn symlink_crossing_from_one_entity_to_another_is_refused() {
+    let dir = repo();
+    write(dir.path(), "hosts/app1/deploy_key_ed25519.yaml", SOPS_YAML);
+    write(dir.path(), "hosts/gw1/ssh_host_ed25519_key.age", AGE_ARMOR);
+    write(dir.path(), "users/alice.yaml", SOPS_YAML);
+    write(dir.path(), "hosts/db1.yaml", SOPS_YAML);
+    fs::create_dir_all(dir.path().join("users/grace")).unwrap();
+    fs::create_dir_all(dir.path().join("users/heidi")).unwrap();
+    symlink(
+        "../../hosts/app1/deploy_key_ed25519.yaml",
+        dir.path().join("users/grace/id_ed25519"),
+    )
+    .unwrap();
+    symlink(
+        "../../hosts/gw1/ssh_host_ed25519_key.age",
+        dir.path().join("users/heidi/id_ed25519.age"),
+    )
+    .unwrap();
+    symlink("alice.yaml", dir.path().join("users/bob.yml")).unwrap();
+    symlink("alice", dir.path().join("users/carol")).unwrap();
+    fs::create_dir_all(dir.path().join("users/alice")).unwrap();
+    symlink("db1.yaml", dir.path().join("hosts/db2.yaml")).unwrap();
+    let repo = KeysRepo::open(dir.path()).unwrap();
+    for (u, owner) in [
+        ("grace", "host app1"),
+        ("heidi", "host gw1"),
+        ("bob", "user alice"),
+        ("carol", "user alice"),
+    ] {
+        let err = repo.resolve_user(&user(u)).unwrap_err();
+        let RepoError::CrossEntityLink { owner: found, .. } = &err else {
+            panic!("{u}: {err:?}")
+        };
+        assert_eq!(found, owner, "{u}");
+        assert!(
+            err.to_string().ends_with(&format!("belongs to {owner}")),
+            "{err}"
+        );
+        assert!(err.hint().is_some());
+    }
+    let err = repo.resolve_host(&host("db2")).unwrap_err();
+    assert!(
+        matches!(&err, RepoError::CrossEntityLink { owner, .. } if owner == "host db1"),
+        "{err:?}"
+    );
+
+    // Within one entity, and into a shared folder, links are followed.
+    write(dir.path(), "hosts/web1/old/2025.yaml", SOPS_YAML);
+    symlink(
+        "old/2025.yaml",
+        dir.path().join("hosts/web1/ssh_host_ed25519_key"),
+    )
+    .unwrap();
+    let web1 = repo.resolve_host(&host("web1")).unwrap();
+    assert!(web1[0].path.ends_with("hosts/web1/old/2025.yaml"));
+    write(dir.path(), "shared/dave.yaml", SOPS_YAML);
+    symlink("../shared/dave.yaml", dir.path().join("users/dave.yaml")).unwrap();
+    assert!(repo.resolve_user(&user("dave")).is_ok());
+}
