@@ -48,6 +48,8 @@ pub struct KeySelection {
     pub keys_repo: Option<PathBuf>,
     /// `--identity`; `None` falls back to the sops conventions (see `IdentitySet::discover`).
     pub identity: Option<PathBuf>,
+    /// `--allow-shared-key`: one key pair may fill two roles.
+    pub allow_shared_key: bool,
 }
 
 /// The outcome for one key of a [`verify_keys`] run.
@@ -65,6 +67,7 @@ pub struct KeyReport {
 pub fn pack_bundle(sel: &KeySelection) -> Result<SealedBundle> {
     let loaded = load(sel)?;
     let mut builder = BundleBuilder::new();
+    builder.allow_shared_keys(sel.allow_shared_key);
     let mut failures = Vec::new();
     for key in loaded.keys {
         match key {
@@ -100,6 +103,7 @@ pub fn pack_bundle(sel: &KeySelection) -> Result<SealedBundle> {
 pub fn verify_keys(sel: &KeySelection) -> Result<(Vec<KeyReport>, Option<Manifest>)> {
     let loaded = load(sel)?;
     let mut builder = BundleBuilder::new();
+    builder.allow_shared_keys(sel.allow_shared_key);
     let mut reports = Vec::new();
     let root = loaded.root.clone();
     let relative = |p: &Path| p.strip_prefix(&root).unwrap_or(p).to_path_buf();
@@ -439,6 +443,17 @@ fn take_key(repo: &KeysRepo, decrypted: &Decrypted, source: KeySource) -> Loaded
         );
         return Loaded::Failed { source, error };
     };
+    // sops writes an empty value bare (`""`, no ENC envelope) and its MAC covers it as nothing:
+    // the file verifies, so name the empty field rather than call it a broken key.
+    if private.expose_secret().is_empty() {
+        let error = anyhow!(
+            "{}: {what} is empty (\"\"); it should hold the OpenSSH private key of {} \
+             (set it with `sops edit`, or remove the field)",
+            source.path.display(),
+            source.role.private_path()
+        );
+        return Loaded::Failed { source, error };
+    }
     let public = match &source.public {
         Some(PublicSource::Field(name)) => match decrypted.field(name) {
             None => Ok(None),

@@ -55,11 +55,19 @@ pub fn build(args: BuildArgs, matches: &clap::ArgMatches, ignore_cache: bool) ->
     keypack_plugin::output::remove_stale_temp_files(&host_dir);
     let output = match &args.output {
         Some(o) => {
+            // Keys written into the keys repository are one `git add` away from being committed
+            // in plaintext: refused for every medium.
+            super::pack::refuse_inside_repo(o, &args.keys.selection())?;
             keypack_plugin::output::check_private_output_folder(o)
                 .with_context(|| format!("-o {}", o.display()))?;
             o.clone()
         }
-        None => host_dir.join(medium.default_artifact_name()),
+        // A state folder inside the keys repository is refused like -o there.
+        None => {
+            let o = host_dir.join(medium.default_artifact_name());
+            super::pack::refuse_inside_repo(&o, &args.keys.selection())?;
+            o
+        }
     };
     // A medium that does not need an ISO still gets one given with --iso (initrd: boot from it).
     let iso = if medium.needs_iso() || args.source.iso.is_some() {

@@ -66,6 +66,11 @@ pub struct KeyArgs {
     /// then $SOPS_AGE_KEY_FILE, then ~/.config/sops/age/keys.txt]
     #[arg(short = 'i', long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Let one key pair fill two roles of the bundle (e.g. a user who is also the deploy key).
+    /// Without it keypack refuses: a file copied within the repository decrypts with a valid
+    /// MAC in its new place, and this check is what catches it
+    #[arg(long)]
+    pub allow_shared_key: bool,
 }
 
 impl KeyArgs {
@@ -82,6 +87,7 @@ impl KeyArgs {
             users,
             keys_repo: self.keys_repo.clone(),
             identity: self.identity.clone(),
+            allow_shared_key: self.allow_shared_key,
         }
     }
 }
@@ -190,6 +196,9 @@ pub fn hint_for(err: &(dyn std::error::Error + 'static)) -> Option<&'static str>
             ),
             B::EncryptedKey { .. } => Some(
                 "remove the passphrase: `ssh-keygen -p -N \"\" -f KEY` before encrypting it with sops",
+            ),
+            B::SharedKey { .. } => Some(
+                "give each role its own key (a file copied or restored from another host or user is the usual cause); pass --allow-shared-key only if one key in two roles is deliberate",
             ),
             B::Archive(_) => Some("is this a keys.tar.gz written by `keypack pack`?"),
             _ => None,

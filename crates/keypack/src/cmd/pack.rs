@@ -112,7 +112,7 @@ fn check_output(path: &Path, force: bool) -> Result<Output> {
 }
 
 /// Plaintext keys must never land in the (usually git-tracked) keys repository.
-fn refuse_inside_repo(path: &Path, selection: &keys::KeySelection) -> Result<()> {
+pub(super) fn refuse_inside_repo(path: &Path, selection: &keys::KeySelection) -> Result<()> {
     let Ok(repo) = keys::resolve_keys_repo(selection.keys_repo.as_deref()) else {
         return Ok(()); // the pack itself reports the missing repository
     };

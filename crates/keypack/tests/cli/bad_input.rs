@@ -511,3 +511,101 @@ fn output_folder_others_can_list_is_refused() {
     assert!(err.contains("chmod 700"), "{err}");
     assert!(listing(&open).is_empty(), "left {:?}", listing(&open));
 }
+
+/// Review finding 9: `build -o` into the keys repository is refused for every medium (as `pack`
+/// refuses it), and so is a state folder inside it; nothing is written.
+#[test]
+fn build_into_the_keys_repository_is_refused_for_every_medium() {
+    const TEST: &str = "build_into_the_keys_repository_is_refused_for_every_medium";
+    if !have_sops(TEST) {
+        return;
+    }
+    let repo = standard_repo();
+    let plugins = repo.keypack(&["plugins"]);
+    let media: Vec<String> = stdout(&plugins)
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert!(media.len() >= 2, "{}", stdout(&plugins));
+    let before = listing(&repo.root());
+    let inside = repo.root().join("hosts/web1.img");
+    for medium in &media {
+        let out = repo.run(
+            "build",
+            &[
+                "-H",
+                "web1",
+                "--media",
+                medium,
+                "-o",
+                inside.to_str().unwrap(),
+            ],
+        );
+        assert!(!out.status.success(), "{medium}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("inside the keys repository"),
+            "{medium}: {err}"
+        );
+
+        let out = repo
+            .command(&[
+                "build",
+                "--keys-repo",
+                repo.root().to_str().unwrap(),
+                "-i",
+                AGE_KEY,
+                "-H",
+                "web1",
+                "--media",
+                medium,
+            ])
+            .env("KEYPACK_STATE_DIR", repo.root().join("state"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{medium}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("inside the keys repository"),
+            "{medium}: {err}"
+        );
+    }
+    let after: Vec<String> = listing(&repo.root())
+        .into_iter()
+        .filter(|p| !p.starts_with("state"))
+        .collect();
+    assert_eq!(after, before, "a refused build wrote into the repository");
+}
+
+/// Review finding 10: a bare `""` added to an encrypted document keeps its MAC valid (sops
+/// hashes an empty value as nothing). keypack names the empty field and the file.
+#[test]
+fn an_empty_value_is_named_with_its_field_and_file() {
+    const TEST: &str = "an_empty_value_is_named_with_its_field_and_file";
+    if !have_sops(TEST) {
+        return;
+    }
+    let repo = standard_repo();
+    repo.encrypt_doc(
+        "hosts/web2.yaml",
+        &[("ssh_host_ed25519_key", &repo.host.private)],
+    );
+    let path = repo.root().join("hosts/web2.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen("sops:\n", "deploy_key_ed25519: \"\"\nsops:\n", 1);
+    std::fs::write(&path, text).unwrap();
+    for (verb, extra) in [("verify", &[][..]), ("pack", &["-o", "-"][..])] {
+        let mut args = vec!["-H", "web2"];
+        args.extend_from_slice(extra);
+        let out = repo.run(verb, &args);
+        assert!(!out.status.success(), "{verb}");
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            said.contains("hosts/web2.yaml: field deploy_key_ed25519 is empty (\"\")"),
+            "{verb}: {said}"
+        );
+        assert!(!said.contains("MAC"), "{verb}: {said}");
+    }
+}

@@ -432,3 +432,67 @@ fn every_flag_has_help() {
         }
     }
 }
+
+/// Review finding 1: a repository file copied to another role decrypts with a valid MAC in
+/// its new place (sops authenticates the field path and the content, not the file's place).
+/// One key in two roles of a bundle is refused by `verify`, `pack` and `build`, and
+/// `--allow-shared-key` is the deliberate way through.
+#[test]
+fn one_key_in_two_roles_is_refused_unless_allowed() {
+    if !have_sops("one_key_in_two_roles_is_refused_unless_allowed") {
+        return;
+    }
+    let repo = standard_repo();
+    // alice's document copied as carol's; the host key re-encrypted as heidi's per-key file.
+    let alice = std::fs::read(repo.root().join("users/alice.json")).unwrap();
+    repo.write("users/carol.json", &alice);
+    repo.encrypt_binary("users/heidi/id_ed25519", &repo.host.private, "yaml");
+    let out = repo.out_dir("shared");
+    let bundle = out.join("keys.tar.gz");
+    let bundle = bundle.to_str().unwrap();
+    for (users, first, second) in [
+        (
+            ["-U", "alice", "-U", "carol"],
+            "users/carol/.ssh/id_ed25519",
+            "users/alice/.ssh/id_ed25519",
+        ),
+        (
+            ["-U", "heidi", "-U", "alice"],
+            "users/heidi/.ssh/id_ed25519",
+            "etc/ssh/ssh_host_ed25519_key",
+        ),
+    ] {
+        let mut args = vec!["-H", "web1"];
+        args.extend_from_slice(&users);
+        let verify = repo.run("verify", &args);
+        assert!(!verify.status.success(), "{}", stdout(&verify));
+        let said = format!("{}{}", stdout(&verify), stderr(&verify));
+        assert!(
+            said.contains(&format!("{first} is the same key as {second}")),
+            "{said}"
+        );
+        let mut pack_args = args.clone();
+        pack_args.extend_from_slice(&["-o", bundle]);
+        let pack = repo.run("pack", &pack_args);
+        assert!(!pack.status.success());
+        let err = stderr(&pack);
+        assert!(err.contains("is the same key as"), "{err}");
+        assert!(
+            err.contains("hint: ") && err.contains("--allow-shared-key"),
+            "{err}"
+        );
+        assert!(!err.contains("PRIVATE KEY"), "{err}");
+        assert!(
+            !out.join("keys.tar.gz").exists(),
+            "a refused pack wrote a bundle"
+        );
+
+        pack_args.extend_from_slice(&["--allow-shared-key", "-f"]);
+        let allowed = repo.run("pack", &pack_args);
+        assert!(allowed.status.success(), "{}", stderr(&allowed));
+        std::fs::remove_file(out.join("keys.tar.gz")).unwrap();
+        args.push("--allow-shared-key");
+        let verify = repo.run("verify", &args);
+        assert!(verify.status.success(), "{}", stderr(&verify));
+    }
+}
