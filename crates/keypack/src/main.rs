@@ -105,7 +105,10 @@ fn report(err: &anyhow::Error) -> ExitCode {
     {
         return ExitCode::SUCCESS;
     }
-    eprintln!("error: {err:#}");
+    // Error text quotes names from images, archives, repositories and children's stderr: a
+    // crafted name must not reach the terminal as an escape sequence.
+    let text = cmd::escape::StreamEscaper::default().feed(format!("{err:#}").as_bytes());
+    eprintln!("error: {text}");
     for cause in err.chain() {
         if let Some(hint) = cmd::hint_for(cause) {
             eprintln!("hint: {hint}");

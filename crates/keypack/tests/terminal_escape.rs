@@ -97,3 +97,24 @@ fn inspect_escapes_crafted_names_in_an_archive() {
     assert!(text.contains("\\u{1b}[2Jx\\u{7}"), "{text}");
     assert!(!has_control_bytes(&all), "raw control bytes: {text:?}");
 }
+
+/// Error messages quote paths and names the operator did not choose (a file in an image, a
+/// child's stderr): the error printer escapes them too.
+#[test]
+fn error_messages_are_escaped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let name = String::from_utf8_lossy(b"img\x1b]0;owned\x07\x1b[2J.img").into_owned();
+    let out = keypack()
+        .args(["inspect"])
+        .arg(dir.path().join(name))
+        .output()
+        .expect("keypack runs");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.starts_with("error: "), "{text:?}");
+    assert!(
+        !has_control_bytes(&out.stderr),
+        "raw control bytes: {text:?}"
+    );
+    assert!(text.contains("img\\u{1b}]0;owned"), "{text:?}");
+}
