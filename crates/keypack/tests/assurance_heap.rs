@@ -207,13 +207,15 @@ fn pack(root: &Path, identity: &Path) -> keypack_bundle::SealedBundle {
     let users = [
         UserName::new("alice").unwrap(),
         UserName::new("bob").unwrap(),
+        UserName::new("carol").unwrap(),
     ];
     let sources = repo
         .resolve(&HostName::new("web1").unwrap(), &users)
         .unwrap();
-    let mut files: Vec<(std::path::PathBuf, SopsFile)> = Vec::new();
+    // A sops file, or a plain age file (carol's `id_ed25519.age`: the key is the payload).
+    let mut files: Vec<(std::path::PathBuf, Option<SopsFile>, Vec<u8>)> = Vec::new();
     for s in &sources {
-        if files.iter().any(|(p, _)| *p == s.path) {
+        if files.iter().any(|(p, ..)| *p == s.path) {
             continue;
         }
         let bytes = repo.read_file(&s.path).unwrap();
@@ -223,23 +225,35 @@ fn pack(root: &Path, identity: &Path) -> keypack_bundle::SealedBundle {
                 format: DocumentFormat::Dotenv,
             } => Format::Dotenv,
             Extract::BinaryEnvelope { .. } => Format::Binary,
-            Extract::AgeFile => panic!("the standard repo has no plain age file"),
+            Extract::AgeFile => {
+                files.push((s.path.clone(), None, bytes));
+                continue;
+            }
         };
-        files.push((s.path.clone(), SopsFile::parse(&bytes, format).unwrap()));
+        let parsed = SopsFile::parse(&bytes, format).unwrap();
+        files.push((s.path.clone(), Some(parsed), Vec::new()));
     }
     let ids = IdentitySet::from_file(identity).unwrap();
     let batch: Vec<AgeFile> = files
         .iter()
-        .map(|(p, f)| AgeFile {
+        .map(|(p, f, age)| AgeFile {
             label: p.display().to_string(),
-            alternatives: f.age_entries().iter().map(|e| e.enc.as_bytes()).collect(),
+            alternatives: match f {
+                Some(f) => f.age_entries().iter().map(|e| e.enc.as_bytes()).collect(),
+                None => vec![age.as_slice()],
+            },
         })
         .collect();
     let results = ids.decrypt_batch(&batch);
     drop(batch);
     let mut builder = BundleBuilder::new();
-    for ((path, file), plain) in files.iter().zip(results) {
+    for ((path, file, _), plain) in files.iter().zip(results) {
         let plain = plain.unwrap();
+        let Some(file) = file else {
+            let s = sources.iter().find(|s| s.path == *path).unwrap();
+            builder.add_key(s.role.clone(), plain, None).unwrap();
+            continue;
+        };
         let key = DataKey::from_bytes(plain.expose_secret()).unwrap();
         drop(plain);
         let dec = file.decrypt(&key).unwrap();
@@ -303,6 +317,12 @@ fn assurance_heap_freed_blocks_hold_no_secret_except_known_library_sites() {
     if !ventoy_prereqs(test) {
         return;
     }
+    if !have("age") {
+        return skip(
+            test,
+            "age is not installed (the `age` package): carol's .age file needs it",
+        );
+    }
     let repo = standard_repo();
     let scratch = repo.scratch();
     let vdir = ventoy_dir(&scratch);
@@ -313,8 +333,10 @@ fn assurance_heap_freed_blocks_hold_no_secret_except_known_library_sites() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700)).unwrap();
     let identity = Path::new(AGE_KEY);
+    let carol = add_age_file_user(&repo.root(), &scratch, &[yk::OTHER_RECIPIENT], &scratch);
 
     let mut needles = Vec::new();
+    key_needles("carol (.age file)", &carol, &mut needles);
     for (name, pem) in repo_keys(&repo) {
         let secrets = Secrets::from_pems(&[(name, pem)]);
         for n in secrets.needles {
@@ -455,7 +477,21 @@ fn yubikey_scenario() {
     mock.set_script("pin");
     let repo = yk::Repo::new(&mock.card.recipient_string(), mock.bin_dir());
     let identity = mock.identity_file();
+    let carol = add_age_file_user(
+        &repo.root(),
+        &repo.tmp.path().join("scratch"),
+        &[&mock.card.recipient_string(), yk::OTHER_RECIPIENT],
+        mock.bin_dir(),
+    );
     let mut needles = Vec::new();
+    key_needles("carol (.age file)", &carol, &mut needles);
+    // Every file is also encrypted to the test X25519 key: learn the sops data keys with it
+    // (before arming, without the card) so the YubiKey run is checked for them too.
+    let dks = data_keys(&repo.root(), Path::new(AGE_KEY));
+    assert_eq!(dks.len(), 3, "three sops files, three data keys");
+    for (i, k) in dks.into_iter().enumerate() {
+        needles.push((format!("sops data key {i}"), k));
+    }
     for (name, pem) in [
         ("host", &repo.host.private),
         ("deploy", &repo.deploy.private),
@@ -514,6 +550,53 @@ fn yubikey_scenario() {
         "the PIN was asked: {:?}",
         mock.log()
     );
-    assert_eq!(mock.count("unwrap"), 3, "three files unwrapped by the card");
+    assert_eq!(
+        mock.count("unwrap"),
+        4,
+        "three sops files and one age file unwrapped by the card"
+    );
     check_hits("YubiKey identity (mock plugin, PIN): pack");
+}
+
+/// Adds carol as a plain age file, `users/carol/id_ed25519.age` (armored, encrypted with the
+/// real `age` to `recipients`; `plugin_dir` on PATH for a plugin recipient), and returns her
+/// private key (PEM).
+fn add_age_file_user(
+    root: &Path,
+    scratch: &Path,
+    recipients: &[&str],
+    plugin_dir: &Path,
+) -> String {
+    use std::io::Write as _;
+    let key = yk::ssh_keygen(scratch, "carol");
+    let dir = root.join("users/carol");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = std::process::Command::new("age");
+    cmd.env("PATH", yk::path_with(plugin_dir)).arg("-a");
+    for r in recipients {
+        cmd.args(["-r", r]);
+    }
+    let mut child = cmd
+        .arg("-o")
+        .arg(dir.join("id_ed25519.age"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("age runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(key.private.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "age encrypted carol's key");
+    key.private.clone()
+}
+
+/// The PEM and raw-seed needles of one key.
+fn key_needles(name: &str, pem: &str, needles: &mut Vec<(String, Vec<u8>)>) {
+    for n in Secrets::from_pems(&[(name, pem)]).needles {
+        if n.label.contains("PEM line") || n.label.ends_with("(raw)") {
+            needles.push((n.label, n.bytes));
+        }
+    }
 }
