@@ -24,7 +24,8 @@ fn fake_nix(root: &Path, env_out: &Path) -> std::path::PathBuf {
     script(
         &bin.join("nix"),
         &format!(
-            "cat /proc/self/environ > '{}'\necho '{}'",
+            "[ \"$1\" = --version ] && {{ echo 'nix (Nix) 2.24.9'; exit 0; }}\n\
+             cat /proc/self/environ > '{}'\necho '{}'",
             env_out.display(),
             root.join("out").display()
         ),

@@ -48,20 +48,51 @@ impl IsoSource {
     }
 }
 
+/// The oldest Nix keypack runs: Debian 12's Nix 2.8 rejects `--print-out-paths`, and 2.18 is
+/// the oldest release the flake is checked with. Checked first, so an old Nix gets a sentence
+/// instead of its own `unrecognised flag`.
+pub const MIN_NIX: (u32, u32) = (2, 18);
+
 /// Runs `nix build REF --print-out-paths --no-link` and finds the ISO in its output.
 pub fn nix_iso(flake: &str) -> Result<PathBuf> {
+    let ways_out = "pass --iso FILE (an ISO you built), or --flake REF (a flake output that \
+                    builds one, e.g. github:you/nix-config#iso)";
     // Absolute PATH entries only (never `./nix`), and a scrubbed environment.
     let nix = keypack_plugin::child::find_program("nix")
         .ok_or_else(|| keypack_plugin::child::not_found("nix"))
-        .context("running nix build (is Nix installed? or pass --iso FILE)")?;
+        .with_context(|| {
+            format!("no --iso given, so keypack needs `nix build {flake}`; {ways_out}")
+        })?;
+    let version = nix_version(&nix)?;
+    if (version.0, version.1) < MIN_NIX {
+        bail!(
+            "{} is Nix {}.{}.{}, too old for `nix build {flake} --print-out-paths` (keypack \
+             needs Nix >= {}.{}); {ways_out}",
+            nix.display(),
+            version.0,
+            version.1,
+            version.2,
+            MIN_NIX.0,
+            MIN_NIX.1
+        );
+    }
+    // A relative flake reference (`.#iso`) is resolved against the working directory: say which.
+    let folder = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "the current folder".into());
+    eprintln!("no --iso given: running `nix build {flake}` in {folder} (nix's progress follows)");
     let out = keypack_plugin::child::command(&nix, &[])
+        .args(["--extra-experimental-features", "nix-command flakes"])
         .args(["build", flake, "--print-out-paths", "--no-link"])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .context("running nix build (is Nix installed? or pass --iso FILE)")?;
+        .with_context(|| format!("running {}", nix.display()))?;
     if !out.status.success() {
-        bail!("nix build {flake} failed ({})", out.status);
+        bail!(
+            "`nix build {flake}` in {folder} failed ({}; its messages are above); {ways_out}",
+            out.status
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let Some(first) = text.lines().find(|l| !l.trim().is_empty()) else {
@@ -69,6 +100,32 @@ pub fn nix_iso(flake: &str) -> Result<PathBuf> {
     };
     find_iso(Path::new(first.trim()))
         .with_context(|| format!("nix build {flake} built {}", first.trim()))
+}
+
+/// `nix --version` as (major, minor, patch): the last word of `nix (Nix) 2.24.9`.
+fn nix_version(nix: &Path) -> Result<(u32, u32, u32)> {
+    let out = keypack_plugin::child::command(nix, &[])
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} --version", nix.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_nix_version(&text).with_context(|| {
+        format!(
+            "{} --version printed {:?}, not a Nix version",
+            nix.display(),
+            super::escape::field(text.trim())
+        )
+    })
+}
+
+fn parse_nix_version(text: &str) -> Option<(u32, u32, u32)> {
+    let word = text.split_whitespace().last()?;
+    let mut parts = word.split(['.', '-', '+', 'p']).map(|p| p.parse::<u32>());
+    let major = parts.next()?.ok()?;
+    let minor = parts.next()?.ok()?;
+    let patch = parts.next().and_then(|p| p.ok()).unwrap_or(0);
+    Some((major, minor, patch))
 }
 
 /// The ISO at `path`: the file itself, or the only `*.iso` in `path/iso/` or `path/`.
@@ -157,4 +214,26 @@ pub fn copy_iso(iso: &Path, dest: &Path, force: bool) -> Result<PathBuf> {
         .with_context(|| format!("renaming to {}", target.display()))?;
     eprintln!("copied {} to {}", iso.display(), target.display());
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_nix_version;
+
+    #[test]
+    fn nix_versions_parse() {
+        assert_eq!(parse_nix_version("nix (Nix) 2.8.0\n"), Some((2, 8, 0)));
+        assert_eq!(parse_nix_version("nix (Nix) 2.24.9"), Some((2, 24, 9)));
+        assert_eq!(
+            parse_nix_version("nix (Nix) 2.26.0pre20241201_abc"),
+            Some((2, 26, 0))
+        );
+        assert_eq!(
+            parse_nix_version("nix (Determinate Nix 3.1.0) 2.28.1"),
+            Some((2, 28, 1))
+        );
+        assert_eq!(parse_nix_version("nix 2.19"), Some((2, 19, 0)));
+        assert_eq!(parse_nix_version("garbage"), None);
+        assert_eq!(parse_nix_version(""), None);
+    }
 }
