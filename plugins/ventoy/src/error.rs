@@ -88,6 +88,19 @@ pub enum VentoyError {
         #[source]
         source: std::io::Error,
     },
+    /// A file on the image is larger than keypack reads (a crafted `ventoy.json` must not make
+    /// it allocate what the image asks for).
+    #[error("{}: {name} is too large ({size} bytes, at most {max} are read), not read", path.display())]
+    TooLarge {
+        /// The image.
+        path: PathBuf,
+        /// The file on the image.
+        name: String,
+        /// Its size from the directory entry.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
     /// `ventoy.json` cannot be used.
     #[error("{}: ventoy/ventoy.json: {problem}", path.display())]
     Json {

@@ -554,8 +554,9 @@ impl<'f> ExfatRead<'f> {
         }
     }
 
-    /// Reads the file at `path` (ASCII case-insensitive), if present and at most `max` bytes.
-    pub fn read(&self, path: &str, max: u64) -> Option<Zeroizing<Vec<u8>>> {
+    /// The entry at `path` (ASCII case-insensitive), if present: a directory lookup, no file
+    /// data is read.
+    fn find(&self, path: &str) -> Option<Found> {
         let mut first = self.root;
         let mut size = None;
         let mut contiguous = false;
@@ -566,11 +567,7 @@ impl<'f> ExfatRead<'f> {
                 .into_iter()
                 .find(|f| f.name.eq_ignore_ascii_case(part))?;
             if i + 1 == parts.len() {
-                return if f.dir {
-                    None
-                } else {
-                    self.read_data(f.first, f.size, f.contiguous, max)
-                };
+                return Some(f);
             }
             if !f.dir {
                 return None;
@@ -580,5 +577,33 @@ impl<'f> ExfatRead<'f> {
             contiguous = f.contiguous;
         }
         None
+    }
+
+    /// Whether a file or folder exists at `path`.
+    pub fn exists(&self, path: &str) -> bool {
+        self.find(path).is_some()
+    }
+
+    /// Reads the file at `path` if it is at most `max` bytes; its size comes from the
+    /// directory entry, so a larger one is refused before anything is allocated.
+    pub fn read_bounded(&self, path: &str, max: u64) -> crate::fat::Bounded {
+        use crate::fat::Bounded;
+        match self.find(path) {
+            None => Bounded::Missing,
+            Some(f) if f.dir => Bounded::Missing,
+            Some(f) if f.size > max => Bounded::TooLarge(f.size),
+            // Unreadable (a chain off the volume): reported as missing, as before.
+            Some(f) => self
+                .read_data(f.first, f.size, f.contiguous, max)
+                .map_or(Bounded::Missing, Bounded::Bytes),
+        }
+    }
+
+    /// Reads the file at `path` (ASCII case-insensitive), if present and at most `max` bytes.
+    pub fn read(&self, path: &str, max: u64) -> Option<Zeroizing<Vec<u8>>> {
+        match self.read_bounded(path, max) {
+            crate::fat::Bounded::Bytes(b) => Some(b),
+            _ => None,
+        }
     }
 }

@@ -10,7 +10,7 @@
 //! entries, long names); `decisions.md` "Keys-only rebuild" for the switch order.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -303,9 +303,27 @@ impl<'f> DataFs<'f> {
         self.write_from(name, &mut src).map(|_| ())
     }
 
-    /// Reads a file, if it exists.
-    pub fn read(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, VentoyError> {
-        read_file(&self.fs, self.path, name)
+    /// Reads a file of at most `max` bytes, if it exists; a larger one is an error
+    /// ([`VentoyError::TooLarge`]), found from its directory entry before anything is read.
+    pub fn read(&self, name: &str, max: u64) -> Result<Option<Zeroizing<Vec<u8>>>, VentoyError> {
+        match read_file(&self.fs, self.path, name, max)? {
+            Bounded::Missing => Ok(None),
+            Bounded::Bytes(b) => Ok(Some(b)),
+            Bounded::TooLarge(size) => Err(VentoyError::TooLarge {
+                path: self.path.to_path_buf(),
+                name: name.to_string(),
+                size,
+                max,
+            }),
+        }
+    }
+
+    /// Whether a file exists (a directory lookup: nothing of the file is read).
+    pub fn file_exists(&self, name: &str) -> bool {
+        self.fs
+            .root_dir()
+            .open_file(name.trim_start_matches('/'))
+            .is_ok()
     }
 
     /// Whether a folder exists.
@@ -346,21 +364,40 @@ impl<'f> DataFs<'f> {
     }
 }
 
+/// What a bounded read of a file found.
+pub enum Bounded {
+    /// No such file.
+    Missing,
+    /// Larger than the cap (its size from the directory entry); nothing was read.
+    TooLarge(u64),
+    /// The whole file.
+    Bytes(Zeroizing<Vec<u8>>),
+}
+
+/// Reads `name` if it is at most `max` bytes. The size comes from the directory entry (a seek
+/// to the end reads no data), so a crafted 600 MiB `ventoy.json` costs nothing; the read itself
+/// is capped too, in case the chain holds more than the entry says.
 fn read_file<T: fatfs::ReadWriteSeek>(
     fs: &FileSystem<T>,
     path: &Path,
     name: &str,
-) -> Result<Option<Zeroizing<Vec<u8>>>, VentoyError> {
+    max: u64,
+) -> Result<Bounded, VentoyError> {
     let rel = name.trim_start_matches('/');
     let mut f = match fs.root_dir().open_file(rel) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Bounded::Missing),
         Err(e) => return Err(VentoyError::fat(path, format!("opening {name}"), e)),
     };
-    let mut out = Zeroizing::new(Vec::new());
-    f.read_to_end(&mut out)
-        .map_err(|e| VentoyError::fat(path, format!("reading {name}"), e))?;
-    Ok(Some(out))
+    let err = |e| VentoyError::fat(path, format!("reading {name}"), e);
+    let size = f.seek(SeekFrom::End(0)).map_err(err)?;
+    if size > max {
+        return Ok(Bounded::TooLarge(size));
+    }
+    f.seek(SeekFrom::Start(0)).map_err(err)?;
+    let mut out = Zeroizing::new(Vec::with_capacity(size as usize));
+    f.take(max).read_to_end(&mut out).map_err(err)?;
+    Ok(Bounded::Bytes(out))
 }
 
 /// A file found on a FAT partition.
@@ -405,12 +442,12 @@ impl<'f> ReadFs<'f> {
         self.fs.volume_label().trim_end().to_string()
     }
 
-    /// Reads a file, if present.
-    pub fn read(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, VentoyError> {
-        read_file(&self.fs, self.path, name)
+    /// Reads a file of at most `max` bytes, if present (see [`Bounded`]).
+    pub fn read(&self, name: &str, max: u64) -> Result<Bounded, VentoyError> {
+        read_file(&self.fs, self.path, name, max)
     }
 
-    /// Whether a file or folder exists.
+    /// Whether a file or folder exists (a directory lookup: nothing of the file is read).
     pub fn exists(&self, name: &str) -> bool {
         let rel = name.trim_start_matches('/');
         let root = self.fs.root_dir();
@@ -490,8 +527,11 @@ pub fn check_efi(
             "partition 2 has no ventoy/ventoy.cpio".into(),
         ));
     }
-    let cfg = fs.read("/grub/grub.cfg")?;
-    Ok(cfg.and_then(|c| crate::blobs::grub_cfg_version(&c)))
+    // Ventoy's grub.cfg is a few hundred KiB; a larger one is not read (no version then).
+    match fs.read("/grub/grub.cfg", 4 << 20)? {
+        Bounded::Bytes(c) => Ok(crate::blobs::grub_cfg_version(&c)),
+        Bounded::Missing | Bounded::TooLarge(_) => Ok(None),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -880,6 +920,64 @@ fn short_name(raw: &[u8]) -> String {
     }
 }
 
+/// Zeroes every cluster of the file `name` on the FAT32 partition at `off` and syncs, without
+/// freeing them or touching its directory entry; returns how many clusters were zeroed,
+/// `Ok(None)` when there is no such file or the partition is not FAT32.
+///
+/// Why: truncating, removing or overwriting a file through `fatfs` frees its clusters with
+/// their bytes intact. For a stale `/.keypack-tmp-keys` (a run killed while writing it) those
+/// bytes are a bundle, possibly one whose keys were removed since; zeroed first, freeing them
+/// afterwards leaves nothing behind.
+///
+/// Zeroes the whole FAT chain. An older keypack, killed while `fatfs` wrote the file, could
+/// leave a directory entry whose size needs more clusters than its chain has (the data was
+/// written, the FAT not yet): then the free clusters after the chain's end are zeroed too,
+/// up to that size, which is where `fatfs` allocates next. Zeroing a free cluster loses nothing.
+pub fn wipe_file(
+    file: &File,
+    path: &Path,
+    off: u64,
+    name: &str,
+) -> Result<Option<u64>, VentoyError> {
+    let Some(bpb) = Bpb::read(file, off).map_err(|e| VentoyError::io("reading", path, e))? else {
+        return Ok(None);
+    };
+    let raw = Raw {
+        file,
+        path,
+        off,
+        bpb,
+    };
+    let fat = raw.read_fat()?;
+    let Some(loc) = raw.lookup(&fat, name)? else {
+        return Ok(None);
+    };
+    let mut clusters = raw.chain(&fat, loc.first_cluster);
+    // A bundle is at most a few MiB; a crafted size must not make this zero the whole disk's
+    // free space (harmless, but slow).
+    let want = (u64::from(loc.size).min(64 << 20)).div_ceil(bpb.cluster) as usize;
+    let limit = raw.limit(&fat);
+    if clusters.len() < want {
+        let from = clusters
+            .last()
+            .map_or(loc.first_cluster as usize, |&c| c as usize + 1);
+        let extra: Vec<u32> = (from.max(2)..limit)
+            .filter(|&c| fat[c] == 0)
+            .take(want - clusters.len())
+            .map(|c| c as u32)
+            .collect();
+        clusters.extend(extra);
+    }
+    // A chain running past the data clusters would point into the next partition.
+    clusters.retain(|&c| (c as usize) < limit);
+    let zeros = vec![0u8; bpb.cluster as usize];
+    for &c in &clusters {
+        raw.wr(bpb.cluster_offset(c), &zeros)?;
+    }
+    raw.sync()?;
+    Ok(Some(clusters.len() as u64))
+}
+
 /// Outcome of [`switch_file`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Switched {
@@ -891,7 +989,7 @@ pub enum Switched {
 
 /// Test hook: after which step a keys-only rebuild stops (simulating a crash). Read from the
 /// environment variable `KEYPACK_VENTOY_CRASH_AFTER` only in debug builds.
-fn crash_point(step: &str) {
+pub(crate) fn crash_point(step: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("KEYPACK_VENTOY_CRASH_AFTER").is_ok_and(|v| v == step) {
         std::process::abort();
@@ -933,7 +1031,10 @@ pub fn switch_file(
     //    an earlier switch killed between steps 3 and 4 left the bundle before it there,
     //    allocated and reachable from nothing, and this is the only run that will see them.
     raw.wipe_lost(&mut fat)?;
-    let old_chain = raw.chain(&fat, loc.first_cluster);
+    let mut old_chain = raw.chain(&fat, loc.first_cluster);
+    // A crafted chain running past the data clusters would point into the next partition.
+    let limit = raw.limit(&fat);
+    old_chain.retain(|&c| (c as usize) < limit);
     // Unchanged content: leave the image byte-identical.
     if loc.size as usize == bytes.len() {
         let mut cur = Zeroizing::new(vec![0u8; bytes.len()]);
@@ -961,16 +1062,10 @@ pub fn switch_file(
             problem: format!("no room for {name}: {need} free clusters needed"),
         });
     }
-    // 1. Data into free clusters.
-    let mut cluster_buf = Zeroizing::new(vec![0u8; bpb.cluster as usize]);
-    for (i, &c) in free.iter().enumerate() {
-        let start = i * bpb.cluster as usize;
-        let end = (start + bpb.cluster as usize).min(bytes.len());
-        cluster_buf.fill(0);
-        cluster_buf[..end - start].copy_from_slice(&bytes[start..end]);
-        raw.wr(bpb.cluster_offset(c), &cluster_buf)?;
-    }
-    // 2. Chain them (still unreachable).
+    // 1. Chain free clusters (still unreachable), before any bundle byte goes into them: a
+    //    crash after this leaves lost clusters, which step 0 of the next switch zeroes. The
+    //    other order could leave the bundle in clusters the FAT calls free, where nothing
+    //    would ever look for it.
     let updates: Vec<(u32, u32)> = free
         .iter()
         .enumerate()
@@ -979,6 +1074,17 @@ pub fn switch_file(
     raw.set_fat(&fat, &updates)?;
     raw.sync()?;
     crash_point("chain");
+    // 2. Data into the chained clusters.
+    let mut cluster_buf = Zeroizing::new(vec![0u8; bpb.cluster as usize]);
+    for (i, &c) in free.iter().enumerate() {
+        let start = i * bpb.cluster as usize;
+        let end = (start + bpb.cluster as usize).min(bytes.len());
+        cluster_buf.fill(0);
+        cluster_buf[..end - start].copy_from_slice(&bytes[start..end]);
+        raw.wr(bpb.cluster_offset(c), &cluster_buf)?;
+    }
+    raw.sync()?;
+    crash_point("data");
     // 3. One directory-entry write makes them the file.
     let mut entry = [0u8; 32];
     raw.rd(loc.offset, &mut entry)?;

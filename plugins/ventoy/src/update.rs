@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::fat::{self, DataFs, Listed, ReadFs};
+use crate::fat::{self, Bounded, DataFs, Listed, ReadFs};
 use crate::layout::{self, Found, SECTOR};
 use crate::{ARCHIVE_PATH, JSON_PATH, VentoyError, json};
 
@@ -35,16 +35,34 @@ pub struct ImageInfo {
     pub injection: Vec<(String, String, String)>,
     /// Archives named by injection entries that exist: (path, bytes).
     pub archives: Vec<(String, Zeroizing<Vec<u8>>)>,
+    /// Paths named by injection entries (images without a `*`, archives) that are not on the
+    /// data partition, found by directory lookup (not from `files`, which is capped).
+    pub missing: Vec<String>,
     /// Lost clusters of a FAT32 data partition (allocated, reachable from no file): `None`
     /// when the data partition is not FAT32 or could not be checked.
     pub lost: Option<fat::LostClusters>,
     /// What looks wrong on the data partition, one sentence each (lost clusters, which may
-    /// still hold a removed key); the caller adds these to its own list of problems.
+    /// still hold a removed key; a file too large to read); the caller adds these to its own
+    /// list of problems. Names in them come from the image: escape before printing.
     pub problems: Vec<String>,
 }
 
-/// Reads one file of the data partition, if present.
-type FileReader<'a> = dyn Fn(&str) -> Result<Option<Zeroizing<Vec<u8>>>, VentoyError> + 'a;
+/// Reads one file of the data partition of at most the given size, if present.
+type FileReader<'a> = dyn Fn(&str, u64) -> Result<Bounded, VentoyError> + 'a;
+/// Whether a file or folder exists on the data partition (a directory lookup).
+type Exists<'a> = dyn Fn(&str) -> bool + 'a;
+
+/// Where `media update --image` writes a new bundle before renaming it to `keys.tar.gz`.
+const TMP_KEYS: &str = "/.keypack-tmp-keys";
+
+/// Largest `ventoy.json` read: Ventoy's own are a few KiB; a crafted one must not make keypack
+/// allocate what the image asks for.
+const MAX_JSON: u64 = 4 << 20;
+
+/// Largest bundle read by `inspect` (a bundle of a host and a hundred users is a few tens of
+/// KiB), and the most read for all bundles together.
+const MAX_ARCHIVE: u64 = 16 << 20;
+const MAX_ARCHIVES_TOTAL: u64 = 64 << 20;
 
 /// Reads a Ventoy image without changing it.
 pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
@@ -64,6 +82,7 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
         json: None,
         injection: Vec::new(),
         archives: Vec::new(),
+        missing: Vec::new(),
         lost: None,
         problems: Vec::new(),
     };
@@ -88,35 +107,68 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
             "data partition: could not check for lost clusters: {e}"
         )),
     }
-    // Bundles and ventoy.json are small; anything larger is not read.
-    const MAX_READ: u64 = 16 << 20;
     let fs;
     let reader: Box<FileReader<'_>>;
+    let exists: Box<Exists<'_>>;
     if let Ok(f) = ReadFs::open(&file, path, data_off, data_len, "the data partition") {
         fs = f;
         info.data_fs = Ok(format!("{:?}", fs.fat_type()));
         info.files = fs.list(10_000);
-        reader = Box::new(|p: &str| fs.read(p));
+        reader = Box::new(|p: &str, max: u64| fs.read(p, max));
+        exists = Box::new(|p: &str| fs.exists(p));
     } else if let Some(x) = crate::exfat::ExfatRead::open(&file, data_off, data_len) {
         info.data_fs = Ok("exFAT".into());
         info.files = x.list(10_000);
-        reader = Box::new(move |p: &str| Ok(x.read(p, MAX_READ)));
+        let x = std::rc::Rc::new(x);
+        let y = x.clone();
+        reader = Box::new(move |p: &str, max: u64| Ok(x.read_bounded(p, max)));
+        exists = Box::new(move |p: &str| y.exists(p));
     } else {
         info.data_fs = Err("neither FAT nor exFAT (NTFS, ext4, …: mount it and look there)".into());
         return Ok(info);
     }
-    if let Some(bytes) = reader(JSON_PATH)? {
-        let parsed = json::parse(&bytes);
-        if let Ok(v) = &parsed {
-            info.injection = json::injection_entries(v);
+    let too_large = |name: &str, size: u64| format!("{name} is too large ({size} bytes), not read");
+    match reader(JSON_PATH, MAX_JSON)? {
+        Bounded::Missing => {}
+        Bounded::TooLarge(size) => info.problems.push(too_large(JSON_PATH, size)),
+        Bounded::Bytes(bytes) => {
+            let parsed = json::parse(&bytes);
+            if let Ok(v) = &parsed {
+                info.injection = json::injection_entries(v);
+            }
+            info.json = Some(parsed);
         }
-        info.json = Some(parsed);
+    }
+    let mut checked: Vec<&str> = Vec::new();
+    for (_, image, archive) in &info.injection {
+        for p in [image.as_str(), archive.as_str()] {
+            if (p != image || !image.contains('*')) && !checked.contains(&p) {
+                checked.push(p);
+                if !exists(p) {
+                    info.missing.push(p.to_string());
+                }
+            }
+        }
     }
     let mut seen = Vec::new();
+    let mut budget = MAX_ARCHIVES_TOTAL;
     for (_, _, archive) in &info.injection {
-        if archive.starts_with('/') && !seen.contains(archive) {
-            seen.push(archive.clone());
-            if let Some(bytes) = reader(archive)? {
+        if !archive.starts_with('/') || seen.contains(archive) || info.missing.contains(archive) {
+            continue;
+        }
+        seen.push(archive.clone());
+        if budget == 0 {
+            info.problems.push(format!(
+                "{archive}: not read (the bundles before it filled the {MAX_ARCHIVES_TOTAL} \
+                 bytes inspect reads)"
+            ));
+            continue;
+        }
+        match reader(archive, MAX_ARCHIVE.min(budget))? {
+            Bounded::Missing => {}
+            Bounded::TooLarge(size) => info.problems.push(too_large(archive, size)),
+            Bounded::Bytes(bytes) => {
+                budget -= bytes.len() as u64;
                 info.archives.push((archive.clone(), bytes));
             }
         }
@@ -149,9 +201,12 @@ pub fn update_image(
     let off = found.data.start * SECTOR;
     let len = found.data.sectors * SECTOR;
     let mut warnings = Vec::new();
-    let (json_bytes, archive_exists, json_exists, had_dir) = {
+    // A run killed while writing the bundle leaves it under the temp name; `fatfs` would free
+    // its clusters with the bundle still in them when it removes the file below. Zeroed first.
+    fat::wipe_file(&file, image, off, TMP_KEYS)?;
+    let (json_bytes, archive_exists, json_exists) = {
         let fs = DataFs::open(&file, image, off, len)?;
-        let existing = fs.read(JSON_PATH)?;
+        let existing = fs.read(JSON_PATH, MAX_JSON)?;
         let json_bytes = match &existing {
             Some(bytes) => {
                 let (b, w) = settings.merge(bytes).map_err(|problem| VentoyError::Json {
@@ -163,6 +218,7 @@ pub fn update_image(
             }
             None => settings.fresh(),
         };
+        fs.remove(TMP_KEYS)?;
         // The ISO: temp name, then the switch of names.
         let tmp_iso = "/.keypack-tmp-iso";
         fs.remove(tmp_iso)?;
@@ -180,12 +236,32 @@ pub fn update_image(
         fs.write_copy(tmp_iso, &src, iso_len)?;
         fs.remove(&format!("/{iso_name}"))?;
         fs.rename(tmp_iso, &format!("/{iso_name}"))?;
-        let archive_exists = fs.read(ARCHIVE_PATH)?.is_some();
+        let archive_exists = fs.file_exists(ARCHIVE_PATH);
         if !archive_exists {
-            fs.write_bytes("/.keypack-tmp-keys", archive)?;
-            fs.rename("/.keypack-tmp-keys", ARCHIVE_PATH)?;
+            // An empty file under the temp name; the bundle goes into it through the switch
+            // below, never through `fatfs` (which writes data before the FAT, so a crash could
+            // leave the bundle in clusters marked free).
+            fs.write_bytes(TMP_KEYS, b"")?;
         }
-        let json_exists = existing.is_some();
+        fs.finish()?;
+        (json_bytes, archive_exists, existing.is_some())
+    };
+    file.sync_all()
+        .map_err(|e| VentoyError::io("syncing", image, e))?;
+    if !archive_exists || !json_exists {
+        if !archive_exists {
+            if fat::switch_file(&file, image, off, TMP_KEYS, archive)?.is_none() {
+                return Err(VentoyError::DataFs {
+                    path: image.to_path_buf(),
+                    problem: format!("{TMP_KEYS} vanished while being written"),
+                });
+            }
+            fat::crash_point("tmp-keys");
+        }
+        let fs = DataFs::open(&file, image, off, len)?;
+        if !archive_exists {
+            fs.rename(TMP_KEYS, ARCHIVE_PATH)?;
+        }
         let had_dir = fs.dir_exists("/ventoy");
         if !json_exists {
             fs.mkdir_p("/ventoy")?;
@@ -193,13 +269,12 @@ pub fn update_image(
             fs.rename("/ventoy/.keypack-tmp-json", JSON_PATH)?;
         }
         fs.finish()?;
-        (json_bytes, archive_exists, json_exists, had_dir)
-    };
-    if !had_dir {
-        fat::fix_dot_entries(&file, image, off, "/ventoy")?;
+        if !had_dir {
+            fat::fix_dot_entries(&file, image, off, "/ventoy")?;
+        }
+        file.sync_all()
+            .map_err(|e| VentoyError::io("syncing", image, e))?;
     }
-    file.sync_all()
-        .map_err(|e| VentoyError::io("syncing", image, e))?;
     // Existing files: the crash-consistent switch.
     if archive_exists {
         fat::switch_file(&file, image, off, ARCHIVE_PATH, archive)?;
