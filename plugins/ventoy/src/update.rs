@@ -453,14 +453,54 @@ fn sync_dir(dir: &Path) -> Result<(), VentoyError> {
         .map_err(|e| VentoyError::io("syncing", dir, e))
 }
 
+/// Overwrites the whole of `f` with zeros, in place, and syncs.
+///
+/// Why: unlinking a file, or renaming another over it, frees its blocks with their bytes in
+/// them; for a bundle that is a key that may have been removed since. On FAT and on ext4 or XFS
+/// without data journalling an overwrite goes to the same blocks; a copy-on-write filesystem
+/// (btrfs) writes new ones and keeps the old until reused, which this cannot help.
+fn zero_file(f: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata()?.len();
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(zeros.len() as u64) as usize;
+        f.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    f.sync_all()
+}
+
+/// Opens an existing regular file at `p` for zeroing, without following a symlink (a link
+/// placed on the stick must not make keypack zero a file elsewhere).
+fn open_to_zero(p: &Path) -> Option<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(p)
+        .ok()?;
+    f.metadata().ok()?.is_file().then_some(f)
+}
+
+/// Writes `name` in `dir` through a temp name and a rename. With `secret` (the bundle), a stale
+/// temp file and the file the rename replaces are zeroed first (see [`zero_file`]).
 fn write_via_temp(
     dir: &Path,
     name: &str,
+    secret: bool,
     write: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<(), VentoyError> {
     let target = dir.join(name);
     let tmp = dir.join(format!(".keypack-tmp-{name}"));
+    if secret && let Some(f) = open_to_zero(&tmp) {
+        zero_file(&f).map_err(|e| VentoyError::io("zeroing", &tmp, e))?;
+    }
     let _ = std::fs::remove_file(&tmp);
+    // The old bundle, held open across the rename: zeroed after it (through this descriptor,
+    // which keeps the replaced file's blocks until it is closed), so a crash in between leaves
+    // the old bundle or the new one in place, never a zeroed one.
+    let old = if secret { open_to_zero(&target) } else { None };
     let res = (|| {
         // 0600 where the filesystem has modes (an ext4 or XFS data partition); FAT has none.
         let mut f = OpenOptions::new()
@@ -476,7 +516,28 @@ fn write_via_temp(
         let _ = std::fs::remove_file(&tmp);
         return Err(VentoyError::io("writing", target, e));
     }
-    sync_dir(dir)
+    sync_dir(dir)?;
+    if let Some(old) = old {
+        zero_file(&old).map_err(|e| VentoyError::io("zeroing the replaced", &target, e))?;
+    }
+    Ok(())
+}
+
+/// Reads `p` if it is at most `max` bytes; a larger file is an `InvalidData` error, found from
+/// its size before anything is read.
+fn read_capped(p: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = File::open(p)?;
+    let size = f.metadata()?.len();
+    if size > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("too large ({size} bytes, at most {max} are read), not read"),
+        ));
+    }
+    let mut out = Vec::with_capacity(size as usize);
+    f.take(max).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// Writes the ISO, the bundle and the merged `ventoy.json` into the root of a mounted data
@@ -491,7 +552,7 @@ pub fn update_dir(
 ) -> Result<Vec<String>, VentoyError> {
     let json_path = dir.join("ventoy/ventoy.json");
     let mut warnings = Vec::new();
-    let json_bytes = match std::fs::read(&json_path) {
+    let json_bytes = match read_capped(&json_path, MAX_JSON) {
         Ok(bytes) => {
             let (b, w) = settings
                 .merge(&bytes)
@@ -505,13 +566,13 @@ pub fn update_dir(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => settings.fresh(),
         Err(e) => return Err(VentoyError::io("reading", json_path, e)),
     };
-    write_via_temp(dir, iso_name, |f| {
+    write_via_temp(dir, iso_name, false, |f| {
         let mut src = File::open(iso)?;
         std::io::copy(&mut src, f).map(|_| ())
     })?;
-    write_via_temp(dir, "keys.tar.gz", |f| f.write_all(archive))?;
+    write_via_temp(dir, "keys.tar.gz", true, |f| f.write_all(archive))?;
     let vdir = dir.join("ventoy");
     std::fs::create_dir_all(&vdir).map_err(|e| VentoyError::io("creating", &vdir, e))?;
-    write_via_temp(&vdir, "ventoy.json", |f| f.write_all(&json_bytes))?;
+    write_via_temp(&vdir, "ventoy.json", false, |f| f.write_all(&json_bytes))?;
     Ok(warnings)
 }

@@ -264,3 +264,36 @@ fn stale_temp_bundle_with_a_broken_chain_is_zeroed() {
         &final_bundle,
     );
 }
+
+/// `media update --mount`: the bundle a rename replaces, and a stale temp bundle, are zeroed
+/// in place before their blocks are freed. Seen through a second hard link to each, which
+/// keeps the inode (and so its blocks) alive after the update unlinked it.
+#[test]
+fn mount_update_zeroes_the_replaced_and_the_stale_bundle() {
+    let tmp = private_tmp();
+    let stick = tmp.path().join("stick");
+    fs::create_dir(&stick).unwrap();
+    let iso = fake_iso(tmp.path(), "k.iso", 16 << 10);
+    let old_marker = marker("OLD");
+    let stale_marker = marker("STALE");
+    let old = bundle_with(&old_marker, 50);
+    let stale = bundle_with(&stale_marker, 50);
+    fs::write(stick.join("keys.tar.gz"), &old).unwrap();
+    fs::write(stick.join(".keypack-tmp-keys.tar.gz"), &stale).unwrap();
+    let links = tmp.path().join("links");
+    fs::create_dir(&links).unwrap();
+    fs::hard_link(stick.join("keys.tar.gz"), links.join("old")).unwrap();
+    fs::hard_link(stick.join(".keypack-tmp-keys.tar.gz"), links.join("stale")).unwrap();
+    let new = bundle_with(&marker("NEW"), 50);
+    keypack_media_ventoy::update_dir(&stick, &iso, "k.iso", &new, &settings()).expect("update");
+    assert_eq!(fs::read(stick.join("keys.tar.gz")).unwrap(), new);
+    assert!(!stick.join(".keypack-tmp-keys.tar.gz").exists());
+    for (name, len) in [("old", old.len()), ("stale", stale.len())] {
+        let bytes = fs::read(links.join(name)).unwrap();
+        assert_eq!(bytes.len(), len, "{name}: zeroed in place, not truncated");
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "{name}: the bundle is still there"
+        );
+    }
+}
