@@ -403,6 +403,31 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
         ["600", "600"],
         "{modes}"
     );
+    // User networking (the default): the guest reaches a service on the host's loopback
+    // through 10.0.2.2. `--net isolated` (the restart below) must cut that off.
+    // The service closes each connection at once, so nc (which waits for the peer) ends.
+    let loopback_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_port = loopback_service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in loopback_service.incoming() {
+            drop(conn);
+        }
+    });
+    let probe = format!(
+        "timeout 15 nc -w 5 10.0.2.2 {service_port} </dev/null && echo reached || echo blocked"
+    );
+    let reach = env.ok(&[
+        "ssh",
+        "-H",
+        HOST,
+        "-i",
+        &c,
+        "--",
+        "-o",
+        "BatchMode=yes",
+        &probe,
+    ]);
+    assert_eq!(reach.trim(), "reached", "{reach}");
     let known = std::fs::read_to_string(env.host_state().join("known_hosts")).unwrap();
     assert_eq!(
         key_data(known.trim().split_once(' ').unwrap().1),
@@ -486,16 +511,23 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
         "true",
     ]);
 
-    // restart: a new VM, SSH answers again.
+    // restart with --net isolated: a new VM, SSH answers again through the forward, and the
+    // guest no longer reaches the host's loopback.
     let old_pid = st["pid"].as_u64().unwrap();
     let mut restart = args.clone();
     restart[0] = "restart";
+    restart.extend(["--net", "isolated"]);
     let out = env.kp(&restart);
     assert!(out.status.success(), "restart failed");
     let st = env.status();
     assert_eq!(st["running"], true);
     assert_ne!(st["pid"].as_u64().unwrap(), old_pid);
-    env.ok(&[
+    let record = std::fs::read_to_string(env.host_state().join("run.json")).unwrap();
+    assert!(
+        record.contains("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:"),
+        "{record}"
+    );
+    let reach = env.ok(&[
         "ssh",
         "-H",
         HOST,
@@ -504,8 +536,9 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
         "--",
         "-o",
         "BatchMode=yes",
-        "true",
+        &probe,
     ]);
+    assert_eq!(reach.trim(), "blocked", "{reach}");
 
     // stop: ACPI power-down (the guest's acpid powers off), then status says stopped; a
     // `log -f` running meanwhile sees the power-off and ends with the VM.

@@ -63,6 +63,19 @@ pub enum Accel {
     Tcg,
 }
 
+/// The guest's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Net {
+    /// QEMU user networking with outbound access: the default, because an installer (or any
+    /// guest fetching packages) needs the network. The guest can also reach services listening
+    /// on the host's loopback, through 10.0.2.2.
+    #[default]
+    User,
+    /// User networking with `restrict=on`: the guest reaches neither the host nor beyond; only
+    /// the SSH forward from 127.0.0.1 comes in.
+    Isolated,
+}
+
 /// Which firmware boots the VM.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum FirmwareChoice {
@@ -90,6 +103,8 @@ pub struct Options {
     pub memory_mib: u32,
     /// Virtual CPUs.
     pub cpus: u32,
+    /// The guest's network.
+    pub net: Net,
 }
 
 impl Default for Options {
@@ -101,6 +116,7 @@ impl Default for Options {
             port: PortChoice::Fixed(2222),
             memory_mib: 2048,
             cpus: 2,
+            net: Net::User,
         }
     }
 }
@@ -320,9 +336,14 @@ impl Vm {
         ]);
         push(&["-pidfile", &path(&self.pidfile())]);
         // The SSH forward listens on the loopback address only, never on all interfaces.
+        // `restrict=on` cuts the guest off but keeps explicit forwards (QEMU's documentation).
+        let restrict = match opts.net {
+            Net::User => "",
+            Net::Isolated => "restrict=on,",
+        };
         push(&[
             "-netdev",
-            &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22"),
+            &format!("user,id=net0,{restrict}hostfwd=tcp:127.0.0.1:{port}-:22"),
             "-device",
             "virtio-net-pci,netdev=net0",
             "-device",
@@ -867,6 +888,32 @@ mod tests {
         assert!(line.contains("-qmp unix:/state/web1/qmp.sock,server=on,wait=off"));
         assert!(line.contains("-machine q35,accel=tcg -cpu max"));
         assert!(!line.contains("pflash") && !line.contains("-daemonize"));
+    }
+
+    #[test]
+    fn isolated_networking_restricts_the_guest_and_keeps_the_ssh_forward() {
+        let vm = Vm::new("web1", Path::new("/state/web1"));
+        let d = desc(Boot::Disk {
+            image: "/d.img".into(),
+        });
+        let netdev = |net| {
+            let opts = Options {
+                net,
+                ..Options::default()
+            };
+            let args = vm.qemu_args(&d, "tcg", None, 2222, &opts);
+            let i = args.iter().position(|a| a == "-netdev").unwrap();
+            args[i + 1].clone()
+        };
+        assert_eq!(
+            netdev(Net::Isolated),
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22"
+        );
+        assert_eq!(
+            netdev(Net::User),
+            "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"
+        );
+        assert_eq!(Options::default().net, Net::User);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use keypack_layout::HostName;
 use keypack_plugin::runner::read_boot_description;
 use keypack_plugin::{BOOT_DESCRIPTION_VERSION, Boot, BootDescription, Firmware};
 use keypack_runner_qemu::{
-    Accel, FirmwareChoice, Options, PortChoice, RunRecord, Status, StopOutcome, Uefi, Vm, hostkey,
+    Accel, FirmwareChoice, Net, Options, PortChoice, RunRecord, Status, StopOutcome, Uefi, Vm,
+    hostkey,
 };
 use serde_json::json;
 
@@ -46,6 +47,16 @@ pub enum AccelArg {
     Kvm,
     /// Software emulation (slow, always available).
     Tcg,
+}
+
+/// Guest network choice.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum NetArg {
+    /// QEMU user networking with outbound access (an installer needs it); the guest can also
+    /// reach the host's loopback services through 10.0.2.2.
+    User,
+    /// restrict=on: the guest reaches neither the host nor the outside; the SSH forward stays.
+    Isolated,
 }
 
 /// Flags of `keypack run` and `keypack restart`.
@@ -83,6 +94,12 @@ pub struct RunArgs {
     /// Guest CPUs.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub cpus: u32,
+    /// Guest network. `user` (the default) gives the guest outbound access, which an installer
+    /// needs, but also lets it reach services listening on the host's loopback through
+    /// 10.0.2.2. `isolated` (QEMU `restrict=on`) cuts the guest off from the host and the
+    /// outside; only the SSH forward from 127.0.0.1 comes in.
+    #[arg(long, value_enum, value_name = "user|isolated", default_value = "user")]
+    pub net: NetArg,
     /// Return only once SSH answers with the pinned host key.
     #[arg(long)]
     pub wait_ssh: bool,
@@ -205,6 +222,10 @@ fn options(args: &RunArgs) -> Options {
         port: args.port,
         memory_mib: args.memory,
         cpus: args.cpus,
+        net: match args.net {
+            NetArg::User => Net::User,
+            NetArg::Isolated => Net::Isolated,
+        },
     }
 }
 
