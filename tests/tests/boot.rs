@@ -870,3 +870,54 @@ fn run_dry_run_of_an_initrd_build_writes_nothing() {
     let hits = files_with_keys(&env.path("state"), &needles, std::slice::from_ref(&cpio));
     assert!(hits.is_empty(), "{hits:?}");
 }
+
+/// `--accel auto` probes KVM with the run's CPU model (`-cpu host`): a QEMU that fails that
+/// model (as a host does with `failed to set MSR 0x10a`) means TCG and a one-line notice, not a
+/// run that dies at once. The fake QEMU fails only KVM with `-cpu host`; needs no boot.
+#[test]
+fn accel_auto_falls_back_to_tcg_when_kvm_fails_the_run_cpu_model() {
+    const T: &str = "accel_auto_falls_back_to_tcg_when_kvm_fails_the_run_cpu_model";
+    let Some(real) = keypack_plugin::child::find_program(Path::new("qemu-system-x86_64")) else {
+        return skip(T, "qemu-system-x86_64 is not installed");
+    };
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let env = Env::new(keypack);
+    let fake = env.path("qemu-msr");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in\n  *accel=kvm*\" -cpu host \"*) echo 'qemu: error: failed to set MSR 0x10a to 0x0' >&2; exit 1 ;;\nesac\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let disk = env.path("disk.img");
+    std::fs::write(&disk, vec![0u8; 512]).unwrap();
+    let out = Command::new(&env.keypack)
+        .args(["run", "-H", HOST, "--image"])
+        .arg(&disk)
+        .args(["--bios", "--accel", "auto", "--port", "auto", "--dry-run"])
+        .env("KEYPACK_STATE_DIR", env.path("state"))
+        .env("KEYPACK_QEMU", &fake)
+        .output()
+        .unwrap();
+    let (line, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    assert!(line.contains("-machine q35,accel=tcg -cpu max"), "{line}");
+    let notices: Vec<&str> = err.lines().filter(|l| l.starts_with("note: KVM")).collect();
+    assert_eq!(notices.len(), 1, "{err}");
+    assert!(notices[0].contains("running with TCG"), "{err}");
+    // Where /dev/kvm opens, the probe reached QEMU and the notice says what QEMU said.
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+    {
+        assert!(notices[0].contains("failed to set MSR 0x10a"), "{err}");
+    }
+}

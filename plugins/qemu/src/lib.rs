@@ -26,7 +26,9 @@ pub mod vm;
 pub use error::QemuError;
 pub use firmware::Uefi;
 pub use ports::PortChoice;
-pub use vm::{Accel, FirmwareChoice, Net, Options, RunRecord, Status, StopOutcome, Vm};
+pub use vm::{
+    Accel, FirmwareChoice, Net, Options, Prepared, RunRecord, Started, Status, StopOutcome, Vm,
+};
 
 /// The runner's name.
 pub const NAME: &str = "qemu";

@@ -49,6 +49,23 @@ pub struct Prepared {
     /// The UEFI variable store template [`Vm::start`] copies into the state folder (it does
     /// not exist there yet).
     pub vars_template: Option<PathBuf>,
+    /// One line for the user, e.g. why `--accel auto` fell back to TCG.
+    pub notice: Option<String>,
+}
+
+/// What [`Vm::start`] started.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The record written to `run.json`.
+    pub record: RunRecord,
+    /// One line for the user (see [`Prepared::notice`]).
+    pub notice: Option<String>,
+}
+
+/// The CPU model for an accelerator. The KVM probe uses the same one: a host whose CPU model
+/// KVM cannot run (`failed to set MSR 0x10a`) must fail the probe, not the run.
+fn cpu_model(accel: &str) -> &'static str {
+    if accel == "kvm" { "host" } else { "max" }
 }
 
 /// Which accelerator QEMU uses.
@@ -316,7 +333,7 @@ impl Vm {
         let path = |p: &Path| p.display().to_string();
         push(&["-name", &format!("keypack-{}", self.host)]);
         push(&["-machine", &format!("q35,accel={accel}")]);
-        push(&["-cpu", if accel == "kvm" { "host" } else { "max" }]);
+        push(&["-cpu", cpu_model(accel)]);
         push(&[
             "-smp",
             &opts.cpus.to_string(),
@@ -437,6 +454,7 @@ impl Vm {
             (FirmwareChoice::Auto, Firmware::Uefi) => Some(firmware::find_uefi(&opts.qemu)?),
             (FirmwareChoice::Auto, Firmware::Bios | Firmware::Any) => None,
         };
+        let mut notice = None;
         let accel = match opts.accel {
             Accel::Tcg => "tcg".to_owned(),
             Accel::Kvm => {
@@ -445,7 +463,10 @@ impl Vm {
             }
             Accel::Auto => match probe_kvm(&opts.qemu) {
                 Ok(()) => "kvm".to_owned(),
-                Err(_) => "tcg".to_owned(),
+                Err(why) => {
+                    notice = Some(tcg_fallback_notice(&why));
+                    "tcg".to_owned()
+                }
             },
         };
         let port = ports::pick(opts.port)?;
@@ -469,6 +490,7 @@ impl Vm {
             port,
             joined_initrd,
             vars_template,
+            notice,
         })
     }
 
@@ -520,7 +542,7 @@ impl Vm {
     }
 
     /// Starts the VM daemonized and records it in `run.json`.
-    pub fn start(&self, desc: &BootDescription, opts: &Options) -> Result<RunRecord, QemuError> {
+    pub fn start(&self, desc: &BootDescription, opts: &Options) -> Result<Started, QemuError> {
         let _lock = self.lock()?;
         if let Status::Running { pid, record } = self.status_locked()? {
             return Err(QemuError::AlreadyRunning {
@@ -536,6 +558,7 @@ impl Vm {
             port,
             joined_initrd,
             vars_template,
+            notice,
         } = self.prepare(desc, opts)?;
         args.push("-daemonize".into());
         if let Some(template) = &vars_template {
@@ -618,7 +641,7 @@ impl Vm {
         })?;
         keypack_plugin::output::write_private_file(&self.record_path(), &json)
             .map_err(QemuError::state(&self.record_path()))?;
-        Ok(record)
+        Ok(Started { record, notice })
     }
 
     /// ACPI power-down over QMP; after `timeout`, `quit`; then SIGKILL. Cleans the state.
@@ -782,8 +805,33 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Probes KVM: `/dev/kvm` opens read-write, and a QEMU with `accel=kvm` answers QMP within 10 s
-/// (a nested KVM can hang instead of failing; the probe is killed then).
+/// The one line `--accel auto` prints when it falls back to TCG.
+fn tcg_fallback_notice(why: &str) -> String {
+    // QEMU's stderr may span lines (an assertion, then "Aborted"): keep it to one.
+    let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("KVM is not usable ({why}); running with TCG (slower); --accel tcg skips the probe")
+}
+
+/// The KVM probe's QEMU arguments: the run's machine and CPU model (`-cpu host`), no devices.
+fn probe_args() -> [&'static str; 10] {
+    [
+        "-machine",
+        "q35,accel=kvm",
+        "-cpu",
+        cpu_model("kvm"),
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-qmp",
+        "stdio",
+    ]
+}
+
+/// Probes KVM: `/dev/kvm` opens read-write, and a QEMU with `accel=kvm` and the run's CPU model
+/// answers QMP within 10 s (a nested KVM can hang instead of failing; the probe is killed then).
+/// QEMU loads the vCPU registers (MSRs included) before it serves QMP, so a CPU model KVM
+/// cannot run fails here.
 pub fn probe_kvm(qemu: &Path) -> Result<(), String> {
     std::fs::OpenOptions::new()
         .read(true)
@@ -791,16 +839,7 @@ pub fn probe_kvm(qemu: &Path) -> Result<(), String> {
         .open("/dev/kvm")
         .map_err(|e| format!("/dev/kvm: {e}"))?;
     let mut child = qemu_command(qemu)
-        .args([
-            "-machine",
-            "q35,accel=kvm",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-qmp",
-            "stdio",
-        ])
+        .args(probe_args())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1119,6 +1158,48 @@ mod tests {
         vm.stop(Duration::from_secs(1)).unwrap();
         assert!(std::fs::symlink_metadata(vm.legacy_initrd()).is_err());
         assert_eq!(std::fs::read(&witness).unwrap(), b"target");
+    }
+
+    #[test]
+    fn the_kvm_probe_uses_the_cpu_model_of_the_run() {
+        let probe = probe_args().join(" ");
+        assert!(
+            probe.contains("-machine q35,accel=kvm -cpu host"),
+            "{probe}"
+        );
+        let vm = Vm::new("web1", Path::new("/state/web1"));
+        let d = desc(Boot::Disk {
+            image: "/d.img".into(),
+        });
+        let run = vm
+            .qemu_args(&d, "kvm", None, 2222, &Options::default())
+            .join(" ");
+        assert!(run.contains("-machine q35,accel=kvm -cpu host "), "{run}");
+        // A probe that fails (here: a QEMU that is not there) means TCG and one line saying why.
+        let missing = Path::new("/nonexistent/qemu-system-x86_64");
+        let why = probe_kvm(missing).unwrap_err();
+        let notice = tcg_fallback_notice(&format!("{why}\nAborted"));
+        assert!(!notice.contains('\n'), "{notice}");
+        assert!(notice.contains("running with TCG") && notice.ends_with("skips the probe"));
+        let p = vm_with_tmp(|vm| {
+            let d = desc(Boot::Disk {
+                image: "/dev/null".into(),
+            });
+            let opts = Options {
+                qemu: missing.into(),
+                port: PortChoice::Auto,
+                firmware: FirmwareChoice::Bios,
+                ..Options::default()
+            };
+            vm.prepare(&d, &opts).unwrap()
+        });
+        assert_eq!(p.accel, "tcg");
+        assert!(p.notice.unwrap().starts_with("KVM is not usable ("));
+    }
+
+    fn vm_with_tmp<T>(f: impl FnOnce(&Vm) -> T) -> T {
+        let dir = tempfile::tempdir().unwrap();
+        f(&Vm::new("web1", dir.path()))
     }
 
     #[test]

@@ -248,6 +248,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if args.dry_run {
         // Writes nothing: neither the joined initrd (it holds the keys) nor the variable store.
         let prepared = vm.prepare(&desc, &opts)?;
+        if let Some(notice) = &prepared.notice {
+            eprintln!("note: {notice}");
+        }
         let mut line = shell_quote(&opts.qemu.display().to_string());
         for a in &prepared.args {
             line.push(' ');
@@ -269,7 +272,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let record = vm.start(&desc, &opts)?;
+    let started = vm.start(&desc, &opts)?;
+    if let Some(notice) = &started.notice {
+        eprintln!("note: {notice}");
+    }
+    let record = started.record;
     eprintln!(
         "started {} (pid {}, {}, ssh on 127.0.0.1:{}); console: {}",
         args.host,
