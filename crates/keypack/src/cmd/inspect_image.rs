@@ -3,6 +3,10 @@
 //!
 //! Never prints key material: bundles are read into zeroized buffers and only their manifests
 //! (paths, modes, owners, sizes, fingerprints) are shown. Opens the image read-only.
+//!
+//! The image is untrusted: every string that comes from it (file names, `ventoy.json` keys and
+//! values, the Ventoy version, bundle entry names, problems naming any of these) goes through
+//! [`field`] before it reaches the terminal, so a crafted name cannot drive it.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -11,6 +15,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use keypack_bundle::read_archive;
+
+use crate::cmd::escape::field;
 
 /// Inspects a disk image written by `keypack build`. Called by `keypack inspect` for any file
 /// that does not start with the gzip magic. Exits 1 when something looks wrong.
@@ -27,7 +33,7 @@ pub fn inspect_image(path: &Path) -> Result<ExitCode> {
     writeln!(
         out,
         "{}: Ventoy disk, {:?} partition table, {} bytes",
-        path.display(),
+        field(&path.display().to_string()),
         f.style,
         f.disk_len
     )?;
@@ -46,26 +52,26 @@ pub fn inspect_image(path: &Path) -> Result<ExitCode> {
         "Ventoy version: {}",
         info.version
             .as_deref()
-            .unwrap_or("unknown (no VENTOY_VERSION in grub/grub.cfg)")
+            .map_or("unknown (no VENTOY_VERSION in grub/grub.cfg)".into(), field)
     )?;
     match &info.data_fs {
-        Ok(kind) => writeln!(out, "data filesystem: {kind}")?,
-        Err(why) => writeln!(out, "data filesystem: {why}")?,
+        Ok(kind) => writeln!(out, "data filesystem: {}", field(kind))?,
+        Err(why) => writeln!(out, "data filesystem: {}", field(why))?,
     }
     if !info.files.is_empty() {
         writeln!(out, "files on the data partition:")?;
         for file in &info.files {
             if file.dir {
-                writeln!(out, "  {:>12}  {}/", "-", file.path)?;
+                writeln!(out, "  {:>12}  {}/", "-", field(&file.path))?;
             } else {
-                writeln!(out, "  {:>12}  {}", file.size, file.path)?;
+                writeln!(out, "  {:>12}  {}", file.size, field(&file.path))?;
             }
         }
     }
     match &info.json {
         None => writeln!(out, "ventoy.json: none")?,
         Some(Err(e)) => {
-            writeln!(out, "ventoy.json: does not parse: {e}")?;
+            writeln!(out, "ventoy.json: does not parse: {}", field(e))?;
             problems.push("ventoy.json does not parse".into());
         }
         Some(Ok(_)) => {
@@ -75,18 +81,23 @@ pub fn inspect_image(path: &Path) -> Result<ExitCode> {
                 problems.push("ventoy.json has no injection entry".into());
             }
             for (key, image, archive) in &info.injection {
-                let exists = |p: &str| info.files.iter().any(|f| f.path.eq_ignore_ascii_case(p));
-                writeln!(out, "  {key}: {image} <- {archive}")?;
-                if !image.contains('*') && !exists(image) {
-                    problems.push(format!("{key}: {image} is not on the data partition"));
+                let (key, image_text, archive_text) = (field(key), field(image), field(archive));
+                writeln!(out, "  {key}: {image_text} <- {archive_text}")?;
+                // Looked up by the reader in the directories, not in the (capped) listing.
+                let missing = |p: &String| info.missing.contains(p);
+                if !image.contains('*') && missing(image) {
+                    problems.push(format!("{key}: {image_text} is not on the data partition"));
                 }
-                if !exists(archive) {
-                    problems.push(format!("{key}: {archive} is not on the data partition"));
+                if missing(archive) {
+                    problems.push(format!(
+                        "{key}: {archive_text} is not on the data partition"
+                    ));
                 }
             }
         }
     }
     for (name, bytes) in &info.archives {
+        let name = field(name);
         match read_archive(bytes) {
             Ok(entries) => {
                 writeln!(out, "{name}: {} entries", entries.len())?;
@@ -99,23 +110,28 @@ pub fn inspect_image(path: &Path) -> Result<ExitCode> {
                         e.uid,
                         e.gid,
                         e.size,
-                        e.path,
-                        e.fingerprint.as_deref().unwrap_or("-")
+                        field(&e.path),
+                        e.fingerprint.as_deref().map_or("-".into(), field)
                     )?;
                     problems.extend(
                         e.problems
                             .iter()
-                            .map(|p| format!("{name}: {}: {p}", e.path)),
+                            .map(|p| format!("{name}: {}: {}", field(&e.path), field(p))),
                     );
                 }
             }
             Err(e) => {
-                writeln!(out, "{name}: not a readable keys.tar.gz: {e}")?;
+                writeln!(
+                    out,
+                    "{name}: not a readable keys.tar.gz: {}",
+                    field(&e.to_string())
+                )?;
                 problems.push(format!("{name} is not a readable keys.tar.gz"));
             }
         }
     }
-    problems.extend(info.problems.iter().cloned());
+    // Problems from the reader name files of the image.
+    problems.extend(info.problems.iter().map(|p| field(p)));
     drop(info);
     if problems.is_empty() {
         writeln!(out, "problems: none")?;
