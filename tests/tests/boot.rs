@@ -3,6 +3,7 @@
 //! `log` → a VM killed behind keypack's back → `stop`; then a guest serving another host key,
 //! which `keypack` must refuse. Plus the fault paths that need no boot.
 
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -920,4 +921,90 @@ fn accel_auto_falls_back_to_tcg_when_kvm_fails_the_run_cpu_model() {
     {
         assert!(notices[0].contains("failed to set MSR 0x10a"), "{err}");
     }
+}
+
+/// `--wait-ssh` that times out leaves evidence: a PNG of the guest's screen in the state
+/// folder, named in the error with QEMU's view of the guest, and the console's last lines,
+/// escaped. A blank disk under SeaBIOS stays up and never serves SSH; no kernel needed.
+#[test]
+fn wait_ssh_timeout_saves_a_screenshot_and_shows_the_console() {
+    const T: &str = "wait_ssh_timeout_saves_a_screenshot_and_shows_the_console";
+    for tool in ["qemu-system-x86_64", "ssh-keygen"] {
+        if !have(tool) {
+            return skip(T, &format!("{tool} is not installed"));
+        }
+    }
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let env = Env::new(keypack);
+    let state = env.host_state();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A pinned key (--wait-ssh needs one), from a "last build" the --image run keeps.
+    let disk = env.path("disk.img");
+    std::fs::write(&disk, vec![0u8; 512]).unwrap();
+    let desc = keypack_plugin::BootDescription {
+        version: keypack_plugin::BOOT_DESCRIPTION_VERSION,
+        medium: "image".into(),
+        host: HOST.into(),
+        boot: keypack_plugin::Boot::Disk {
+            image: disk.clone(),
+        },
+        firmware: keypack_plugin::Firmware::Bios,
+        host_public_key: keygen(&env.path("pinned"), "pinned"),
+    };
+    keypack_plugin::runner::write_boot_description(&state, &desc).unwrap();
+    let d = disk.display().to_string();
+    let run = Command::new(&env.keypack)
+        .args([
+            "run",
+            "-H",
+            HOST,
+            "--image",
+            &d,
+            "--bios",
+            "--accel",
+            "tcg",
+            "--port",
+            "auto",
+            "--memory",
+            "64",
+            "--wait-ssh",
+            "--timeout",
+            "6",
+        ])
+        .env("KEYPACK_STATE_DIR", env.path("state"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // What a hostile guest could print: a terminal title escape among its lines (SeaBIOS with
+    // a blank disk writes nothing to the serial port, so these are the log's only lines).
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(state.join("serial.log"))
+        .unwrap()
+        .write_all(b"stage 1 stalled here\n\x1b]0;owned\x07title\n")
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert!(!out.status.success(), "{err}");
+    let shot = state.join("screenshot.png");
+    assert!(err.contains("no SSH answer on 127.0.0.1:"), "{err}");
+    assert!(
+        err.contains(&format!("screenshot of its screen: {}", shot.display())),
+        "{err}"
+    );
+    assert!(err.contains("QEMU reports the guest running"), "{err}");
+    let png = std::fs::read(&shot).expect("screenshot.png");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert_eq!(
+        std::fs::metadata(&shot).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(err.contains("last lines of the serial console"), "{err}");
+    assert!(err.contains("  stage 1 stalled here\n"), "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert!(err.contains("  \\u{1b}]0;owned\\u{7}title\n"), "{err}");
+    env.ok(&["stop", "-H", HOST, "--timeout", "1"]);
 }

@@ -125,12 +125,23 @@ pub enum QemuError {
         why: String,
     },
     /// SSH did not answer in time.
-    #[error("no SSH answer on 127.0.0.1:{port} after {secs} s; see `keypack log`")]
+    #[error(
+        "no SSH answer on 127.0.0.1:{port} after {secs} s{}{}; the console log: {} (`keypack log`)",
+        guest.as_ref().map(|g| format!("; QEMU reports the guest {}", guest_state(g))).unwrap_or_default(),
+        screenshot.as_ref().map(|p| format!("; screenshot of its screen: {}", p.display())).unwrap_or_default(),
+        log.display()
+    )]
     SshTimeout {
         /// The port.
         port: u16,
         /// Seconds waited.
         secs: u64,
+        /// QEMU's run state of the guest (`running`, `paused`, `guest-panicked`, …), if known.
+        guest: Option<String>,
+        /// The PNG of the guest's screen, if QEMU could write it.
+        screenshot: Option<PathBuf>,
+        /// The serial log.
+        log: PathBuf,
     },
     /// The VM exited while waiting.
     #[error("the VM exited while waiting for SSH; see `keypack log` ({log})")]
@@ -154,6 +165,18 @@ pub enum QemuError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// QEMU's run state as words: what the guest is doing.
+fn guest_state(status: &str) -> String {
+    match status {
+        "running" => "running, so it is still booting, or has no sshd or no network".into(),
+        "paused" => "paused".into(),
+        "guest-panicked" => "panicked".into(),
+        "shutdown" => "shut down".into(),
+        "internal-error" => "stopped on an internal error".into(),
+        other => format!("in state {other}"),
+    }
 }
 
 impl QemuError {

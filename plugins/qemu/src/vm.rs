@@ -3,7 +3,8 @@
 //! Files (all in the state folder, 0700): `qemu.pid` (QEMU's `-pidfile`), `qmp.sock` (QMP),
 //! `serial.log` (the serial console), `run.lock` (serializes start and stop), `run.json` (what was started: pid, port, boot, pinned
 //! key fingerprint, the QEMU arguments), `OVMF_VARS.fd` (the VM's UEFI variable store),
-//! `known_hosts` (written by `ssh`).
+//! `known_hosts` (written by `ssh`), `screenshot.png` (0600: the guest's screen when
+//! [`Vm::wait_ssh`] timed out; removed by the next start).
 //!
 //! Several initrds (the base and the medium's `keys.cpio.gz`) are joined in memory, never on
 //! disk: a sealed memfd QEMU gets as its stdin and reads as [`JOINED_INITRD`] (see
@@ -242,6 +243,10 @@ impl Vm {
     /// `run.json`.
     pub fn record_path(&self) -> PathBuf {
         self.dir.join("run.json")
+    }
+    /// `screenshot.png`: the guest's screen when `--wait-ssh` timed out.
+    pub fn screenshot(&self) -> PathBuf {
+        self.dir.join("screenshot.png")
     }
     /// `known_hosts`.
     pub fn known_hosts(&self) -> PathBuf {
@@ -561,6 +566,8 @@ impl Vm {
             notice,
         } = self.prepare(desc, opts)?;
         args.push("-daemonize".into());
+        // A screenshot of an earlier run's timeout would pass for this run's.
+        let _ = std::fs::remove_file(self.screenshot());
         if let Some(template) = &vars_template {
             let bytes = std::fs::read(template).map_err(QemuError::state(template))?;
             keypack_plugin::output::write_private_file(&self.vars(), &bytes)
@@ -689,9 +696,13 @@ impl Vm {
             }
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
+                let (screenshot, guest) = self.timeout_evidence();
                 return Err(QemuError::SshTimeout {
                     port: record.ssh_port,
                     secs: timeout.as_secs(),
+                    guest,
+                    screenshot,
+                    log: self.serial_log(),
                 });
             }
             // Poll the banner with a short timeout, then ask for the key with a generous one.
@@ -735,6 +746,52 @@ fn join_initrds(initrds: &[PathBuf]) -> Result<OwnedFd, QemuError> {
     )
     .map_err(|e| memfd_err(e.into()))?;
     Ok(file.into())
+}
+
+impl Vm {
+    /// What can be told about a guest that never answered SSH: a screenshot of its screen
+    /// (QMP `screendump`, PNG) and its run state (QMP `query-status`). Best effort: a failure
+    /// leaves either out rather than hiding the timeout.
+    fn timeout_evidence(&self) -> (Option<PathBuf>, Option<String>) {
+        let Ok(mut qmp) = Qmp::connect(&self.qmp_socket(), Duration::from_secs(5)) else {
+            return (None, None);
+        };
+        let guest = qmp
+            .execute("query-status", None)
+            .ok()
+            .and_then(|v| v.get("status")?.as_str().map(str::to_owned))
+            // A QAPI enum (`running`, `paused`, `guest-panicked`, …): keep it to those letters.
+            .map(|s| {
+                s.chars()
+                    .filter(|c| c.is_ascii_lowercase() || *c == '-')
+                    .collect()
+            });
+        // QEMU runs in `/` (-daemonize) and opens the file itself: an absolute path, created
+        // 0600 first (the screen may show what the console showed) for QEMU to truncate.
+        let shot = std::path::absolute(self.screenshot()).unwrap_or_else(|_| self.screenshot());
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&shot)
+            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)));
+        let dumped = made.is_ok()
+            && qmp
+                .execute(
+                    "screendump",
+                    Some(serde_json::json!({
+                        "filename": shot.display().to_string(),
+                        "format": "png",
+                    })),
+                )
+                .is_ok()
+            && std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0);
+        if !dumped {
+            let _ = std::fs::remove_file(&shot);
+        }
+        (dumped.then_some(shot), guest)
+    }
 }
 
 /// A path as a value inside a QEMU option string (`-drive file=…`, `-chardev …,path=…`,

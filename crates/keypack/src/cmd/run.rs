@@ -289,7 +289,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         if record.host_public_key.is_empty() {
             bail!("--wait-ssh needs a pinned host key: build the host first (`keypack build`)");
         }
-        let waited = vm.wait_ssh(&record, Duration::from_secs(args.timeout))?;
+        let waited = match vm.wait_ssh(&record, Duration::from_secs(args.timeout)) {
+            Ok(w) => w,
+            Err(e) => {
+                if let keypack_runner_qemu::QemuError::SshTimeout { log, .. } = &e {
+                    print_console_tail(log);
+                }
+                return Err(e.into());
+            }
+        };
         eprintln!(
             "SSH answers with the pinned host key {} after {:.1} s",
             record.host_key_fingerprint,
@@ -297,6 +305,32 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many lines of the serial console a `--wait-ssh` timeout shows.
+const TAIL_LINES: usize = 20;
+
+/// Prints the last lines of the serial console on stderr, escaped: the guest wrote them, and a
+/// control sequence must not drive the terminal.
+fn print_console_tail(log: &std::path::Path) {
+    let Ok(bytes) = std::fs::read(log) else {
+        return;
+    };
+    let text = {
+        let mut esc = crate::cmd::escape::StreamEscaper::default();
+        let mut t = esc.feed(&bytes);
+        t.push_str(&esc.finish());
+        t
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        eprintln!("the serial console ({}) is empty", log.display());
+        return;
+    }
+    eprintln!("last lines of the serial console ({}):", log.display());
+    for l in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
+        eprintln!("  {l}");
+    }
 }
 
 fn stop_vm(vm: &Vm, host: &HostName, timeout: u64) -> Result<()> {
