@@ -999,8 +999,8 @@ pub(crate) fn crash_point(step: &str) {
 }
 
 /// Replaces the content of an existing file on the FAT32 partition at `off`, crash-consistent:
-/// new clusters are written and chained first (unreachable), then one 32-byte directory-entry
-/// write makes them the file, then the old clusters are overwritten with zeros and freed. An
+/// free clusters are chained first (allocated, unreachable), then written, then one 32-byte
+/// directory-entry write makes them the file, then the old clusters are overwritten with zeros and freed. An
 /// interruption leaves the old content or the new one; at worst some clusters are lost (marked
 /// used, reachable from no file), possibly still holding the previous bundle. Every switch
 /// therefore starts by zeroing and freeing all lost clusters (step 0), and `inspect` reports
