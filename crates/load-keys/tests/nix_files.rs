@@ -724,3 +724,26 @@ fn flake_is_pure_and_has_the_outputs() {
         assert!(script.contains(must), "test script lacks {must}");
     }
 }
+
+#[test]
+fn test_nodes_do_not_read_the_sops_fixture_at_evaluation_time() {
+    for rel in ["nix/tests/vm.nix", "nix/tests/iso.nix"] {
+        let f = load(rel);
+        let file = f.one(&["sops", "defaultSopsFile"]);
+        assert!(file.value_text().contains("${fixtures}"), "{rel}");
+        assert_eq!(
+            f.one(&["sops", "validateSopsFiles"]).value_text(),
+            "false",
+            "{rel}: sops-nix would hash the fixtures derivation's file at evaluation time"
+        );
+        let per_secret = f.find(&["sopsFile"]);
+        assert!(
+            per_secret.is_empty(),
+            "{rel}: a secret names its own sops file: {:?}",
+            per_secret
+                .iter()
+                .map(|b| b.path.join("."))
+                .collect::<Vec<_>>()
+        );
+    }
+}
