@@ -34,7 +34,7 @@ pub enum Command {
     /// Like build, ignoring every cache.
     Rebuild(cmd::build::BuildArgs),
     /// List the media and runner plugins.
-    Plugins,
+    Plugins(cmd::build::PluginsArgs),
     /// Print the store path of the NixOS ISO (runs `nix build`).
     Path(cmd::iso::PathArgs),
     /// Copy the NixOS ISO out of the Nix store.

@@ -99,8 +99,36 @@ pub fn build(args: BuildArgs, matches: &clap::ArgMatches, ignore_cache: bool) ->
     Ok(ExitCode::SUCCESS)
 }
 
+/// Flags of `keypack plugins`.
+#[derive(Debug, clap::Args)]
+pub struct PluginsArgs {
+    /// Print one JSON document on stdout: `media` (`name`, `about`, `default`) and `runners`
+    /// (`name`, `about`)
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `keypack plugins`.
-pub fn plugins() -> Result<ExitCode> {
+pub fn plugins(args: PluginsArgs) -> Result<ExitCode> {
+    if args.json {
+        let media: Vec<_> = media::MEDIA
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.name(),
+                    "about": m.about(),
+                    "default": m.name() == media::DEFAULT_MEDIUM,
+                })
+            })
+            .collect();
+        let runners: Vec<_> = media::RUNNERS
+            .iter()
+            .map(|r| serde_json::json!({ "name": r.name(), "about": r.about() }))
+            .collect();
+        let doc = serde_json::json!({ "media": media, "runners": runners });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("media (keypack build --media NAME):");
     let width = media::MEDIA
         .iter()

@@ -45,6 +45,10 @@ pub struct DoctorArgs {
     /// ~/.config/sops/age/keys.txt]
     #[arg(short = 'i', long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Print one JSON document on stdout (`ok`, `failed`, `warnings`, and `checks`: each
+    /// `level` ok/warn/fail, `what`, `fix`, `details`) instead of lines
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,8 @@ enum Level {
 struct Report {
     failed: usize,
     warned: usize,
+    /// `--json`: checks are collected here and printed as one document at the end.
+    json: Option<Vec<serde_json::Value>>,
 }
 
 impl Report {
@@ -73,15 +79,31 @@ impl Report {
                 "FAIL"
             }
         };
+        let fix = fix.filter(|_| level != Level::Ok);
+        if let Some(checks) = &mut self.json {
+            checks.push(serde_json::json!({
+                "level": tag.trim().to_lowercase(),
+                "what": what,
+                "fix": fix,
+                "details": [],
+            }));
+            return;
+        }
         println!("{tag}  {what}");
-        if level != Level::Ok
-            && let Some(fix) = fix
-        {
+        if let Some(fix) = fix {
             println!("      fix: {fix}");
         }
     }
 
-    fn detail(&self, text: &str) {
+    fn detail(&mut self, text: &str) {
+        if let Some(checks) = &mut self.json {
+            if let Some(serde_json::Value::Array(details)) =
+                checks.last_mut().and_then(|c| c.get_mut("details"))
+            {
+                details.push(serde_json::json!(text));
+            }
+            return;
+        }
         println!("      {text}");
     }
 }
@@ -96,7 +118,10 @@ struct SeenKey {
 
 /// `keypack doctor`.
 pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
-    let mut r = Report::default();
+    let mut r = Report {
+        json: args.json.then(Vec::new),
+        ..Report::default()
+    };
 
     // 1. The plugin.
     let plugin = which("age-plugin-yubikey");
@@ -244,6 +269,20 @@ pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
         "apt-get install nix-bin, or install Nix",
     );
 
+    if let Some(checks) = r.json.take() {
+        let doc = serde_json::json!({
+            "ok": r.failed == 0,
+            "failed": r.failed,
+            "warnings": r.warned,
+            "checks": checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(if r.failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     println!();
     if r.failed > 0 {
         println!("{} check(s) failed, {} warning(s)", r.failed, r.warned);

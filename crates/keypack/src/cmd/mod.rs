@@ -33,7 +33,7 @@ pub fn dispatch(matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Doctor(args) => doctor::doctor(args),
         Command::Build(args) => build::build(args, sub.expect("build has matches"), false),
         Command::Rebuild(args) => build::build(args, sub.expect("rebuild has matches"), true),
-        Command::Plugins => build::plugins(),
+        Command::Plugins(args) => build::plugins(args),
         Command::Path(args) => iso::path(args),
         Command::Copy(args) => iso::copy(args),
         Command::Media(cmd) => media::media(cmd),

@@ -1,12 +1,15 @@
 //! `keypack verify`: decrypt and check every key a build would pack, write nothing, and print
 //! one line per key: its path in the bundle and its SHA256 fingerprint. Goes on past a failing
 //! key so that one run names every problem (ripgrep's habit); exits 1 if any key failed.
+//! `--json` prints one document instead (fields in the README); errors still go to stderr.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use keypack_layout::KeyRole;
+use serde_json::json;
 
 use crate::cmd::{CliError, KeyArgs};
 use crate::keys;
@@ -16,6 +19,10 @@ use crate::keys;
 pub struct VerifyArgs {
     #[command(flatten)]
     pub keys: KeyArgs,
+    /// Print one JSON document on stdout (host, and per key: path, role, user, source,
+    /// fingerprint or error) instead of lines
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `keypack verify`.
@@ -29,18 +36,40 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
         .max()
         .unwrap_or(0);
     let mut failed = 0;
+    let mut documents = Vec::new();
     for report in &reports {
         let path = report.role.private_path();
+        let (role, user) = match &report.role {
+            KeyRole::Host => ("host", None),
+            KeyRole::Deploy => ("deploy", None),
+            KeyRole::User(u) => ("user", Some(u.as_str())),
+        };
+        let mut doc = json!({
+            "path": path,
+            "role": role,
+            "user": user,
+            "source": report.source.display().to_string(),
+            "fingerprint": null,
+            "error": null,
+        });
         match &report.result {
-            Ok(fingerprint) => writeln!(
-                out,
-                "{path:width$}  {fingerprint}  {}",
-                report.source.display()
-            )?,
+            Ok(fingerprint) => {
+                doc["fingerprint"] = json!(fingerprint);
+                if !args.json {
+                    writeln!(
+                        out,
+                        "{path:width$}  {fingerprint}  {}",
+                        report.source.display()
+                    )?;
+                }
+            }
             Err(e) => {
                 failed += 1;
+                doc["error"] = json!(format!("{e:#}"));
                 out.flush()?;
-                eprintln!("error: {path}: {e:#}");
+                let text =
+                    crate::cmd::escape::StreamEscaper::default().feed(format!("{e:#}").as_bytes());
+                eprintln!("error: {path}: {text}");
                 for cause in e.chain() {
                     if let Some(hint) = crate::cmd::hint_for(cause) {
                         eprintln!("hint: {hint}");
@@ -49,6 +78,15 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 }
             }
         }
+        documents.push(doc);
+    }
+    if args.json {
+        let doc = json!({
+            "host": selection.host.as_str(),
+            "ok": failed == 0,
+            "keys": documents,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     }
     out.flush()?;
     if failed > 0 {

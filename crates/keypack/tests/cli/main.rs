@@ -4,5 +4,6 @@
 
 mod bad_input;
 mod common;
+mod json;
 mod layouts;
 mod pack;
