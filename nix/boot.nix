@@ -6,6 +6,7 @@
 {
   config,
   lib,
+  options,
   modulesPath,
   ...
 }:
@@ -17,34 +18,44 @@ in
 {
   imports = [ "${modulesPath}/installer/cd-dvd/installation-cd-minimal.nix" ];
 
-  isoImage = {
-    makeEfiBootable = true;
-    makeUsbBootable = true;
-  };
+  config = lib.mkMerge [
+    {
+      isoImage = {
+        makeEfiBootable = true;
+        makeUsbBootable = true;
+      };
 
-  boot.initrd.systemd.enable = lib.mkDefault true;
-  # Serial last, so /dev/console (and `keypack log`) gets the stage-1 lines.
-  boot.kernelParams = [
-    "console=tty0"
-    "console=ttyS0,115200"
-  ];
+      boot.initrd.systemd.enable = lib.mkDefault true;
+      # Serial last, so /dev/console (and `keypack log`) gets the stage-1 lines.
+      boot.kernelParams = [
+        "console=tty0"
+        "console=ttyS0,115200"
+      ];
 
-  assertions = [
-    {
-      assertion = lib.all (k: !inStore k.path) config.services.openssh.hostKeys;
-      message = "keypack: an SSH host key path is in (or would be copied to) the Nix store; host keys must come from the injected bundle.";
+      assertions = [
+        {
+          assertion = lib.all (k: !inStore k.path) config.services.openssh.hostKeys;
+          message = "keypack: an SSH host key path is in (or would be copied to) the Nix store; host keys must come from the injected bundle.";
+        }
+        {
+          assertion = !config.services.tailscale.enable || tailscaleKey == null || !inStore tailscaleKey;
+          message = "keypack: services.tailscale.authKeyFile must be a string path outside the Nix store.";
+        }
+        {
+          assertion = config.boot.initrd.secrets == { };
+          message = "keypack: boot.initrd.secrets would bake secrets into the ISO's initrd.";
+        }
+      ];
     }
-    {
-      assertion = config.sops.age.keyFile == null || !inStore config.sops.age.keyFile;
-      message = "keypack: sops.age.keyFile is in (or would be copied to) the Nix store.";
-    }
-    {
-      assertion = !config.services.tailscale.enable || tailscaleKey == null || !inStore tailscaleKey;
-      message = "keypack: services.tailscale.authKeyFile must be a string path outside the Nix store.";
-    }
-    {
-      assertion = config.boot.initrd.secrets == { };
-      message = "keypack: boot.initrd.secrets would bake secrets into the ISO's initrd.";
-    }
+
+    # sops-nix is optional for this module (the flake's nixosModules.boot stands alone).
+    (lib.optionalAttrs (options ? sops) {
+      assertions = [
+        {
+          assertion = config.sops.age.keyFile == null || !inStore config.sops.age.keyFile;
+          message = "keypack: sops.age.keyFile is in (or would be copied to) the Nix store.";
+        }
+      ];
+    })
   ];
 }

@@ -6,12 +6,25 @@
 # world-readable store; and tailscaled-autoconnect only runs when the file exists, so a boot
 # without it skips cleanly instead of running `tailscale up --auth-key ""`.
 # Use an ephemeral, reusable, pre-approved, tagged key: the live system's state is on tmpfs.
-{ config, lib, ... }:
+#
+# Stands alone: the sops parts apply only when sops-nix's module is imported (an assertion asks
+# for it when authKeySource is "sops"); a `lib.mkIf` would not do, the module system rejects a
+# definition of an undeclared option even when its condition is false.
+{
+  config,
+  lib,
+  options,
+  ...
+}:
 let
   cfg = config.keypack.tailscale;
+  hasSops = options ? sops;
   stagedKey = "/run/keypack/tailscale-authkey";
   keyFile =
-    if cfg.authKeySource == "sops" then config.sops.secrets.${cfg.sopsSecret}.path else stagedKey;
+    if cfg.authKeySource == "sops" && hasSops then
+      config.sops.secrets.${cfg.sopsSecret}.path
+    else
+      stagedKey;
 in
 {
   options.keypack.tailscale = {
@@ -45,11 +58,19 @@ in
         };
         systemd.services.tailscaled-autoconnect.unitConfig.ConditionPathExists = keyFile;
         networking.firewall.trustedInterfaces = [ "tailscale0" ];
+        assertions = [
+          {
+            assertion = cfg.authKeySource != "sops" || hasSops;
+            message = "keypack: keypack.tailscale.authKeySource = \"sops\" needs sops-nix's NixOS module (the flake's nixosModules.default imports it).";
+          }
+        ];
       }
-      (lib.mkIf (cfg.authKeySource == "sops") {
-        sops.secrets.${cfg.sopsSecret}.restartUnits = [ "tailscaled-autoconnect.service" ];
-        systemd.services.tailscaled-autoconnect.after = [ "sops-install-secrets.service" ];
-      })
+      (lib.optionalAttrs hasSops (
+        lib.mkIf (cfg.authKeySource == "sops") {
+          sops.secrets.${cfg.sopsSecret}.restartUnits = [ "tailscaled-autoconnect.service" ];
+          systemd.services.tailscaled-autoconnect.after = [ "sops-install-secrets.service" ];
+        }
+      ))
     ]
   );
 }

@@ -628,7 +628,11 @@ fn no_secret_is_a_path_literal_and_the_iso_boots_uefi() {
         f.text()
             .contains("installer/cd-dvd/installation-cd-minimal.nix")
     );
-    let asserts = f.one(&["assertions"]).value_text();
+    let asserts: String = f
+        .find(&["assertions"])
+        .iter()
+        .map(|b| b.value_text())
+        .collect();
     for what in [
         "hostKeys",
         "sops.age.keyFile",
@@ -723,6 +727,225 @@ fn flake_is_pure_and_has_the_outputs() {
     ] {
         assert!(script.contains(must), "test script lacks {must}");
     }
+}
+
+/// The guards `node` sits under: `(function, condition)` for the argument of `lib.optionalAttrs
+/// C`, `lib.optional C`, `lib.optionals C` and `lib.mkIf C`, and `("if", C)` / `("else", C)` for
+/// the branches of `if C then … else …`; conditions squashed, let-bound names substituted.
+fn all_guards(node: &SyntaxNode, lets: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut child = node.clone();
+    while let Some(parent) = child.parent() {
+        let parts: Vec<SyntaxNode> = parent.children().collect();
+        match parent.kind() {
+            SyntaxKind::NODE_APPLY
+                if parts.len() == 2
+                    && parts[1] == child
+                    && parts[0].kind() == SyntaxKind::NODE_APPLY =>
+            {
+                let inner: Vec<SyntaxNode> = parts[0].children().collect();
+                if inner.len() == 2 {
+                    let func = squash(&inner[0].text().to_string());
+                    let cond = squash(&inner[1].text().to_string());
+                    out.push((func, resolve(&cond, lets)));
+                }
+            }
+            SyntaxKind::NODE_IF_ELSE if parts.len() == 3 && parts[0] != child => {
+                let cond = resolve(&squash(&parts[0].text().to_string()), lets);
+                let branch = if parts[1] == child { "if" } else { "else" };
+                out.push((branch.to_owned(), cond));
+            }
+            _ => {}
+        }
+        child = parent;
+    }
+    out
+}
+
+/// Sits where sops-nix's options are known to exist: under `lib.optionalAttrs`, `lib.optional(s)`
+/// or the `then` branch of an `if` whose condition requires `options ? sops`. A `lib.mkIf` does
+/// not count: the module system still sees the definitions under it.
+fn sops_guarded(node: &SyntaxNode, lets: &BTreeMap<String, String>) -> bool {
+    all_guards(node, lets).iter().any(|(func, cond)| {
+        matches!(
+            func.as_str(),
+            "lib.optionalAttrs" | "lib.optional" | "lib.optionals" | "if"
+        ) && cond.contains("options?sops")
+            && !cond.contains("!(options?sops)")
+            && !cond.contains("!options?sops")
+    })
+}
+
+/// `nixosModules.NAME = ./nix/FILE.nix;` entries of flake.nix.
+fn exported_module_files() -> Vec<(String, String)> {
+    let flake = load("flake.nix");
+    flake
+        .bindings
+        .iter()
+        .filter(|b| b.path.len() >= 2 && b.path[b.path.len() - 2] == "nixosModules")
+        .filter(|b| b.value.kind() == SyntaxKind::NODE_PATH_REL)
+        .map(|b| {
+            let text = b.value.text().to_string();
+            (
+                b.path[b.path.len() - 1].clone(),
+                text.trim_start_matches("./").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn exported_modules_use_sops_nix_only_where_it_is_imported() {
+    let exported = exported_module_files();
+    for must in ["ssh", "boot", "tailscale", "load-keys"] {
+        assert!(
+            exported.iter().any(|(n, _)| n == must),
+            "flake.nix exports no nixosModules.{must} as a file: {exported:?}"
+        );
+    }
+    // The whole ISO brings sops-nix itself.
+    let flake = load("flake.nix");
+    let default = flake
+        .one(&["nixosModules", "default", "imports"])
+        .value_text();
+    assert!(default.contains("sops-nix.nixosModules.sops"), "{default}");
+
+    let mut guarded_definitions = 0;
+    for (name, rel) in &exported {
+        let f = load(rel);
+        for b in &f.bindings {
+            let path: Vec<&str> = b.path.iter().map(String::as_str).collect();
+            let path = path.strip_prefix(&["config"]).unwrap_or(&path);
+            if path.first() == Some(&"sops") {
+                guarded_definitions += 1;
+                let apv = b.value.parent().expect("binding");
+                assert!(
+                    sops_guarded(&apv, &f.lets),
+                    "{rel} (nixosModules.{name}): {} is defined without \
+                     lib.optionalAttrs (options ? sops): guards {:?}",
+                    b.path.join("."),
+                    all_guards(&apv, &f.lets)
+                );
+            }
+        }
+        for sel in f
+            .root
+            .descendants()
+            .filter(|n| n.kind() == SyntaxKind::NODE_SELECT)
+        {
+            let text = squash(&sel.text().to_string());
+            if text == "config.sops" || text.starts_with("config.sops.") {
+                assert!(
+                    sops_guarded(&sel, &f.lets),
+                    "{rel} (nixosModules.{name}): {text} is read without a guard on \
+                     options ? sops: guards {:?}",
+                    all_guards(&sel, &f.lets)
+                );
+            }
+        }
+    }
+    assert!(
+        guarded_definitions >= 3,
+        "ssh.nix and tailscale.nix configure sops-nix when it is there"
+    );
+}
+
+/// Evaluates a module's `config` with Nix (2.8 is enough: no nixpkgs, a stub `lib` whose
+/// `mkIf` keeps its content as the module system does) and returns the top-level names it
+/// defines, with and without sops-nix's options present.
+const MODULE_NAMES_NIX: &str = r#"file: withSops:
+let
+  override = content: { _type = "override"; inherit content; };
+  lib = {
+    mkMerge = contents: { _type = "merge"; inherit contents; };
+    mkIf = _: content: { _type = "if"; inherit content; };
+    optionalAttrs = c: x: if c then x else { };
+    optional = c: x: if c then [ x ] else [ ];
+    optionals = c: x: if c then x else [ ];
+    mkForce = override;
+    mkDefault = override;
+    mkOverride = _: override;
+  };
+  m = import file {
+    inherit lib;
+    config = throw "config is not needed to find the defined options";
+    pkgs = throw "pkgs is not needed to find the defined options";
+    options = { keypack = { }; } // (if withSops then { sops = { }; } else { });
+    modulesPath = "/modules";
+  };
+  cfg = if m ? config || m ? options then m.config or { } else removeAttrs m [ "imports" ];
+  names = v:
+    if v ? _type then
+      (if v._type == "merge" then builtins.concatMap names v.contents else names v.content)
+    else builtins.attrNames v;
+in
+builtins.concatStringsSep " " (builtins.sort builtins.lessThan (names cfg))
+"#;
+
+#[test]
+fn exported_modules_evaluate_without_sops_nix() {
+    let Some(nix) = tool("nix-instantiate") else {
+        return skip(
+            "exported_modules_evaluate_without_sops_nix",
+            "nix-instantiate not found (apt-get install nix-bin)",
+        );
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stub = dir.path().join("module-names.nix");
+    std::fs::write(&stub, MODULE_NAMES_NIX).expect("write");
+    let names = |file: &Path, with_sops: bool| -> Vec<String> {
+        let expr = format!("import {} {} {}", stub.display(), file.display(), with_sops);
+        let out = Command::new(&nix)
+            .args([
+                "--eval",
+                "--strict",
+                "--json",
+                "--readonly-mode",
+                "-E",
+                &expr,
+            ])
+            .output()
+            .expect("nix-instantiate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{expr}: {stderr}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .trim_matches('"')
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let exported = exported_module_files();
+    assert!(
+        exported.len() >= 7,
+        "nixosModules in flake.nix: {exported:?}"
+    );
+    for (name, rel) in exported {
+        let file = repo().join(&rel).canonicalize().expect("module file");
+        let without = names(&file, false);
+        assert!(
+            !without.is_empty(),
+            "nixosModules.{name}: no definitions found"
+        );
+        assert!(
+            !without.iter().any(|n| n == "sops"),
+            "nixosModules.{name} ({rel}) defines sops.* without sops-nix: {without:?}"
+        );
+        let with = names(&file, true);
+        if matches!(name.as_str(), "ssh" | "tailscale") {
+            assert!(
+                with.iter().any(|n| n == "sops"),
+                "nixosModules.{name} no longer configures sops-nix when it is there: {with:?}"
+            );
+        }
+    }
+    // The stub is not vacuous: a `lib.mkIf` guard still defines the option.
+    let (_d, bad) = bad_file(
+        "bad.nix",
+        "{ lib, options, ... }: { config = lib.mkIf (options ? sops) { sops.x = 1; }; }\n",
+    );
+    assert_eq!(names(Path::new(&bad), false), ["sops"]);
 }
 
 #[test]
