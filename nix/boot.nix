@@ -3,20 +3,65 @@
 # No secret ever enters the Nix store: the store is world-readable and ends up on the ISO. Keys
 # arrive at boot (load-keys.nix); the assertions below refuse configurations that would put a
 # key into the store through a path literal or a store path.
+#
+# Consoles: the installer profile logs user `nixos` (passwordless sudo) in on every console, and
+# root and nixos have empty passwords. That stays so on the local console, as on NixOS's own
+# installer; on serial consoles (a BMC's serial-over-LAN reaches them) there is no autologin and
+# no login with an empty password unless `keypack.serialConsole.autologin` is set.
 {
   config,
   lib,
   options,
+  pkgs,
   modulesPath,
   ...
 }:
 let
+  cfg = config.keypack.serialConsole;
+  getty = config.services.getty;
   # A Nix path literal is copied into the store when used; a string under the store dir is in it.
   inStore = p: builtins.isPath p || lib.hasPrefix "${builtins.storeDir}/" (toString p);
   tailscaleKey = config.services.tailscale.authKeyFile;
+  # nixpkgs' serial-getty@ command line without `--autologin`, from the same getty options.
+  serialGetty = lib.concatStringsSep " " (
+    [ (lib.getExe' pkgs.util-linux "agetty") ]
+    ++ map lib.escapeShellArg (
+      [
+        "--login-program"
+        "${getty.loginProgram}"
+      ]
+      ++ lib.optionals (getty.loginOptions != null) [
+        "--login-options"
+        getty.loginOptions
+      ]
+      ++ getty.extraArgs
+    )
+    ++ [ "%I --keep-baud $TERM" ]
+  );
 in
 {
   imports = [ "${modulesPath}/installer/cd-dvd/installation-cd-minimal.nix" ];
+
+  options.keypack.serialConsole = {
+    device = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = "ttyS0,115200";
+      example = "ttyAMA0,115200";
+      description = ''
+        Serial console added to the kernel command line (after tty0, so /dev/console and
+        `keypack log` get the boot messages), or null for none.
+      '';
+    };
+    autologin = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = ''
+        Whether serial consoles log the installer's user in like the local console does, and
+        accept its empty password. Off by default: whoever reaches a serial console (a BMC's
+        serial-over-LAN, a console server) would be root on a machine holding the injected keys.
+      '';
+    };
+  };
 
   config = lib.mkMerge [
     {
@@ -26,11 +71,10 @@ in
       };
 
       boot.initrd.systemd.enable = lib.mkDefault true;
-      # Serial last, so /dev/console (and `keypack log`) gets the stage-1 lines.
       boot.kernelParams = [
         "console=tty0"
-        "console=ttyS0,115200"
-      ];
+      ]
+      ++ lib.optional (cfg.device != null) "console=${cfg.device}";
 
       assertions = [
         {
@@ -47,6 +91,17 @@ in
         }
       ];
     }
+
+    (lib.mkIf (!cfg.autologin) {
+      # The local console (getty@, autovt@) keeps nixpkgs' command line with --autologin.
+      systemd.services."serial-getty@".serviceConfig.ExecStart = lib.mkForce [
+        "" # reset the upstream unit's ExecStart
+        serialGetty
+      ];
+      # `login` accepts the installer's empty passwords by default; autologin (`login -f`) on the
+      # local console does not authenticate, so only typed logins, as on a serial console, change.
+      security.pam.services.login.allowNullPassword = lib.mkForce false;
+    })
 
     # sops-nix is optional for this module (the flake's nixosModules.boot stands alone).
     (lib.optionalAttrs (options ? sops) {

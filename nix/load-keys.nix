@@ -7,6 +7,9 @@
 #   wantedBy, never requiredBy: a failure is logged but never blocks the boot.
 # - scripted stage 1 (deprecated, removed in 26.11): the seed's postMountCommands path, only
 #   when systemd stage 1 is off (systemd stage 1 rejects postMountCommands with an assertion).
+# - emergency shells: a system that receives injected keys holds them in its initrd, so the
+#   initrd's root shell on failure is off (systemd: emergencyAccess; scripted: panic instead of
+#   the shell_on_fail prompt) unless keypack.loadKeys.initrdEmergencyAccess says otherwise.
 # - stage 2: users' keys, staged by stage 1 under /run/keypack/users/<u>/, are installed into
 #   each user's ~/.ssh by name once users exist, before sshd.
 {
@@ -33,6 +36,18 @@ in
       defaultText = lib.literalExpression "pkgs.pkgsStatic.callPackage ./pkgs/load-keys.nix { }";
       description = "The load-keys package; statically linked so it runs in any initrd.";
     };
+    initrdEmergencyAccess = lib.mkOption {
+      type = lib.types.either lib.types.bool lib.types.str;
+      default = false;
+      example = "$y$j9T$…";
+      description = ''
+        What the initrd offers when stage 1 fails. false (the default): no shell; under systemd
+        stage 1 `boot.initrd.systemd.emergencyAccess = false` (sulogin finds root locked), under
+        the scripted stage 1 `boot.panic_on_fail`. A hashed password (systemd stage 1 only): a
+        root shell after that password. true: an unauthenticated root shell beside the
+        injected keys, as NixOS's debugging setups have it.
+      '';
+    };
     stageDir = lib.mkOption {
       type = lib.types.str;
       default = "/run/keypack";
@@ -44,6 +59,9 @@ in
   config = lib.mkIf cfg.enable (
     lib.mkMerge [
       (lib.mkIf systemdStage1 {
+        # Priority 55: above the installer's image-media overrides (60) and plain definitions,
+        # below lib.mkForce; the option above is the way to change it.
+        boot.initrd.systemd.emergencyAccess = lib.mkOverride 55 cfg.initrdEmergencyAccess;
         # An ExecStart store path is not copied into the initrd by itself.
         boot.initrd.systemd.storePaths = [ loadKeys ];
         boot.initrd.systemd.services.load-keys = {
@@ -68,6 +86,14 @@ in
       })
 
       (lib.mkIf (!systemdStage1) {
+        # The bare word: `boot.panic_on_fail=1` matches nothing in stage-1-init.sh.
+        boot.kernelParams = lib.optional (cfg.initrdEmergencyAccess == false) "boot.panic_on_fail";
+        assertions = [
+          {
+            assertion = builtins.isBool cfg.initrdEmergencyAccess;
+            message = "keypack: keypack.loadKeys.initrdEmergencyAccess as a password needs systemd stage 1; the scripted stage 1 has no authenticated shell.";
+          }
+        ];
         boot.initrd.extraUtilsCommands = ''
           copy_bin_and_libs ${loadKeys}
         '';

@@ -970,3 +970,76 @@ fn test_nodes_do_not_read_the_sops_fixture_at_evaluation_time() {
         );
     }
 }
+
+#[test]
+fn serial_consoles_get_no_autologin_and_no_empty_password() {
+    let f = load("nix/boot.nix");
+    assert_eq!(
+        f.one(&["serialConsole", "autologin", "default"])
+            .value_text(),
+        "false"
+    );
+    let exec = f.one(&[
+        "systemd",
+        "services",
+        "serial-getty@",
+        "serviceConfig",
+        "ExecStart",
+    ]);
+    let guard = "!config.keypack.serialConsole.autologin";
+    assert!(exec.guards.iter().any(|g| g == guard), "{:?}", exec.guards);
+    assert!(
+        exec.value_text().starts_with("lib.mkForce["),
+        "{}",
+        exec.value_text()
+    );
+    let cmd = f.lets.get("serialGetty").cloned().unwrap_or_default();
+    assert!(
+        cmd.contains("agetty") && cmd.contains("getty.loginProgram"),
+        "{cmd}"
+    );
+    assert!(
+        !cmd.contains("autologin"),
+        "serial getty keeps --autologin: {cmd}"
+    );
+    let pam = f.one(&["security", "pam", "services", "login", "allowNullPassword"]);
+    assert!(pam.guards.iter().any(|g| g == guard));
+    assert_eq!(pam.value_text(), "lib.mkForce false".replace(' ', ""));
+    // The local console keeps the installer's autologin: getty@ and autovt@ are left alone.
+    for local in ["getty@", "autovt@"] {
+        assert!(
+            f.find(&["systemd", "services", local]).is_empty(),
+            "{local}"
+        );
+    }
+    assert!(f.find(&["services", "getty", "autologinUser"]).is_empty());
+    let params = f.one(&["boot", "kernelParams"]);
+    assert!(params.value_text().contains("\"console=tty0\""));
+    assert!(params.value_text().contains("console=${cfg.device}"));
+    assert_eq!(
+        f.one(&["serialConsole", "device", "default"]).value_text(),
+        "\"ttyS0,115200\""
+    );
+}
+
+#[test]
+fn the_initrd_offers_no_emergency_shell_beside_injected_keys() {
+    let f = load("nix/load-keys.nix");
+    assert_eq!(
+        f.one(&["initrdEmergencyAccess", "default"]).value_text(),
+        "false"
+    );
+    let access = f.one(&["boot", "initrd", "systemd", "emergencyAccess"]);
+    assert!(access.guards.iter().any(|g| g == SYSTEMD_STAGE1));
+    assert!(
+        access.value_text().ends_with("cfg.initrdEmergencyAccess"),
+        "{}",
+        access.value_text()
+    );
+    assert_eq!(f.lets["cfg"], "config.keypack.loadKeys");
+    // Above the installer's lib.mkImageMediaOverride (60).
+    assert!(access.value_text().starts_with("lib.mkOverride55"));
+    let params = f.one(&["boot", "kernelParams"]);
+    assert!(params.guards.contains(&format!("!{SYSTEMD_STAGE1}")));
+    assert!(params.strings().contains(&"boot.panic_on_fail".to_owned()));
+}
