@@ -86,6 +86,9 @@ in
       })
 
       (lib.mkIf (!systemdStage1) {
+        warnings = [
+          "keypack: the scripted stage 1 (boot.initrd.systemd.enable = false) is deprecated and scheduled for removal in NixOS 26.11; keypack's postMountCommands path goes with it. Use systemd stage 1, the default."
+        ];
         # The bare word: `boot.panic_on_fail=1` matches nothing in stage-1-init.sh.
         boot.kernelParams = lib.optional (cfg.initrdEmergencyAccess == false) "boot.panic_on_fail";
         assertions = [

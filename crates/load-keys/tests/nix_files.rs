@@ -1043,3 +1043,52 @@ fn the_initrd_offers_no_emergency_shell_beside_injected_keys() {
     assert!(params.guards.contains(&format!("!{SYSTEMD_STAGE1}")));
     assert!(params.strings().contains(&"boot.panic_on_fail".to_owned()));
 }
+
+#[test]
+fn the_scripted_stage1_warns_and_its_tests_end_with_its_release() {
+    let f = load("nix/load-keys.nix");
+    let warnings = f.one(&["warnings"]);
+    assert!(
+        warnings.guards.contains(&format!("!{SYSTEMD_STAGE1}")),
+        "{:?}",
+        warnings.guards
+    );
+    let text = warnings.strings().concat();
+    assert!(
+        text.contains("deprecated") && text.contains("26.11"),
+        "{text}"
+    );
+    // Systemd stage 1 stays the default.
+    let boot = load("nix/boot.nix");
+    assert_eq!(
+        boot.one(&["boot", "initrd", "systemd", "enable"])
+            .value_text(),
+        "lib.mkDefaulttrue"
+    );
+
+    let flake = load("flake.nix");
+    assert_eq!(
+        flake.lets.get("hasScriptedStage1").map(String::as_str),
+        Some("lib.versionOlderlib.trivial.release\"26.11\"")
+    );
+    for check in ["vm-scripted-stage1", "iso-scripted-stage1"] {
+        let b = flake.one(&["checks", check]);
+        let guarded = all_guards(&b.value.parent().unwrap(), &BTreeMap::new())
+            .iter()
+            .any(|(func, cond)| func == "lib.optionalAttrs" && cond == "hasScriptedStage1");
+        assert!(
+            guarded,
+            "checks.{check} is not under lib.optionalAttrs hasScriptedStage1"
+        );
+    }
+    for check in ["vm-systemd-stage1", "iso-systemd-stage1", "vm-not-injected"] {
+        let b = flake.one(&["checks", check]);
+        let guarded = all_guards(&b.value.parent().unwrap(), &BTreeMap::new())
+            .iter()
+            .any(|(_, cond)| cond == "hasScriptedStage1");
+        assert!(
+            !guarded,
+            "checks.{check} must not depend on the scripted stage 1"
+        );
+    }
+}
