@@ -1,4 +1,8 @@
-# A UEFI-bootable (and BIOS, USB) live ISO, based on the minimal installer, with systemd stage 1.
+# A live ISO based on the minimal installer, with systemd stage 1 and a serial console.
+#
+# installation-cd-base.nix already makes the ISO EFI-bootable (`isoImage.makeEfiBootable`) and
+# USB-bootable (`makeUsbBootable`: an isohybrid MBR, which only takes effect together with BIOS
+# boot, `makeBiosBootable`, i.e. on x86); nothing to set here for either.
 #
 # No secret ever enters the Nix store: the store is world-readable and ends up on the ISO. Keys
 # arrive at boot (load-keys.nix); the assertions below refuse configurations that would put a
@@ -65,10 +69,10 @@ in
 
   config = lib.mkMerge [
     {
-      isoImage = {
-        makeEfiBootable = true;
-        makeUsbBootable = true;
-      };
+      # Says what the ISO is (the installer's default reads nixos-minimal-…): the label is also
+      # how stage 1 finds the ISO's file systems (/dev/disk/by-label). At most 32 characters.
+      # Priority 90: above a plain definition in the installer profile, below lib.mkForce.
+      isoImage.volumeID = lib.mkOverride 90 "keypack-${config.system.nixos.release}-${pkgs.stdenv.hostPlatform.uname.processor}";
 
       boot.initrd.systemd.enable = lib.mkDefault true;
       boot.kernelParams = [
@@ -88,6 +92,10 @@ in
         {
           assertion = config.boot.initrd.secrets == { };
           message = "keypack: boot.initrd.secrets would bake secrets into the ISO's initrd.";
+        }
+        {
+          assertion = lib.stringLength config.isoImage.volumeID <= 32;
+          message = "keypack: isoImage.volumeID is longer than the 32 characters ISO 9660 allows.";
         }
       ];
     }

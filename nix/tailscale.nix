@@ -68,7 +68,16 @@ in
       (lib.optionalAttrs hasSops (
         lib.mkIf (cfg.authKeySource == "sops") {
           sops.secrets.${cfg.sopsSecret}.restartUnits = [ "tailscaled-autoconnect.service" ];
-          systemd.services.tailscaled-autoconnect.after = [ "sops-install-secrets.service" ];
+          # Who writes the secret: by default (sops.useSystemdActivation off) sops-nix's
+          # activation script setupSecrets, which runs before systemd starts any stage-2 unit
+          # (in the initrd under systemd stage 1, before switch-root; first thing in stage 2
+          # under the scripted one), so no unit ordering is needed. With
+          # useSystemdActivation (the default when systemd.sysusers or userborn is on) it is
+          # sops-install-secrets.service, and the autoconnect unit must wait for it.
+          systemd.services.tailscaled-autoconnect = lib.mkIf config.sops.useSystemdActivation {
+            after = [ "sops-install-secrets.service" ];
+            wants = [ "sops-install-secrets.service" ];
+          };
         }
       ))
     ]

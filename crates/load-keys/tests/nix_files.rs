@@ -623,11 +623,18 @@ fn no_secret_is_a_path_literal_and_the_iso_boots_uefi() {
         }
     }
     let f = load("nix/boot.nix");
-    assert_eq!(f.one(&["isoImage", "makeEfiBootable"]).value_text(), "true");
+    // EFI (and, on x86, BIOS/USB) boot come from installation-cd-base.nix; boot.nix neither
+    // repeats nor overrides them (makeUsbBootable only matters with BIOS boot).
     assert!(
         f.text()
             .contains("installer/cd-dvd/installation-cd-minimal.nix")
     );
+    for flag in ["makeEfiBootable", "makeUsbBootable", "makeBiosBootable"] {
+        assert!(
+            f.find(&["isoImage", flag]).is_empty(),
+            "boot.nix sets isoImage.{flag}; the installer profile decides it"
+        );
+    }
     let asserts: String = f
         .find(&["assertions"])
         .iter()
@@ -1091,4 +1098,32 @@ fn the_scripted_stage1_warns_and_its_tests_end_with_its_release() {
             "checks.{check} must not depend on the scripted stage 1"
         );
     }
+}
+
+#[test]
+fn the_iso_says_what_it_is_and_tailscale_waits_for_the_real_provider() {
+    let f = load("nix/boot.nix");
+    let id = f.one(&["isoImage", "volumeID"]).value_text();
+    assert!(id.contains("\"keypack-"), "{id}");
+    assert!(
+        f.find(&["assertions"])
+            .iter()
+            .any(|a| a.value_text().contains("volumeID"))
+    );
+
+    let t = load("nix/tailscale.nix");
+    let text = t.text();
+    let unit = t.one(&["systemd", "services", "tailscaled-autoconnect", "after"]);
+    assert_eq!(unit.strings(), ["sops-install-secrets.service"]);
+    let guards = all_guards(&unit.value.parent().unwrap(), &t.lets);
+    assert!(
+        guards
+            .iter()
+            .any(|(func, cond)| func == "lib.mkIf" && cond == "config.sops.useSystemdActivation"),
+        "sops-install-secrets.service only exists with sops.useSystemdActivation: {guards:?}"
+    );
+    assert!(
+        text.contains("setupSecrets"),
+        "tailscale.nix says why the default mode needs no ordering"
+    );
 }
