@@ -144,7 +144,8 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
         for p in [image.as_str(), archive.as_str()] {
             if (p != image || !image.contains('*')) && !checked.contains(&p) {
                 checked.push(p);
-                if !exists(p) {
+                // Ventoy resolves only absolute paths from the data partition's root.
+                if !p.starts_with('/') || !exists(p) {
                     info.missing.push(p.to_string());
                 }
             }
