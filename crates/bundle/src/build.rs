@@ -130,6 +130,11 @@ impl BundleBuilder {
         Ok(())
     }
 
+    /// The OpenSSH public key line derived for `role`, if any (checked against the pins).
+    pub fn public_key(&self, role: &KeyRole) -> Option<&str> {
+        self.keys.get(role).map(|k| k.public_line.as_str())
+    }
+
     /// The SHA256 fingerprint of the key added for `role`, if any (for `keypack verify`).
     pub fn fingerprint(&self, role: &KeyRole) -> Option<&str> {
         self.keys.get(role).map(|k| k.fingerprint.as_str())

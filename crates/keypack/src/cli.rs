@@ -25,6 +25,10 @@ pub enum Command {
     Pack(cmd::pack::PackArgs),
     /// Decrypt and check everything a build would, write nothing, print fingerprints.
     Verify(cmd::verify::VerifyArgs),
+    /// Record the public keys of a host (and users) in keypack.pins, checked by every build.
+    Pin(cmd::pin::PinArgs),
+    /// Print a host's age recipient (for .sops.yaml) from its pinned host key.
+    Recipients(cmd::pin::RecipientsArgs),
     /// Show what a bundle or a disk image holds: entries, modes, fingerprints; never secrets.
     Inspect(cmd::inspect::InspectArgs),
     /// Check the YubiKey, age-plugin-yubikey, pcscd and the tools plugins need.

@@ -50,6 +50,8 @@ pub struct KeySelection {
     pub identity: Option<PathBuf>,
     /// `--allow-shared-key`: one key pair may fill two roles.
     pub allow_shared_key: bool,
+    /// `--require-pins`: a key without a pin in `keypack.pins` is an error.
+    pub require_pins: bool,
 }
 
 /// The outcome for one key of a [`verify_keys`] run.
@@ -69,15 +71,24 @@ pub fn pack_bundle(sel: &KeySelection) -> Result<SealedBundle> {
     let mut builder = BundleBuilder::new();
     builder.allow_shared_keys(sel.allow_shared_key);
     let mut failures = Vec::new();
+    let mut added = Vec::new();
     for key in loaded.keys {
         match key {
             Loaded::Key(key) => {
-                if let Err(e) = add(&mut builder, key) {
-                    failures.push(e);
+                let role = key.source.role.clone();
+                let source = relative(&loaded.root, &key.source.path);
+                match add(&mut builder, key) {
+                    Ok(()) => added.push((role, source)),
+                    Err(e) => failures.push(e),
                 }
             }
             Loaded::Absent => {}
             Loaded::Failed { error, .. } => failures.push(error),
+        }
+    }
+    if failures.is_empty() {
+        for (role, message) in check_pins(&builder, &added, sel, loaded.require_pins)? {
+            failures.push(anyhow!("{}: {message}", role.private_path()));
         }
     }
     if !failures.is_empty() {
@@ -106,7 +117,7 @@ pub fn verify_keys(sel: &KeySelection) -> Result<(Vec<KeyReport>, Option<Manifes
     builder.allow_shared_keys(sel.allow_shared_key);
     let mut reports = Vec::new();
     let root = loaded.root.clone();
-    let relative = |p: &Path| p.strip_prefix(&root).unwrap_or(p).to_path_buf();
+    let relative = |p: &Path| relative(&root, p);
     for key in loaded.keys {
         match key {
             Loaded::Key(key) => {
@@ -126,6 +137,17 @@ pub fn verify_keys(sel: &KeySelection) -> Result<(Vec<KeyReport>, Option<Manifes
                 role: source.role,
                 result: Err(error),
             }),
+        }
+    }
+    // Pins are checked on the keys that passed, so one run names every problem.
+    let passed: Vec<(KeyRole, PathBuf)> = reports
+        .iter()
+        .filter(|r| r.result.is_ok())
+        .map(|r| (r.role.clone(), r.source.clone()))
+        .collect();
+    for (role, message) in check_pins(&builder, &passed, sel, loaded.require_pins)? {
+        if let Some(report) = reports.iter_mut().find(|r| r.role == role) {
+            report.result = Err(anyhow!("{message}"));
         }
     }
     if reports.iter().any(|r| r.result.is_err()) {
@@ -226,6 +248,8 @@ enum Loaded {
 
 struct LoadedSet {
     root: PathBuf,
+    /// `require_pins = true` in the repository's `keypack.toml`.
+    require_pins: bool,
     keys: Vec<Loaded>,
 }
 
@@ -266,9 +290,14 @@ fn load(sel: &KeySelection) -> Result<LoadedSet> {
             Err(error) => fail_all(&mut keys, sources, error),
         }
     }
+    let require_pins = repo.config().require_pins;
     let root = repo.root().to_path_buf();
     if parsed.is_empty() {
-        return Ok(LoadedSet { root, keys });
+        return Ok(LoadedSet {
+            root,
+            require_pins,
+            keys,
+        });
     }
 
     let (identities, identity_path) = IdentitySet::discover(sel.identity.as_deref())?;
@@ -351,7 +380,11 @@ fn load(sel: &KeySelection) -> Result<LoadedSet> {
         Loaded::Failed { source, .. } => Some(source.role.clone()),
         Loaded::Absent => None,
     });
-    Ok(LoadedSet { root, keys })
+    Ok(LoadedSet {
+        root,
+        require_pins,
+        keys,
+    })
 }
 
 fn fail_all(keys: &mut Vec<Loaded>, sources: &[KeySource], error: anyhow::Error) {
@@ -507,4 +540,81 @@ fn add(builder: &mut BundleBuilder, key: PlainKey) -> Result<()> {
                 key.source.path.display()
             )
         })
+}
+
+/// `path` relative to the repository root (for messages and the pins' `source`).
+fn relative(root: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(root).unwrap_or(path).to_path_buf()
+}
+
+/// Checks the keys added to `builder` against the repository's pins; returns the refusals.
+fn check_pins(
+    builder: &BundleBuilder,
+    added: &[(KeyRole, PathBuf)],
+    sel: &KeySelection,
+    repo_requires_pins: bool,
+) -> Result<Vec<(KeyRole, String)>> {
+    let root = resolve_keys_repo(sel.keys_repo.as_deref())?;
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    let candidates: Vec<crate::pinning::Candidate<'_>> = added
+        .iter()
+        .filter_map(|(role, source)| {
+            Some(crate::pinning::Candidate {
+                role,
+                source,
+                public_line: builder.public_key(role)?,
+            })
+        })
+        .collect();
+    crate::pinning::check(
+        &root,
+        &sel.host,
+        &candidates,
+        sel.require_pins || repo_requires_pins,
+    )
+}
+
+/// One key's public half, for `keypack pin`: role, repository file (relative) and the
+/// OpenSSH public key line derived from the decrypted private key.
+pub struct PublicKeyReport {
+    /// Whose key.
+    pub role: KeyRole,
+    /// The repository file it came from, relative to the repository root.
+    pub source: PathBuf,
+    /// `ssh-ed25519 AAAA…` (no comment).
+    pub public_line: String,
+}
+
+/// Decrypts and checks the selection like [`pack_bundle`], without the pins check (`keypack
+/// pin` is how pins are made), and returns each key's public half plus the repository root.
+/// Fails if any key fails.
+pub fn public_keys(sel: &KeySelection) -> Result<(PathBuf, Vec<PublicKeyReport>)> {
+    let loaded = load(sel)?;
+    let mut builder = BundleBuilder::new();
+    builder.allow_shared_keys(sel.allow_shared_key);
+    let mut added = Vec::new();
+    for key in loaded.keys {
+        match key {
+            Loaded::Key(key) => {
+                let role = key.source.role.clone();
+                let source = relative(&loaded.root, &key.source.path);
+                add(&mut builder, key)?;
+                added.push((role, source));
+            }
+            Loaded::Absent => {}
+            Loaded::Failed { error, .. } => return Err(error),
+        }
+    }
+    let reports = added
+        .into_iter()
+        .filter_map(|(role, source)| {
+            let public_line = builder.public_key(&role)?.to_owned();
+            Some(PublicKeyReport {
+                role,
+                source,
+                public_line,
+            })
+        })
+        .collect();
+    Ok((loaded.root, reports))
 }

@@ -15,6 +15,7 @@ mod cmd;
 mod hardening;
 mod keys;
 mod media;
+mod pinning;
 mod state;
 
 /// Every freed heap block is zeroed first: covers copies that library code makes of secrets.

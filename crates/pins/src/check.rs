@@ -108,7 +108,7 @@ impl fmt::Display for Finding {
                 fingerprint,
             } => write!(
                 f,
-                "{role} ({}): no pin in keypack.pins for key {fingerprint}; run `keypack pin {role}` after checking the fingerprint",
+                "{role} ({}): no pin in keypack.pins for key {fingerprint}; record it with `keypack pin` after checking the fingerprint (`keypack verify`)",
                 source.display()
             ),
         }

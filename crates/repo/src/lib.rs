@@ -311,6 +311,9 @@ pub struct RepoConfig {
     pub hosts: PathBuf,
     /// Folder of user documents and folders (default `users`).
     pub users: PathBuf,
+    /// Every packed key must have a pin in `keypack.pins` (`require_pins = true`); without it
+    /// an unpinned key is a warning.
+    pub require_pins: bool,
 }
 
 impl Default for RepoConfig {
@@ -318,6 +321,7 @@ impl Default for RepoConfig {
         Self {
             hosts: PathBuf::from("hosts"),
             users: PathBuf::from("users"),
+            require_pins: false,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod inspect_image;
 pub mod iso;
 pub mod media;
 pub mod pack;
+pub mod pin;
 pub mod run;
 pub mod shell;
 pub mod verify;
@@ -29,6 +30,8 @@ pub fn dispatch(matches: &clap::ArgMatches) -> Result<ExitCode> {
     match cli.command {
         Command::Pack(args) => pack::pack(args),
         Command::Verify(args) => verify::verify(args),
+        Command::Pin(args) => pin::pin(args),
+        Command::Recipients(args) => pin::recipients(args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Doctor(args) => doctor::doctor(args),
         Command::Build(args) => build::build(args, sub.expect("build has matches"), false),
@@ -71,6 +74,10 @@ pub struct KeyArgs {
     /// MAC in its new place, and this check is what catches it
     #[arg(long)]
     pub allow_shared_key: bool,
+    /// Refuse a key that has no pin in `keypack.pins` (as `require_pins = true` in the
+    /// repository's keypack.toml does); without it an unpinned key is a warning
+    #[arg(long)]
+    pub require_pins: bool,
 }
 
 impl KeyArgs {
@@ -88,6 +95,7 @@ impl KeyArgs {
             keys_repo: self.keys_repo.clone(),
             identity: self.identity.clone(),
             allow_shared_key: self.allow_shared_key,
+            require_pins: self.require_pins,
         }
     }
 }

@@ -7,3 +7,4 @@ mod common;
 mod json;
 mod layouts;
 mod pack;
+mod pins;
