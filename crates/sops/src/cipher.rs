@@ -32,6 +32,19 @@ impl DataKey {
         Ok(DataKey(key))
     }
 
+    /// A fresh random data key from the operating system's RNG (`getrandom`), as sops'
+    /// `GenerateDataKey` does (32 bytes, AES-256).
+    pub(crate) fn generate() -> Result<DataKey, SopsError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        fill_random(&mut key[..])?;
+        Ok(DataKey(key))
+    }
+
+    /// The raw key bytes (for wrapping it to age recipients).
+    pub(crate) fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The AES-256-GCM instance (key schedule built once per file, not per value).
     pub(crate) fn cipher(&self) -> SopsCipher {
         let k: &[u8; 32] = &self.0;
@@ -114,6 +127,13 @@ pub(crate) fn parse_enc(s: &str, path: &str) -> Result<EncValue, SopsError> {
     Ok(v)
 }
 
+/// Fills `buf` from the operating system's RNG.
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), SopsError> {
+    getrandom::getrandom(buf).map_err(|e| SopsError::Rng {
+        reason: e.to_string(),
+    })
+}
+
 /// AES-256-GCM keyed with a data key (a distinct type so it cannot be printed or cloned).
 pub(crate) struct SopsCipher(SopsAead);
 
@@ -131,4 +151,34 @@ pub(crate) fn open(cipher: &SopsCipher, v: &EncValue, aad: &[u8]) -> Option<Zero
         Ok(()) => Some(buf),
         Err(_) => None,
     }
+}
+
+/// Encrypts `plain` with a fresh random 32-byte IV and `aad` into sops' envelope
+/// `ENC[AES256_GCM,data:…,iv:…,tag:…,type:…]` (sops' `aes.Cipher.Encrypt`). An empty plaintext
+/// is stored as the empty string, unencrypted, exactly as sops does (`isEmpty`).
+/// The working buffer holds plaintext, is sized once and wiped; the result is ciphertext only.
+pub(crate) fn seal(
+    cipher: &SopsCipher,
+    plain: &[u8],
+    aad: &[u8],
+    kind: &str,
+) -> Result<String, SopsError> {
+    if plain.is_empty() {
+        return Ok(String::new());
+    }
+    let mut iv = [0u8; 32];
+    fill_random(&mut iv)?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(plain.len()));
+    buf.extend_from_slice(plain);
+    let tag = cipher
+        .0
+        .encrypt_in_place_detached(Nonce::<U32>::from_slice(&iv), aad, buf.as_mut_slice())
+        .map_err(|_| malformed("AES-GCM encryption failed (value too long)"))?;
+    // `buf` now holds ciphertext.
+    Ok(format!(
+        "ENC[AES256_GCM,data:{},iv:{},tag:{},type:{kind}]",
+        B64.encode(buf.as_slice()),
+        B64.encode(iv),
+        B64.encode(tag)
+    ))
 }

@@ -73,6 +73,28 @@ pub enum SopsError {
         /// age's error message (never contains key material).
         reason: String,
     },
+    /// The operating system's random number generator failed (no data key or IV could be made).
+    #[error("the system random number generator failed: {reason}")]
+    Rng {
+        /// The OS error.
+        reason: String,
+    },
+    /// A recipient string could not be used for encryption: not an `age1…` X25519 key or an
+    /// `age1<plugin>1…` plugin recipient, or its plugin binary is not on PATH.
+    #[error("cannot encrypt to recipient `{recipient}`: {reason}")]
+    BadRecipient {
+        /// The recipient as given (a public key).
+        recipient: String,
+        /// Why.
+        reason: String,
+    },
+    /// The caller asked for something the writer cannot produce (a field name sops would
+    /// misread, a duplicate field, an unsupported output store, no recipients, …).
+    #[error("cannot write sops file: {what}")]
+    InvalidInput {
+        /// What is wrong (names a field, never a value).
+        what: String,
+    },
     /// A sops feature keypack does not implement (e.g. comment-based encryption rules).
     #[error("unsupported sops feature: {what}")]
     Unsupported {

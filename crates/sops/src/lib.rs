@@ -1,4 +1,5 @@
-//! Decrypt-only sops (and plain age) files: YAML, JSON, dotenv, INI, binary; MAC-verified.
+//! sops (and plain age) files: decrypt YAML, JSON, dotenv, INI, binary (MAC-verified); write
+//! the files keypack writes ([`encrypt_document`], [`encrypt_binary`]).
 //!
 //! **Where it sits.** First stage of keypack's key path: encrypted bytes of a nix-keys repository
 //! file and one or more [`age::Identity`] go in, a [`Decrypted`] tree whose leaves are zeroizing
@@ -6,7 +7,13 @@
 //! identity crate drives YubiKey/plugin unwrapping through [`SopsFile::age_entries`] +
 //! [`DataKey::from_bytes`]; tools and tests use [`decrypt_with`].
 //!
-//! **What it does not do.** Decrypt only (no encryption, no editing); age key sources only (PGP,
+//! **Writing.** [`encrypt_document`] writes a flat map of string values (host and user
+//! documents) as YAML, JSON or dotenv, [`encrypt_binary`] the binary envelope, both exactly as
+//! sops 3.11 lays them out (checked against the `sops` binary in `tests/writer_conformance.rs`);
+//! recipients are [`SopsRecipient`]s (X25519, or age plugins such as `age1yubikey1…`).
+//!
+//! **What it does not do.** No general editing (arbitrary trees, typed values, comments are not
+//! written); age key sources only (PGP,
 //! KMS, Vault… entries are ignored); one key group (Shamir: [`SopsError::UnsupportedKeyGroups`]);
 //! no comment-driven rules (`*_comment_regex`: [`SopsError::Unsupported`]); comments are not
 //! returned. It never reads environment variables or key files: identities are passed in.
@@ -52,6 +59,7 @@ mod metadata;
 mod stores;
 mod tree;
 mod walk;
+mod writer;
 
 use std::path::Path;
 
@@ -62,6 +70,7 @@ pub use cipher::DataKey;
 pub use error::SopsError;
 pub use metadata::AgeEntry;
 pub use tree::{Scalar, Value, ValueType};
+pub use writer::{SOPS_VERSION, SopsRecipient, encrypt_binary, encrypt_document, sops_timestamp};
 
 use crate::error::malformed;
 use crate::metadata::Metadata;
