@@ -31,6 +31,13 @@ mkdir -m 700 "$WORK/state"
 export KEYPACK_STATE_DIR=$WORK/state KEYPACK_KEYS_REPO=$KEYS_REPO SOPS_AGE_KEY_FILE=$AGE_KEY
 "$KEYPACK" build -H bench --media initrd --kernel "$KERNEL" --initrd "$INITRD" --append console=ttyS0 2>/dev/null
 PINNED=$(awk '{print $1" "$2}' "$WORK/guest/host.pub")
+# `keypack run` hands QEMU the joined initrd as a sealed memfd on its stdin (`-initrd /dev/fd/0`);
+# the by-hand runs get the same bytes on stdin from a file (throwaway bench keys only).
+JOINED=$WORK/joined-initrd.img
+cp "$INITRD" "$JOINED"
+pad=$(( (4 - $(stat -c %s "$JOINED") % 4) % 4 ))
+head -c "$pad" /dev/zero >>"$JOINED"
+cat "$WORK/state/bench/keys.cpio.gz" >>"$JOINED"
 OPTS="--accel $ACCEL --memory 512 --cpus 1"
 
 now() { date +%s.%N; }
@@ -48,10 +55,10 @@ while [ "$i" -le "$RUNS" ]; do
 
     # B: the same QEMU command line by hand, same polling
     # shellcheck disable=SC2086
-    CMD=$("$KEYPACK" run -H bench $OPTS --port auto --dry-run)
+    CMD=$("$KEYPACK" run -H bench $OPTS --port auto --dry-run 2>/dev/null)
     PORT=$(echo "$CMD" | sed -n 's/.*hostfwd=tcp:127\.0\.0\.1:\([0-9]*\)-:22.*/\1/p')
     t0=$(now)
-    eval "$CMD -daemonize"
+    eval "$CMD -daemonize" <"$JOINED"
     # The same two-step poll keypack uses: the SSH banner (1 s timeout), then the key.
     until [ "$(timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT && head -c 4 <&3" 2>/dev/null)" = SSH- ] &&
         ssh-keyscan -T 15 -t ed25519 -p "$PORT" 127.0.0.1 2>/dev/null | grep -q "$PINNED"; do
@@ -86,9 +93,9 @@ while [ "$i" -le "$RUNS" ]; do
     "$KEYPACK" stop -H bench --timeout 0 2>/dev/null
     sa=$(echo "$sa + $t1 - $t0" | bc)
     # shellcheck disable=SC2086
-    CMD=$("$KEYPACK" run -H bench $OPTS --port auto --dry-run)
+    CMD=$("$KEYPACK" run -H bench $OPTS --port auto --dry-run 2>/dev/null)
     t0=$(now)
-    eval "$CMD -daemonize"
+    eval "$CMD -daemonize" <"$JOINED"
     t1=$(now)
     P=$(cat "$WORK/state/bench/qemu.pid")
     kill "$P"
