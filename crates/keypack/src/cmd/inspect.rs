@@ -20,6 +20,10 @@ pub struct InspectArgs {
     /// A keys.tar.gz written by `keypack pack`, or a disk image written by `keypack build`
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    /// Print one JSON document on stdout instead of text (fields in the README); strings from
+    /// the file are escaped as in the text output
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `keypack inspect`.
@@ -32,7 +36,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
         read_up_to(&mut file, &mut magic).with_context(|| format!("reading {}", path.display()))?;
     if n < 2 || magic != [0x1f, 0x8b] {
         drop(file);
-        return crate::cmd::inspect_image::inspect_image(path);
+        return crate::cmd::inspect_image::inspect_image(path, args.json);
     }
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if len > MAX_BUNDLE_SIZE {
@@ -49,7 +53,8 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let entries = read_archive(&bytes).with_context(|| format!("reading {}", path.display()))?;
     drop(bytes);
 
-    let mut out = std::io::stdout().lock();
+    // Text goes to a buffer: with --json only the document is printed.
+    let mut out = Vec::new();
     writeln!(
         out,
         "{}: keys.tar.gz, {} entries",
@@ -84,6 +89,24 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
     problems.extend(archive_problems(&entries));
     problems.sort();
     problems.dedup();
+    if args.json {
+        let doc = serde_json::json!({
+            "file": crate::cmd::escape::field(&path.display().to_string()),
+            "kind": "keys.tar.gz",
+            "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
+            "problems": problems,
+            "ok": problems.is_empty(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(if problems.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    let mut out = stdout;
     if problems.is_empty() {
         writeln!(out, "problems: none")?;
         out.flush()?;
@@ -95,6 +118,22 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::from(1))
+}
+
+/// One archive entry as JSON (`type`, `mode`, `uid`, `gid`, `size`, `path`, `fingerprint`,
+/// `problems`), strings escaped: the archive is untrusted. Shared with the image inspector.
+pub fn entry_json(e: &keypack_bundle::ArchiveEntry) -> serde_json::Value {
+    use crate::cmd::escape::field;
+    serde_json::json!({
+        "type": e.kind.to_string(),
+        "mode": format!("{:04o}", e.mode),
+        "uid": e.uid,
+        "gid": e.gid,
+        "size": e.size,
+        "path": field(&e.path),
+        "fingerprint": e.fingerprint.as_deref().map(field),
+        "problems": e.problems.iter().map(|p| field(p)).collect::<Vec<_>>(),
+    })
 }
 
 fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {

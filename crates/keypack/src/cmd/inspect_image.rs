@@ -20,15 +20,17 @@ use crate::cmd::escape::field;
 
 /// Inspects a disk image written by `keypack build`. Called by `keypack inspect` for any file
 /// that does not start with the gzip magic. Exits 1 when something looks wrong.
-pub fn inspect_image(path: &Path) -> Result<ExitCode> {
+pub fn inspect_image(path: &Path, json: bool) -> Result<ExitCode> {
     let info = keypack_media_ventoy::inspect(path).with_context(|| {
         format!(
             "{}: neither a keys.tar.gz nor a Ventoy disk",
             path.display()
         )
     })?;
-    let mut out = std::io::stdout().lock();
+    // Text goes to a buffer: with --json only the document is printed.
+    let mut out = Vec::new();
     let f = &info.found;
+    let mut bundles = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     writeln!(
         out,
@@ -100,6 +102,11 @@ pub fn inspect_image(path: &Path) -> Result<ExitCode> {
         let name = field(name);
         match read_archive(bytes) {
             Ok(entries) => {
+                bundles.push(serde_json::json!({
+                    "path": name,
+                    "entries": entries.iter().map(crate::cmd::inspect::entry_json).collect::<Vec<_>>(),
+                    "error": null,
+                }));
                 writeln!(out, "{name}: {} entries", entries.len())?;
                 for e in &entries {
                     writeln!(
@@ -127,12 +134,30 @@ pub fn inspect_image(path: &Path) -> Result<ExitCode> {
                     field(&e.to_string())
                 )?;
                 problems.push(format!("{name} is not a readable keys.tar.gz"));
+                bundles.push(serde_json::json!({
+                    "path": name,
+                    "entries": [],
+                    "error": field(&e.to_string()),
+                }));
             }
         }
     }
     // Problems from the reader name files of the image.
     problems.extend(info.problems.iter().map(|p| field(p)));
+    if json {
+        let doc = image_json(path, &info, bundles, &problems);
+        drop(info);
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(if problems.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     drop(info);
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    let mut out = stdout;
     if problems.is_empty() {
         writeln!(out, "problems: none")?;
         out.flush()?;
@@ -144,4 +169,51 @@ pub fn inspect_image(path: &Path) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::from(1))
+}
+
+/// The `--json` document of a Ventoy image (fields in the README). Every string from the image
+/// is escaped with [`field`]: serde_json leaves DEL and C1 controls raw.
+fn image_json(
+    path: &Path,
+    info: &keypack_media_ventoy::ImageInfo,
+    bundles: Vec<serde_json::Value>,
+    problems: &[String],
+) -> serde_json::Value {
+    let f = &info.found;
+    let part = |p: &keypack_media_ventoy::layout::Part| serde_json::json!({ "start": p.start, "sectors": p.sectors });
+    let (data_fs, data_fs_error) = match &info.data_fs {
+        Ok(kind) => (Some(field(kind)), None),
+        Err(why) => (None, Some(field(why))),
+    };
+    let (ventoy_json, ventoy_json_error) = match &info.json {
+        None => ("none", None),
+        Some(Ok(_)) => ("ok", None),
+        Some(Err(e)) => ("error", Some(field(e))),
+    };
+    serde_json::json!({
+        "file": field(&path.display().to_string()),
+        "kind": "ventoy",
+        "partition_table": format!("{:?}", f.style),
+        "disk_bytes": f.disk_len,
+        "data_partition": part(&f.data),
+        "efi_partition": part(&f.efi),
+        "ventoy_version": info.version.as_deref().map(field),
+        "data_filesystem": data_fs,
+        "data_filesystem_error": data_fs_error,
+        "files": info.files.iter().map(|l| serde_json::json!({
+            "path": field(&l.path),
+            "size": l.size,
+            "dir": l.dir,
+        })).collect::<Vec<_>>(),
+        "ventoy_json": ventoy_json,
+        "ventoy_json_error": ventoy_json_error,
+        "injection": info.injection.iter().map(|(key, image, archive)| serde_json::json!({
+            "key": field(key),
+            "image": field(image),
+            "archive": field(archive),
+        })).collect::<Vec<_>>(),
+        "bundles": bundles,
+        "problems": problems,
+        "ok": problems.is_empty(),
+    })
 }
