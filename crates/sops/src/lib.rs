@@ -11,6 +11,8 @@
 //! documents) as YAML, JSON or dotenv, [`encrypt_binary`] the binary envelope, both exactly as
 //! sops 3.11 lays them out (checked against the `sops` binary in `tests/writer_conformance.rs`);
 //! recipients are [`SopsRecipient`]s (X25519, or age plugins such as `age1yubikey1…`).
+//! [`rewrap`] / [`rewrap_with`] replace only the `sops.age` list of an existing file (what
+//! `sops updatekeys` does), leaving values, MAC and `lastmodified` byte-identical.
 //!
 //! **What it does not do.** No general editing (arbitrary trees, typed values, comments are not
 //! written); age key sources only (PGP,
@@ -56,6 +58,7 @@ mod agefile;
 mod cipher;
 mod error;
 mod metadata;
+mod rewrap;
 mod stores;
 mod tree;
 mod walk;
@@ -69,6 +72,7 @@ pub use agefile::decrypt_age_file;
 pub use cipher::DataKey;
 pub use error::SopsError;
 pub use metadata::AgeEntry;
+pub use rewrap::{rewrap, rewrap_with};
 pub use tree::{Scalar, Value, ValueType};
 pub use writer::{SOPS_VERSION, SopsRecipient, encrypt_binary, encrypt_document, sops_timestamp};
 

@@ -45,6 +45,8 @@ pub(crate) struct Metadata {
     pub mac: Option<String>,
     pub rule: Rule,
     pub mac_only_encrypted: bool,
+    /// The age entries came from `key_groups` (not the top-level `age` list).
+    pub in_key_groups: bool,
 }
 
 fn text(n: &Node) -> Option<&str> {
@@ -102,6 +104,7 @@ impl Metadata {
             }
         }
         let mut age = Vec::new();
+        let mut in_key_groups = false;
         if let Some(groups) = field(meta, "key_groups") {
             let Node::List(groups) = groups else {
                 return Err(malformed("metadata `sops.key_groups` is not a list"));
@@ -111,6 +114,7 @@ impl Metadata {
                     groups: groups.len(),
                 });
             }
+            in_key_groups = !groups.is_empty();
             if let Some(g) = groups.first()
                 && let Some(list) = field(g, "age")
             {
@@ -170,6 +174,7 @@ impl Metadata {
             mac,
             rule,
             mac_only_encrypted,
+            in_key_groups,
         })
     }
 }

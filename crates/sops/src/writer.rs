@@ -291,24 +291,23 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }
 
-/// The `"age": [...]` member in sops' JSON layout (tabs), `depth` tabs deep for the key (sops:
-/// 2), without a trailing comma or newline.
-pub(crate) fn json_age_member(age: &[AgeEntry], depth: usize) -> String {
-    let t = "\t".repeat(depth);
-    let mut s = format!("{t}\"age\": [\n");
+/// The `"age": [...]` member in sops' JSON layout (tabs): every line starts with `ind` (sops:
+/// two tabs), nested lines add tabs; no trailing comma or newline.
+pub(crate) fn json_age_member(age: &[AgeEntry], ind: &str) -> String {
+    let mut s = format!("{ind}\"age\": [\n");
     for (i, e) in age.iter().enumerate() {
-        s.push_str(&format!("{t}\t{{\n"));
+        s.push_str(&format!("{ind}\t{{\n"));
         s.push_str(&format!(
-            "{t}\t\t\"recipient\": {},\n",
+            "{ind}\t\t\"recipient\": {},\n",
             json_str(&e.recipient)
         ));
-        s.push_str(&format!("{t}\t\t\"enc\": {}\n", json_str(&e.enc)));
+        s.push_str(&format!("{ind}\t\t\"enc\": {}\n", json_str(&e.enc)));
         s.push_str(&format!(
-            "{t}\t}}{}\n",
+            "{ind}\t}}{}\n",
             if i + 1 < age.len() { "," } else { "" }
         ));
     }
-    s.push_str(&format!("{t}]"));
+    s.push_str(&format!("{ind}]"));
     s
 }
 
@@ -354,7 +353,7 @@ pub(crate) fn emit(e: &Encrypted<'_>, format: Format) -> Result<Vec<u8>, SopsErr
                 s.push_str(&format!("\t{}: {},\n", json_str(k), json_str(v)));
             }
             s.push_str("\t\"sops\": {\n");
-            s.push_str(&json_age_member(&e.age, 2));
+            s.push_str(&json_age_member(&e.age, "\t\t"));
             s.push_str(",\n");
             s.push_str(&format!(
                 "\t\t\"lastmodified\": {},\n",

@@ -603,3 +603,221 @@ fn sops_rewriting_keypack_output_keeps_its_layout() {
         assert_ne!(ours, theirs);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// (e) rewrap: only the `sops.age` list changes.
+
+/// The lines of `text` outside the `sops.age` list(s), located independently of the
+/// implementation, from sops' own layout.
+fn outside_age(text: &str, format: Format) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_age: Option<usize> = None;
+    for l in text.lines() {
+        let ind = l.len() - l.trim_start().len();
+        if let Some(depth) = in_age {
+            let end = match format {
+                Format::Json => ind == depth && l.trim_start().starts_with(']'),
+                _ => !l.trim().is_empty() && ind <= depth,
+            };
+            if end && format == Format::Json {
+                in_age = None;
+                out.push(format!("<age>{}", l.trim_start().trim_start_matches(']')));
+                continue;
+            }
+            if !end {
+                continue;
+            }
+            in_age = None;
+        }
+        let starts = match format {
+            Format::Json => l.trim_start() == "\"age\": [",
+            Format::Dotenv => l.starts_with("sops_age__list_"),
+            _ => l.trim_start() == "age:" && ind > 0,
+        };
+        if starts {
+            match format {
+                Format::Dotenv => {
+                    if out.last().is_none_or(|l| l != "<age>") {
+                        out.push("<age>".to_owned());
+                    }
+                }
+                Format::Json => in_age = Some(ind),
+                _ => {
+                    in_age = Some(ind);
+                    out.push("<age>".to_owned());
+                }
+            }
+            continue;
+        }
+        out.push(l.to_owned());
+    }
+    out
+}
+
+fn age_recipients(bytes: &[u8], format: Format) -> Vec<String> {
+    SopsFile::parse(bytes, format).expect("parse").recipients()
+}
+
+#[test]
+fn rewrap_keypack_output_keeps_everything_but_the_age_list() {
+    let a = age::x25519::Identity::generate();
+    let b = age::x25519::Identity::generate();
+    for format in DOC_FORMATS {
+        let old = write_host(format, &[&a]);
+        let new = keypack_sops::rewrap_with(&old, format, &[&a], &[recipient(&a), recipient(&b)])
+            .expect("rewrap");
+        let (o, n) = (
+            String::from_utf8(old.clone()).unwrap(),
+            String::from_utf8(new.clone()).unwrap(),
+        );
+        assert_eq!(
+            outside_age(&o, format),
+            outside_age(&n, format),
+            "{format:?}"
+        );
+        assert_ne!(o, n);
+        assert_eq!(
+            age_recipients(&new, format),
+            [a.to_public().to_string(), b.to_public().to_string()]
+        );
+        // The entry for A is freshly wrapped too (a new age file, same data key).
+        let old_file = SopsFile::parse(&old, format).unwrap();
+        let new_file = SopsFile::parse(&new, format).unwrap();
+        assert_ne!(old_file.age_entries()[0].enc, new_file.age_entries()[0].enc);
+        for id in [&a, &b] {
+            let dec = decrypt_with(&new, format, &[id]).expect("decrypt");
+            assert_eq!(fields_of(&dec), expected_pairs(&host_expected()));
+        }
+        // To B only: A is out.
+        let b_only = keypack_sops::rewrap_with(&new, format, &[&b], &[recipient(&b)]).unwrap();
+        assert!(matches!(
+            decrypt_with(&b_only, format, &[&a]),
+            Err(SopsError::NoMatchingIdentity { .. })
+        ));
+        decrypt_with(&b_only, format, &[&b]).expect("B decrypts");
+        // Refusals: wrong identity; tampered file (the MAC is checked before rewrapping).
+        let c = age::x25519::Identity::generate();
+        assert!(matches!(
+            keypack_sops::rewrap_with(&old, format, &[&c], &[recipient(&c)]),
+            Err(SopsError::NoMatchingIdentity { .. })
+        ));
+        let key = old_file.data_key(&[&a]).unwrap();
+        let tampered = o.replace("2026-11-25T17:18:57Z", "2026-11-25T17:18:58Z");
+        assert!(matches!(
+            keypack_sops::rewrap(tampered.as_bytes(), format, &key, &[recipient(&b)]),
+            Err(SopsError::MacMismatch)
+        ));
+        // A key for another file is refused too.
+        let other = SopsFile::parse(&write_host(format, &[&a]), format)
+            .unwrap()
+            .data_key(&[&a])
+            .unwrap();
+        assert!(keypack_sops::rewrap(&old, format, &other, &[recipient(&b)]).is_err());
+        assert!(matches!(
+            keypack_sops::rewrap(&old, format, &key, &[]),
+            Err(SopsError::InvalidInput { .. })
+        ));
+    }
+}
+
+const REWRAP_YAML: &str = "# hosts/web\nssh_host_ed25519_key: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    b3BlbnNzaC1rZXktdjEAAAAA\n    -----END OPENSSH PRIVATE KEY-----\nnested:\n    port: 22\n    names:\n        - a\n        - b\nnote_unencrypted: in clear\n";
+const REWRAP_JSON: &str = "{\"ssh_host_ed25519_key\": \"-----BEGIN OPENSSH PRIVATE KEY-----\\nxyz\\n-----END OPENSSH PRIVATE KEY-----\\n\", \"nested\": {\"n\": 3, \"l\": [true, \"x\"]}}\n";
+const REWRAP_ENV: &str =
+    "ssh_host_ed25519_key=-----BEGIN OPENSSH PRIVATE KEY-----\\nxyz\\n-----END\\n\nOTHER=value\n";
+const REWRAP_MULTI: &str = "a: one\n---\nb: two\nc: [1, 2]\n";
+
+#[test]
+fn rewrap_sops_written_files_real_sops_agrees() {
+    let Some(s) = Sops::new("rewrap_sops_written_files_real_sops_agrees") else {
+        return;
+    };
+    let (a, a_key) = s.identity("a.txt");
+    let (b, b_key) = s.identity("b.txt");
+    let ra = a.to_public().to_string();
+    let cases: [(&str, &str, Format, Format); 5] = [
+        ("host.yaml", REWRAP_YAML, Format::Yaml, Format::Yaml),
+        ("host.json", REWRAP_JSON, Format::Json, Format::Json),
+        ("host.env", REWRAP_ENV, Format::Dotenv, Format::Dotenv),
+        ("multi.yaml", REWRAP_MULTI, Format::Yaml, Format::Yaml),
+        // Per-key folder file (binary store, JSON envelope).
+        ("id_ed25519", HOST_KEY, Format::Binary, Format::Json),
+    ];
+    for (name, plain, format, layout) in cases {
+        std::fs::write(s.path(name), plain).unwrap();
+        let enc = s.ok(&a_key, &["encrypt", "--age", &ra, name]);
+        std::fs::remove_file(s.path(name)).unwrap();
+        std::fs::write(s.path(name), &enc).unwrap();
+        let want = s.ok(&a_key, &["decrypt", name]);
+
+        let ab = keypack_sops::rewrap_with(&enc, format, &[&a], &[recipient(&a), recipient(&b)])
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (o, n) = (
+            String::from_utf8(enc.clone()).unwrap(),
+            String::from_utf8(ab.clone()).unwrap(),
+        );
+        // Only lines inside sops.age changed: values, comments, MAC, lastmodified, version…
+        let kept = outside_age(&o, layout);
+        assert_eq!(kept, outside_age(&n, layout), "{name}");
+        let has = |p: &str| kept.iter().filter(|l| l.contains(p)).count();
+        let docs = if name == "multi.yaml" { 2 } else { 1 };
+        assert_eq!(has("<age>"), docs, "{name}: {kept:#?}");
+        assert_eq!(has("lastmodified"), docs, "{name}");
+        assert!(has("ENC[") >= 2 * docs, "{name}: values and MAC kept");
+        assert!(
+            !kept
+                .iter()
+                .any(|l| l.contains("AGE ENCRYPTED") || l.contains(&ra))
+        );
+        for needle in ["lastmodified", "mac", "ENC["] {
+            let pick = |t: &str| -> Vec<String> {
+                t.lines()
+                    .filter(|l| l.contains(needle))
+                    .map(str::to_owned)
+                    .collect()
+            };
+            assert_eq!(pick(&o), pick(&n), "{name}: {needle} lines");
+        }
+        std::fs::write(s.path(name), &ab).unwrap();
+        assert_eq!(
+            s.ok(&b_key, &["decrypt", name]),
+            want,
+            "{name}: sops with B"
+        );
+        assert_eq!(
+            s.ok(&a_key, &["decrypt", name]),
+            want,
+            "{name}: sops with A"
+        );
+        decrypt_with(&ab, format, &[&b]).unwrap_or_else(|e| panic!("{name}: {e}"));
+
+        // Rewrapped to B only: sops with A's key fails, with B's it still works.
+        let b_only = keypack_sops::rewrap_with(&ab, format, &[&b], &[recipient(&b)]).unwrap();
+        assert_eq!(
+            outside_age(&o, layout),
+            outside_age(std::str::from_utf8(&b_only).unwrap(), layout)
+        );
+        std::fs::write(s.path(name), &b_only).unwrap();
+        let out = s.run(&a_key, &["decrypt", name]);
+        assert!(!out.status.success(), "{name}: A still decrypts");
+        assert_eq!(
+            s.ok(&b_key, &["decrypt", name]),
+            want,
+            "{name}: sops with B only"
+        );
+
+        // And sops keeps working on it: updatekeys back to A and B.
+        std::fs::write(
+            s.path(".sops.yaml"),
+            format!("creation_rules:\n  - age: {ra},{}\n", b.to_public()),
+        )
+        .unwrap();
+        s.ok(&b_key, &["updatekeys", "--yes", name]);
+        std::fs::remove_file(s.path(".sops.yaml")).unwrap();
+        assert_eq!(
+            s.ok(&a_key, &["decrypt", name]),
+            want,
+            "{name}: after updatekeys"
+        );
+        std::fs::remove_file(s.path(name)).unwrap();
+    }
+}
