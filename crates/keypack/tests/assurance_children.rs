@@ -275,6 +275,69 @@ fn assurance_children_get_no_secret_in_argv_or_environment() {
         );
     }
 
+    // The initrd medium and `run --dry-run` (review finding 2): the build's children get no
+    // secret, the dry run prints no key and writes nothing (no joined initrd in the state
+    // folder). The real QEMU start of an initrd build is in tests/tests/boot.rs.
+    let (kernel, base_initrd) = fake_kernel_and_initrd(&base.join("scratch"));
+    let mut initrd_build = env.keypack(
+        &[
+            "build",
+            "-H",
+            "web1",
+            "-U",
+            "alice",
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            identity.to_str().unwrap(),
+            "--media",
+            "initrd",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            base_initrd.to_str().unwrap(),
+        ],
+        &path,
+        false,
+    );
+    initrd_build
+        .env("KEYPACK_PIN_FD", "0")
+        .stdin(Stdio::from(std::fs::File::open(&answers).unwrap()));
+    let (out, s) = observe(initrd_build, Duration::from_secs(120));
+    seen.extend(s);
+    assert!(out.status.success(), "initrd build: {}", stderr(&out));
+    let state_before = listing_of(&env.state().join("web1"));
+    let dry = env.keypack(
+        &[
+            "run",
+            "-H",
+            "web1",
+            "--accel",
+            "tcg",
+            "--port",
+            "auto",
+            "--dry-run",
+        ],
+        &path,
+        false,
+    );
+    let (out, s) = observe(dry, Duration::from_secs(60));
+    seen.extend(s);
+    assert!(out.status.success(), "run --dry-run: {}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("-initrd /dev/fd/0"));
+    for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert_eq!(
+            secrets.find_raw(bytes),
+            None,
+            "run --dry-run: a secret on its {what}"
+        );
+    }
+    assert_eq!(
+        listing_of(&env.state().join("web1")),
+        state_before,
+        "run --dry-run wrote into the state folder"
+    );
+
     seen.extend(wrapper_records(&log));
     assert!(
         seen.iter()
@@ -301,14 +364,36 @@ fn assurance_children_get_no_secret_in_argv_or_environment() {
         }
     }
     // `run`, `ssh` and `stop` wrote state (pidfile, QMP socket, serial log, firmware vars,
-    // known_hosts): still only the image holds key bytes.
+    // known_hosts) and the dry run wrote nothing: only the two artifacts hold key bytes.
     let image = env.state().join("web1/ventoy.img");
+    let cpio = env.state().join("web1/keys.cpio.gz");
     let hits = files_with_secrets(&base, &secrets);
-    let paths: Vec<&Path> = hits.iter().map(|(p, _)| p.as_path()).collect();
-    assert_eq!(paths, [image.as_path()], "{hits:?}");
+    let mut paths: Vec<&Path> = hits.iter().map(|(p, _)| p.as_path()).collect();
+    paths.sort();
+    let mut expected = [cpio.as_path(), image.as_path()];
+    expected.sort();
+    assert_eq!(paths, expected, "{hits:?}");
     eprintln!(
         "checked {} child records: {:?}",
         seen.len(),
         seen.iter().map(|s| &s.0).collect::<Vec<_>>()
     );
+}
+
+/// Names, sizes and modification times of the files in `dir` (to show a step wrote nothing).
+fn listing_of(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                m.len(),
+                m.modified().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }
