@@ -46,9 +46,15 @@ fn sh(cmd: &mut Command) {
     );
 }
 
-/// A synthetic Ventoy release folder made with xz, mkfs.vfat and mtools only.
-fn ventoy_dir(root: &Path) -> PathBuf {
-    let dir = root.join("ventoy-1.1.17");
+/// The Ventoy version of the synthetic release folders unless a test asks for another: the
+/// current release.
+const VENTOY_VERSION: &str = "1.1.18";
+
+/// A synthetic Ventoy release folder `ventoy-{version}` (the Linux tarball's layout) made with
+/// xz, mkfs.vfat and mtools only: `ventoy/version` holds `version` and the disk image's
+/// `grub/grub.cfg` sets `VENTOY_VERSION` to `grub_version` (the same in a real release).
+fn ventoy_dir(root: &Path, version: &str, grub_version: &str) -> PathBuf {
+    let dir = root.join(format!("ventoy-{version}"));
     std::fs::create_dir_all(dir.join("boot")).unwrap();
     std::fs::create_dir_all(dir.join("ventoy")).unwrap();
     let mut boot = vec![0u8; 512];
@@ -79,7 +85,7 @@ fn ventoy_dir(root: &Path) -> PathBuf {
             .args(["-i", i, &format!("::/{d}")]));
     }
     let src = root.join("cfg");
-    std::fs::write(&src, "set VENTOY_VERSION=\"1.1.17\"\n").unwrap();
+    std::fs::write(&src, format!("set VENTOY_VERSION=\"{grub_version}\"\n")).unwrap();
     sh(Command::new("mcopy")
         .env("MTOOLS_SKIP_CHECK", "1")
         .args(["-i", i])
@@ -91,7 +97,7 @@ fn ventoy_dir(root: &Path) -> PathBuf {
         .arg(&src)
         .arg("::/ventoy/ventoy.cpio"));
     sh(Command::new("xz").args(["-1", "-T1"]).arg(&efi));
-    std::fs::write(dir.join("ventoy/version"), "1.1.17\n").unwrap();
+    std::fs::write(dir.join("ventoy/version"), format!("{version}\n")).unwrap();
     dir
 }
 
@@ -122,8 +128,12 @@ struct Setup {
 
 impl Setup {
     fn new(iso_len: usize) -> Setup {
+        Setup::with_version(iso_len, VENTOY_VERSION)
+    }
+
+    fn with_version(iso_len: usize, version: &str) -> Setup {
         let repo = standard_repo();
-        let vdir = ventoy_dir(&repo.scratch());
+        let vdir = ventoy_dir(&repo.scratch(), version, version);
         let iso = repo.scratch().join("keypack-nixos.iso");
         fake_iso(&iso, iso_len);
         let state = repo.tmp.path().join("state");
@@ -233,7 +243,10 @@ fn build_writes_image_and_boot_json_and_inspect_shows_fingerprints() {
     assert!(out.status.success(), "{text}{}", stderr(&out));
     assert!(text.contains("Ventoy disk, Mbr"), "{text}");
     assert!(text.contains("start       2048"), "{text}");
-    assert!(text.contains("Ventoy version: 1.1.17"), "{text}");
+    assert!(
+        text.contains(&format!("Ventoy version: {VENTOY_VERSION}")),
+        "{text}"
+    );
     assert!(
         text.contains("injection: /keypack-nixos.iso <- /keys.tar.gz"),
         "{text}"
@@ -253,6 +266,61 @@ fn build_writes_image_and_boot_json_and_inspect_shows_fingerprints() {
     let out = s.repo.keypack(&["plugins"]);
     assert!(stdout(&out).contains("ventoy") && stdout(&out).contains("Ventoy disk image"));
     assert!(stdout(&out).contains("runners") && stdout(&out).contains("qemu"));
+}
+
+/// The previous release, 1.1.17 (the current one, 1.1.18, is the default of every other test):
+/// a `ventoy-1.1.17/` folder builds, `inspect` reports 1.1.17, and the image carries that
+/// folder's disk image.
+#[test]
+fn build_and_inspect_with_ventoy_1_1_17() {
+    let test = "build_and_inspect_with_ventoy_1_1_17";
+    if !prereqs(test) {
+        return;
+    }
+    let s = Setup::with_version(1 << 20, "1.1.17");
+    assert!(s.vdir.ends_with("ventoy-1.1.17"));
+    s.run("build", &["--seed", "2"]);
+    let img = s.image();
+    let out = s.repo.keypack(&["inspect", img.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("Ventoy version: 1.1.17"), "{text}");
+    assert!(text.contains("problems: none"), "{text}");
+}
+
+/// `keypack build` refuses a release folder that mixes two releases (ventoy/version 1.1.18,
+/// disk image 1.1.17), naming both, and one older than 1.0.16; neither leaves an image.
+#[test]
+fn build_refuses_a_mixed_or_too_old_release_folder() {
+    let test = "build_refuses_a_mixed_or_too_old_release_folder";
+    if !prereqs(test) {
+        return;
+    }
+    let mut s = Setup::new(1 << 16);
+    for (version, grub, wanted) in [
+        (
+            "1.1.18",
+            "1.1.17",
+            &["1.1.17", "1.1.18", "two Ventoy releases"][..],
+        ),
+        (
+            "1.0.15",
+            "1.0.15",
+            &["Ventoy 1.0.15 is older than 1.0.16", "injection"][..],
+        ),
+    ] {
+        s.vdir = ventoy_dir(&s.repo.scratch().join(format!("bad-{grub}")), version, grub);
+        let out = s.cmd("build", &[]).output().unwrap();
+        let err = stderr(&out);
+        assert!(
+            !out.status.success(),
+            "{version}/{grub} was accepted: {err}"
+        );
+        for w in wanted {
+            assert!(err.contains(w), "{w:?} not in: {err}");
+        }
+        assert!(!s.image().exists(), "an image after a refused build");
+    }
 }
 
 #[test]

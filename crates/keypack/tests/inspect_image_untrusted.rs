@@ -55,8 +55,8 @@ fn mtools(tool: &str, image: &str, args: &[&str]) {
         .args(args));
 }
 
-/// A synthetic Ventoy release folder (as in build_ventoy.rs) whose grub.cfg sets
-/// `VENTOY_VERSION` to `version`.
+/// A synthetic Ventoy release folder (as in build_ventoy.rs) of `version`: its
+/// `ventoy/version` and its disk image's grub.cfg both carry it.
 fn ventoy_dir(root: &Path, version: &str) -> PathBuf {
     let dir = root.join("ventoy-release");
     fs::create_dir_all(dir.join("boot")).unwrap();
@@ -95,12 +95,15 @@ fn ventoy_dir(root: &Path, version: &str) -> PathBuf {
         &[cfg.to_str().unwrap(), "::/ventoy/ventoy.cpio"],
     );
     sh(Command::new("xz").args(["-1", "-T1"]).arg(&efi));
-    fs::write(dir.join("ventoy/version"), "1.1.17\n").unwrap();
+    fs::write(dir.join("ventoy/version"), format!("{version}\n")).unwrap();
     dir
 }
 
-/// A Ventoy image built by the crate's own writer, with a 64 KiB ISO and a stand-in bundle.
-fn image(root: &Path, version: &str) -> PathBuf {
+/// A Ventoy image built by the crate's own writer from a `version` release folder, with a
+/// 64 KiB ISO and a stand-in bundle; with `grub_version`, the `VENTOY_VERSION` in partition 2's
+/// grub.cfg is then replaced by it (a hostile image: keypack refuses to build from a release
+/// folder whose two versions differ, so the odd one goes in afterwards).
+fn image(root: &Path, version: &str, grub_version: Option<&str>) -> PathBuf {
     let vdir = ventoy_dir(root, version);
     let iso = root.join("k.iso");
     fs::write(&iso, vec![0x5Au8; 64 << 10]).unwrap();
@@ -122,6 +125,16 @@ fn image(root: &Path, version: &str) -> PathBuf {
         },
     )
     .expect("build the image");
+    if let Some(grub) = grub_version {
+        let file = fs::File::open(&out).unwrap();
+        let found = keypack_media_ventoy::layout::check_disk(&file, &out).unwrap();
+        let spec = format!("{}@@{}", out.display(), found.efi.start * 512);
+        let cfg = root.join("cfg");
+        fs::write(&cfg, format!("set VENTOY_VERSION=\"{grub}\"\n")).unwrap();
+        mtools("mdel", &spec, &["::/grub/grub.cfg"]);
+        mtools("mcopy", &spec, &[cfg.to_str().unwrap(), "::/grub/grub.cfg"]);
+        fs::remove_file(&cfg).unwrap();
+    }
     out
 }
 
@@ -184,7 +197,7 @@ fn a_huge_ventoy_json_is_not_read() {
         return;
     }
     let tmp = private_tmp();
-    let img = image(tmp.path(), "1.1.17");
+    let img = image(tmp.path(), "1.1.17", None);
     const SIZE: usize = 40 << 20;
     let mut json =
         b"{\"injection\":[{\"image\":\"/k.iso\",\"archive\":\"/keys.tar.gz\"}],\"x\":\"".to_vec();
@@ -233,7 +246,7 @@ fn escape_sequences_from_the_image_are_escaped() {
         return;
     }
     let tmp = private_tmp();
-    let img = image(tmp.path(), "1.1.17\x1b]0;version\x07");
+    let img = image(tmp.path(), "1.1.18", Some("1.1.17\x1b]0;version\x07"));
     // ventoy.json: JSON spells ESC as \u001b; the parsed strings hold the raw byte.
     put_json(
         &img,

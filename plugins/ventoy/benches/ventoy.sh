@@ -32,11 +32,11 @@ truncate -s 32M vt/ventoy/ventoy.disk.img
 mkfs.vfat -F 16 -s 1 -n VTOYEFI --invariant vt/ventoy/ventoy.disk.img >/dev/null
 export MTOOLS_SKIP_CHECK=1
 mmd -i vt/ventoy/ventoy.disk.img ::/ventoy ::/grub
-echo 'set VENTOY_VERSION="1.1.17"' > cfg
+echo 'set VENTOY_VERSION="1.1.18"' > cfg
 mcopy -i vt/ventoy/ventoy.disk.img cfg ::/grub/grub.cfg
 mcopy -i vt/ventoy/ventoy.disk.img cfg ::/ventoy/ventoy.cpio
 xz -1 -T1 vt/ventoy/ventoy.disk.img
-echo 1.1.17 > vt/ventoy/version
+echo 1.1.18 > vt/ventoy/version
 
 head -c "$((ISO_MIB * 1024 * 1024))" /dev/urandom > nixos.iso
 small=64

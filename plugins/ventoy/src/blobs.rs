@@ -4,8 +4,10 @@
 //! `…/share/ventoy` of the nixpkgs `ventoy` package: `boot/boot.img`, `boot/core.img.xz`,
 //! `ventoy/ventoy.disk.img.xz`, `ventoy/version`.
 //! Does not support: rebuilding the blobs from source, or checking them against pinned
-//! hashes (no hash table is shipped yet; their structure is checked instead).
-//! Reference: `ventoy.md` §2.4, Ventoy `INSTALL/ventoy_pack.sh`.
+//! hashes (no hash table is shipped yet; their structure is checked instead), Ventoy older
+//! than [`MIN_VERSION`] (no injection plugin), or a folder whose files come from two releases
+//! (`ventoy/version` must match the `VENTOY_VERSION` in the disk image's `grub/grub.cfg`).
+//! Reference: `ventoy.md` §2.4 and §2.6, Ventoy `INSTALL/ventoy_pack.sh`.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -13,6 +15,51 @@ use std::path::{Path, PathBuf};
 
 use crate::VentoyError;
 use crate::layout::{CORE_LEN, EFI_LEN, MBR_SIG_HEAD, MBR_SIG_MID};
+
+/// The oldest Ventoy keypack accepts: the injection plugin, which puts the bundle into the
+/// ISO's initramfs, first shipped in 1.0.16 (`ventoy.md` §1.1, §2.6). An older Ventoy boots the
+/// ISO without the keys, silently.
+pub const MIN_VERSION: &str = "1.0.16";
+
+/// The release whose shim is signed under Ventoy's new Secure Boot CA: a stick moved from an
+/// older Ventoy to this one or later needs `ENROLL_THIS_KEY_IN_MOKMANAGER.cer` enrolled again.
+pub const NEW_CA_VERSION: &str = "1.1.14";
+
+/// A Ventoy version (`1.1.18`) as numbers, for comparing; `None` unless it is 1–4 dot-separated
+/// decimal numbers (Ventoy's own are always three).
+pub fn parse_version(v: &str) -> Option<Vec<u32>> {
+    let parts: Option<Vec<u32>> = v
+        .split('.')
+        .map(|p| {
+            if p.is_empty() || p.len() > 6 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                None
+            } else {
+                p.parse().ok()
+            }
+        })
+        .collect();
+    parts.filter(|p| (1..=4).contains(&p.len()))
+}
+
+/// Whether `v` is older than `than` (both as [`parse_version`] reads them; `false` when either
+/// does not parse).
+pub fn older_than(v: &str, than: &str) -> bool {
+    match (parse_version(v), parse_version(than)) {
+        (Some(a), Some(b)) => a < b,
+        _ => false,
+    }
+}
+
+/// Why keypack refuses Ventoy `version`, if it does: older than [`MIN_VERSION`].
+pub fn too_old(version: &str) -> Option<String> {
+    older_than(version, MIN_VERSION).then(|| {
+        format!(
+            "Ventoy {version} is older than {MIN_VERSION}, the first release with the injection \
+             plugin keypack relies on (an older Ventoy boots the ISO without the keys); use \
+             Ventoy {MIN_VERSION} or later"
+        )
+    })
+}
 
 /// The checked release files.
 #[derive(Debug, Clone)]
@@ -113,7 +160,19 @@ impl Blobs {
         {
             return Err(VentoyError::Blob {
                 path: version_path,
-                problem: "does not hold a version like 1.1.17".into(),
+                problem: "does not hold a version like 1.1.18".into(),
+            });
+        }
+        if parse_version(&version).is_none() {
+            return Err(VentoyError::Blob {
+                path: version_path,
+                problem: format!("holds {version:?}, not a version like 1.1.18"),
+            });
+        }
+        if let Some(problem) = too_old(&version) {
+            return Err(VentoyError::Blob {
+                path: version_path,
+                problem,
             });
         }
         Ok(Blobs {
@@ -133,6 +192,70 @@ impl Blobs {
     /// Streams the decompressed VTOYEFI partition into `out` (and checks its length again).
     pub fn write_efi(&self, out: &mut dyn Write) -> Result<(), VentoyError> {
         xz_into(&self.efi_xz, EFI_LEN, out)
+    }
+
+    /// Decompresses the VTOYEFI partition (32 MiB, in memory) and checks that its
+    /// `grub/grub.cfg` sets `VENTOY_VERSION` to the version in `ventoy/version`: a folder with
+    /// files of two releases (a half-copied upgrade) is refused, naming both versions, before
+    /// anything is written. Returns the image, which the build then writes.
+    pub fn efi_checked(&self) -> Result<Vec<u8>, VentoyError> {
+        let mut img = Vec::with_capacity(EFI_LEN as usize);
+        self.write_efi(&mut img)?;
+        let bad = |problem: String| VentoyError::Blob {
+            path: self.efi_xz.clone(),
+            problem,
+        };
+        let grub = efi_grub_version(&img).map_err(bad)?;
+        match grub {
+            Some(g) if g == self.version => Ok(img),
+            Some(g) => Err(bad(format!(
+                "its grub/grub.cfg sets VENTOY_VERSION=\"{g}\", but {} says {}: the folder mixes \
+                 files of two Ventoy releases ({g} and {}); unpack one release again, or point \
+                 --ventoy-dir at …/share/ventoy of the nixpkgs ventoy package",
+                self.dir.join("ventoy/version").display(),
+                self.version,
+                self.version
+            ))),
+            None => Err(bad(format!(
+                "its grub/grub.cfg sets no VENTOY_VERSION, so it cannot be matched with \
+                 ventoy/version ({}); not a Ventoy release image",
+                self.version
+            ))),
+        }
+    }
+}
+
+/// The `VENTOY_VERSION` of the FAT image `img` (Ventoy's VTOYEFI partition), read through
+/// `fatfs` from memory that it cannot write to.
+fn efi_grub_version(img: &[u8]) -> Result<Option<String>, String> {
+    let fs = fatfs::FileSystem::new(ReadOnly(io::Cursor::new(img)), crate::fat::fs_options())
+        .map_err(|e| format!("holds no FAT filesystem: {e}"))?;
+    match crate::fat::read_file(&fs, Path::new("VTOYEFI"), "/grub/grub.cfg", 4 << 20) {
+        Ok(crate::fat::Bounded::Bytes(b)) => Ok(grub_cfg_version(&b)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A byte slice for `fatfs`, which wants a writable volume: every write fails.
+struct ReadOnly<'a>(io::Cursor<&'a [u8]>);
+
+impl Read for ReadOnly<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+impl Write for ReadOnly<'_> {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+impl io::Seek for ReadOnly<'_> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.0.seek(pos)
     }
 }
 

@@ -101,6 +101,14 @@ pub enum VentoyError {
         /// The cap.
         max: u64,
     },
+    /// The stick's Ventoy is older than keypack supports (see `blobs::MIN_VERSION`).
+    #[error("{}: {problem}; update the stick's Ventoy first (Ventoy2Disk.sh -u keeps partition 1)", path.display())]
+    OldVentoy {
+        /// The image or device.
+        path: PathBuf,
+        /// Which version it has and why that is refused.
+        problem: String,
+    },
     /// `ventoy.json` cannot be used.
     #[error("{}: ventoy/ventoy.json: {problem}", path.display())]
     Json {

@@ -377,7 +377,7 @@ pub enum Bounded {
 /// Reads `name` if it is at most `max` bytes. The size comes from the directory entry (a seek
 /// to the end reads no data), so a crafted 600 MiB `ventoy.json` costs nothing; the read itself
 /// is capped too, in case the chain holds more than the entry says.
-fn read_file<T: fatfs::ReadWriteSeek>(
+pub(crate) fn read_file<T: fatfs::ReadWriteSeek>(
     fs: &FileSystem<T>,
     path: &Path,
     name: &str,

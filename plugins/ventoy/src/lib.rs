@@ -525,6 +525,9 @@ fn full_build(
         });
     }
     let ids = layout::Ids::from_bytes(&id_bytes(opts.seed)?);
+    // Partition 2, decompressed and matched with `ventoy/version` before anything is written
+    // (a folder mixing two releases is refused here).
+    let efi_img = blobs.efi_checked()?;
 
     let mut pending = PendingFile::create(out).map_err(|e| VentoyError::io("creating", out, e))?;
     let tmp = pending.temp_path().to_path_buf();
@@ -564,18 +567,21 @@ fn full_build(
             .map_err(wr)?;
         }
     }
-    // Partition 2 (xz decoding: CPU) is written by a second thread while this one fills the
-    // data partition (the ISO copy: the kernel and the disk). Its error wins over the data
-    // partition's, and either leaves no file (the PendingFile is dropped).
+    // Partition 2 (already decompressed and checked) is written and checked by a second thread
+    // while this one fills the data partition (the ISO copy: the kernel and the disk). Its
+    // error wins over the data partition's, and either leaves no file (the PendingFile is
+    // dropped).
     let file: &File = file;
     let efi_off = layout.efi_offset();
     std::thread::scope(|scope| {
         let efi = scope.spawn(|| {
-            blobs.write_efi(&mut At {
+            At {
                 file,
                 pos: efi_off,
                 end: efi_off + layout::EFI_LEN,
-            })?;
+            }
+            .write_all(&efi_img)
+            .map_err(|e| VentoyError::io("writing", &tmp, e))?;
             fat::check_efi(file, &tmp, efi_off, layout::EFI_LEN).map_err(|e| {
                 VentoyError::Blob {
                     path: blobs.efi_xz.clone(),

@@ -192,13 +192,14 @@ pub fn update_image(
         .open(image)
         .map_err(|e| VentoyError::io("opening", image, e))?;
     let found = layout::check_disk(&file, image)?;
-    crate::make_private(&file, image)?;
-    fat::check_efi(
+    let version = fat::check_efi(
         &file,
         image,
         found.efi.start * SECTOR,
         found.efi.sectors * SECTOR,
     )?;
+    refuse_old(image, version.as_deref())?;
+    crate::make_private(&file, image)?;
     let off = found.data.start * SECTOR;
     let len = found.data.sectors * SECTOR;
     let mut warnings = Vec::new();
@@ -301,6 +302,19 @@ pub struct MountCheck {
     pub mbr_checked: bool,
 }
 
+/// Refuses a stick whose partition 2 says (in `grub/grub.cfg`) it is older than
+/// [`crate::blobs::MIN_VERSION`] (`ventoy.md` §2.6). A stick without a readable version passes:
+/// the layout checks have already found Ventoy's partitions.
+fn refuse_old(path: &Path, version: Option<&str>) -> Result<(), VentoyError> {
+    match version.and_then(crate::blobs::too_old) {
+        Some(problem) => Err(VentoyError::OldVentoy {
+            path: path.to_path_buf(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn sys_u64(p: &Path) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
@@ -389,7 +403,8 @@ pub fn check_mount(dir: &Path) -> Result<MountCheck, VentoyError> {
     let p2_dev = PathBuf::from("/dev").join(&p2_name);
     match File::open(&p2_dev) {
         Ok(f) => {
-            fat::check_efi(&f, &p2_dev, 0, p2_size * SECTOR)?;
+            let version = fat::check_efi(&f, &p2_dev, 0, p2_size * SECTOR)?;
+            refuse_old(&p2_dev, version.as_deref())?;
         }
         Err(_) => {
             let label_ok = std::fs::canonicalize("/dev/disk/by-label/VTOYEFI")

@@ -238,7 +238,118 @@ fn json_flags_are_written() {
             .iter()
             .any(|f| f.path == "/renamed.iso" && f.size == 1 << 20)
     );
-    assert_eq!(info.version.as_deref(), Some("1.1.17"));
+    assert_eq!(info.version.as_deref(), Some(VERSION));
+}
+
+/// Release folders of the last two Ventoy releases, laid out like `ventoy-X.Y.Z/` of the
+/// Linux tarball: each builds, its partition 2 is byte-identical to its own disk image, and
+/// `inspect` reports its version.
+#[test]
+fn releases_1_1_17_and_1_1_18_build_and_inspect_reports_their_version() {
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "k.iso", 1 << 16);
+    for version in ["1.1.17", "1.1.18"] {
+        let fx = release_dir(
+            &tmp.path().join(format!("ventoy-{version}")),
+            version,
+            version,
+        );
+        let blobs = keypack_media_ventoy::Blobs::load(&fx.dir).unwrap();
+        assert_eq!(blobs.version, version);
+        let out = tmp.path().join(format!("v-{version}.img"));
+        let a = VentoyArgs {
+            ventoy_dir: Some(fx.dir.clone()),
+            ..args(false)
+        };
+        build(b"x", &iso, &out, &a, Some(3), None);
+        verify(&fs::read(&out).unwrap(), &fx).unwrap_or_else(|e| panic!("{version}: {e}"));
+        let info = keypack_media_ventoy::inspect(&out).unwrap();
+        assert_eq!(info.version.as_deref(), Some(version));
+    }
+}
+
+fn build_err(dir: &Path, tmp: &Path) -> String {
+    let iso = fake_iso(tmp, "k.iso", 1 << 16);
+    let out = tmp.join("refused.img");
+    let a = VentoyArgs {
+        ventoy_dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    };
+    let e = build_image(
+        b"x",
+        &BuildOptions {
+            args: &a,
+            iso: &iso,
+            output: &out,
+            state_dir: None,
+            seed: None,
+            ignore_cache: false,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(!out.exists(), "no image after a refused build: {e}");
+    e
+}
+
+/// A folder whose `ventoy/version` (1.1.18) and disk image (grub.cfg: 1.1.17) come from two
+/// releases, as a half-copied upgrade leaves it, is refused, naming both versions; so is a
+/// disk image whose grub.cfg sets no version.
+#[test]
+fn a_release_folder_mixing_two_versions_is_refused() {
+    let tmp = private_tmp();
+    let fx = release_dir(&tmp.path().join("mixed"), "1.1.18", "1.1.17");
+    let e = build_err(&fx.dir, tmp.path());
+    assert!(
+        e.contains("1.1.17") && e.contains("1.1.18") && e.contains("two Ventoy releases"),
+        "{e}"
+    );
+    assert!(e.contains("ventoy.disk.img.xz"), "{e}");
+    // The other way round.
+    let fx = release_dir(&tmp.path().join("mixed2"), "1.1.17", "1.1.18");
+    let e = build_err(&fx.dir, tmp.path());
+    assert!(e.contains("1.1.17") && e.contains("1.1.18"), "{e}");
+    // Same version: builds.
+    let fx = release_dir(&tmp.path().join("same"), "1.1.17", "1.1.17");
+    let out = tmp.path().join("ok.img");
+    let iso = fake_iso(tmp.path(), "k.iso", 1 << 16);
+    let a = VentoyArgs {
+        ventoy_dir: Some(fx.dir.clone()),
+        ..args(false)
+    };
+    build(b"x", &iso, &out, &a, Some(1), None);
+}
+
+/// Ventoy before 1.0.16 has no injection plugin (`ventoy.md` §1.1, §2.6): its release folder
+/// is refused with the version and the reason; 1.0.16 itself and a later 1.0.x pass the version
+/// check (numeric comparison, not text: 1.0.100 > 1.0.16).
+#[test]
+fn ventoy_older_than_1_0_16_is_refused() {
+    let tmp = private_tmp();
+    for old in ["1.0.15", "1.0.9", "0.9.99"] {
+        let fx = release_dir(&tmp.path().join(format!("v{old}")), old, old);
+        let e = build_err(&fx.dir, tmp.path());
+        assert!(
+            e.contains(&format!("Ventoy {old} is older than 1.0.16")) && e.contains("injection"),
+            "{old}: {e}"
+        );
+        let e = keypack_media_ventoy::Blobs::load(&fx.dir)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ventoy/version"), "{e}");
+    }
+    for ok in ["1.0.16", "1.0.100", "1.1.18"] {
+        let fx = release_dir(&tmp.path().join(format!("v{ok}")), ok, ok);
+        keypack_media_ventoy::Blobs::load(&fx.dir).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    use keypack_media_ventoy::blobs::{older_than, parse_version};
+    assert!(older_than("1.0.15", "1.0.16"));
+    assert!(!older_than("1.0.100", "1.0.16"));
+    assert!(older_than("1.1.13", "1.1.14"));
+    assert!(!older_than("1.1.14", "1.1.14"));
+    assert_eq!(parse_version("1.1.18"), Some(vec![1, 1, 18]));
+    assert_eq!(parse_version("1.1.x"), None);
+    assert_eq!(parse_version("1..1"), None);
 }
 
 #[test]

@@ -227,6 +227,51 @@ fn update_image_refuses_non_ventoy_disks_without_writing() {
     assert!(e.contains("check 4"), "{e}");
 }
 
+/// A stick whose partition 2 says (grub/grub.cfg) Ventoy 1.0.15 predates the injection plugin:
+/// `update_image` refuses it, naming the version, and changes nothing; 1.0.16 is updated.
+#[test]
+fn update_image_refuses_a_stick_older_than_1_0_16() {
+    let tmp = private_tmp();
+    let iso = fake_iso(tmp.path(), "k.iso", 1 << 16);
+    let good = tmp.path().join("good.img");
+    build(b"x", &iso, &good);
+    let with_version = |v: &str| {
+        let mut bytes = fs::read(&good).unwrap();
+        let needle = format!("set VENTOY_VERSION=\"{VERSION}\"");
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+            .expect("grub.cfg on partition 2");
+        let new = format!("set VENTOY_VERSION=\"{v}\"");
+        assert_eq!(new.len(), needle.len());
+        bytes[at..at + new.len()].copy_from_slice(new.as_bytes());
+        let p = tmp.path().join(format!("v{v}.img"));
+        fs::write(&p, &bytes).unwrap();
+        (p, bytes)
+    };
+    let (old, bytes) = with_version("1.0.15");
+    assert_eq!(
+        keypack_media_ventoy::inspect(&old)
+            .unwrap()
+            .version
+            .as_deref(),
+        Some("1.0.15")
+    );
+    let e = update_image(&old, &iso, "k.iso", b"x", &settings("k.iso"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Ventoy 1.0.15 is older than 1.0.16") && e.contains("injection"),
+        "{e}"
+    );
+    assert!(
+        fs::read(&old).unwrap() == bytes,
+        "a refused stick is not changed"
+    );
+    let (ok, _) = with_version("1.0.16");
+    update_image(&ok, &iso, "k.iso", b"y", &settings("k.iso")).expect("1.0.16 is updated");
+}
+
 fn mode_of(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     fs::metadata(p).unwrap().permissions().mode() & 0o7777

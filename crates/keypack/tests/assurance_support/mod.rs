@@ -60,10 +60,20 @@ fn sh(cmd: &mut Command) {
     );
 }
 
-/// A synthetic Ventoy release folder made with xz, mkfs.vfat and mtools only (the same recipe
-/// as `build_ventoy.rs` and `plugins/ventoy/tests`).
+/// The Ventoy version of the synthetic release folders: the current release.
+pub const VENTOY_VERSION: &str = "1.1.18";
+
+/// [`ventoy_dir_version`] of [`VENTOY_VERSION`].
 pub fn ventoy_dir(root: &Path) -> PathBuf {
-    let dir = root.join("ventoy-1.1.17");
+    ventoy_dir_version(root, VENTOY_VERSION)
+}
+
+/// A synthetic Ventoy release folder `ventoy-{version}` (laid out like the Linux tarball's)
+/// made with xz, mkfs.vfat and mtools only (the same recipe as `build_ventoy.rs` and
+/// `plugins/ventoy/tests`); `ventoy/version` and the disk image's `grub/grub.cfg` both carry
+/// `version`.
+pub fn ventoy_dir_version(root: &Path, version: &str) -> PathBuf {
+    let dir = root.join(format!("ventoy-{version}"));
     std::fs::create_dir_all(dir.join("boot")).unwrap();
     std::fs::create_dir_all(dir.join("ventoy")).unwrap();
     let mut boot = vec![0u8; 512];
@@ -94,7 +104,7 @@ pub fn ventoy_dir(root: &Path) -> PathBuf {
             .args(["-i", i, &format!("::/{d}")]));
     }
     let src = root.join("cfg");
-    std::fs::write(&src, "set VENTOY_VERSION=\"1.1.17\"\n").unwrap();
+    std::fs::write(&src, format!("set VENTOY_VERSION=\"{version}\"\n")).unwrap();
     for dst in ["::/grub/grub.cfg", "::/ventoy/ventoy.cpio"] {
         sh(Command::new("mcopy")
             .env("MTOOLS_SKIP_CHECK", "1")
@@ -104,7 +114,7 @@ pub fn ventoy_dir(root: &Path) -> PathBuf {
     }
     std::fs::remove_file(&src).unwrap();
     sh(Command::new("xz").args(["-1", "-T1"]).arg(&efi));
-    std::fs::write(dir.join("ventoy/version"), "1.1.17\n").unwrap();
+    std::fs::write(dir.join("ventoy/version"), format!("{version}\n")).unwrap();
     dir
 }
 

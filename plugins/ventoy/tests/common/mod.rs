@@ -75,18 +75,35 @@ pub fn core_img() -> Vec<u8> {
     c
 }
 
-const EFI_FILES: [(&str, &[u8]); 5] = [
-    ("ventoy/ventoy.cpio", b"070701fake cpio"),
-    ("grub/grub.cfg", b"set VENTOY_VERSION=\"1.1.17\"\n"),
-    ("grub/localboot.cfg", b"# localboot\n"),
-    ("tool/mount.exfat-fuse_aarch64", b"\x7fELF"),
-    ("EFI/BOOT/BOOTX64.EFI", b"MZ fake"),
-];
+/// The Ventoy version the synthetic release folders carry unless a test asks for another:
+/// the current release.
+pub const VERSION: &str = "1.1.18";
 
-/// A 32 MiB FAT16 VTOYEFI image with the files Ventoy's checks look for, made like Ventoy
-/// makes it (`mkfs.vfat -F 16 -s 1 -n VTOYEFI`, then mtools), or with `fatfs` when dosfstools
-/// is missing (whose folders `fsck.fat` then complains about).
+/// The files of the synthetic VTOYEFI image, `grub/grub.cfg` setting `VENTOY_VERSION` to
+/// `version`.
+fn efi_files(version: &str) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("ventoy/ventoy.cpio", b"070701fake cpio".to_vec()),
+        (
+            "grub/grub.cfg",
+            format!("set VENTOY_VERSION=\"{version}\"\n").into_bytes(),
+        ),
+        ("grub/localboot.cfg", b"# localboot\n".to_vec()),
+        ("tool/mount.exfat-fuse_aarch64", b"\x7fELF".to_vec()),
+        ("EFI/BOOT/BOOTX64.EFI", b"MZ fake".to_vec()),
+    ]
+}
+
+/// [`efi_img_for`] with [`VERSION`].
 pub fn efi_img() -> Vec<u8> {
+    efi_img_for(VERSION)
+}
+
+/// A 32 MiB FAT16 VTOYEFI image with the files Ventoy's checks look for (its grub.cfg sets
+/// `VENTOY_VERSION="{version}"`), made like Ventoy makes it (`mkfs.vfat -F 16 -s 1 -n
+/// VTOYEFI`, then mtools), or with `fatfs` when dosfstools is missing (whose folders
+/// `fsck.fat` then complains about).
+pub fn efi_img_for(version: &str) -> Vec<u8> {
     if have("mkfs.vfat") && have("mcopy") && have("mmd") {
         let t = tempfile::tempdir().unwrap();
         let img = t.path().join("efi.img");
@@ -117,7 +134,7 @@ pub fn efi_img() -> Vec<u8> {
             ]));
             assert!(ok, "mmd: {text}");
         }
-        for (path, content) in EFI_FILES {
+        for (path, content) in efi_files(version) {
             let src = t.path().join("src");
             fs::write(&src, content).unwrap();
             let (ok, text) = run(Command::new("mcopy")
@@ -150,15 +167,9 @@ pub fn efi_img() -> Vec<u8> {
             for d in ["ventoy", "grub", "tool", "EFI", "EFI/BOOT"] {
                 root.create_dir(d).unwrap();
             }
-            for (path, content) in [
-                ("ventoy/ventoy.cpio", &b"070701fake cpio"[..]),
-                ("grub/grub.cfg", &b"set VENTOY_VERSION=\"1.1.17\"\n"[..]),
-                ("grub/localboot.cfg", &b"# localboot\n"[..]),
-                ("tool/mount.exfat-fuse_aarch64", &b"\x7fELF"[..]),
-                ("EFI/BOOT/BOOTX64.EFI", &b"MZ fake"[..]),
-            ] {
+            for (path, content) in efi_files(version) {
                 let mut f = root.create_file(path).unwrap();
-                f.write_all(content).unwrap();
+                f.write_all(&content).unwrap();
             }
         }
         fs.unmount().unwrap();
@@ -196,7 +207,7 @@ pub struct Fixture {
     pub efi: Vec<u8>,
 }
 
-/// Writes a synthetic Ventoy release folder (once per test process).
+/// Writes a synthetic Ventoy release folder of [`VERSION`] (once per test process).
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
@@ -205,21 +216,29 @@ pub fn fixture() -> &'static Fixture {
         let exe = std::env::current_exe().unwrap();
         let name = exe.file_name().unwrap().to_string_lossy().into_owned();
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ventoy-fixture-{name}"));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("boot")).unwrap();
-        fs::create_dir_all(dir.join("ventoy")).unwrap();
-        let (boot, core, efi) = (boot_img(), core_img(), efi_img());
-        fs::write(dir.join("boot/boot.img"), &boot).unwrap();
-        fs::write(dir.join("boot/core.img.xz"), xz(&core)).unwrap();
-        fs::write(dir.join("ventoy/ventoy.disk.img.xz"), xz(&efi)).unwrap();
-        fs::write(dir.join("ventoy/version"), "1.1.17\n").unwrap();
-        Fixture {
-            dir,
-            boot,
-            core,
-            efi,
-        }
+        release_dir(&dir, VERSION, VERSION)
     })
+}
+
+/// Writes a synthetic Ventoy release folder at `dir` (replacing it) laid out like
+/// `ventoy-X.Y.Z/` of the Linux tarball: `ventoy/version` holds `version`, and the disk
+/// image's `grub/grub.cfg` sets `VENTOY_VERSION` to `grub_version` (the same for a real
+/// release; different for a folder that mixes two releases).
+pub fn release_dir(dir: &Path, version: &str, grub_version: &str) -> Fixture {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir.join("boot")).unwrap();
+    fs::create_dir_all(dir.join("ventoy")).unwrap();
+    let (boot, core, efi) = (boot_img(), core_img(), efi_img_for(grub_version));
+    fs::write(dir.join("boot/boot.img"), &boot).unwrap();
+    fs::write(dir.join("boot/core.img.xz"), xz(&core)).unwrap();
+    fs::write(dir.join("ventoy/ventoy.disk.img.xz"), xz(&efi)).unwrap();
+    fs::write(dir.join("ventoy/version"), format!("{version}\n")).unwrap();
+    Fixture {
+        dir: dir.to_path_buf(),
+        boot,
+        core,
+        efi,
+    }
 }
 
 /// A private temp folder.
