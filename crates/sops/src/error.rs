@@ -117,7 +117,9 @@ impl SopsError {
             SopsError::UnsupportedKeyGroups { .. } => Some(
                 "re-encrypt the file with a single key group (`sops updatekeys` after editing .sops.yaml)",
             ),
-            SopsError::Age { .. } => Some("is the age plugin (e.g. age-plugin-yubikey) on PATH?"),
+            SopsError::Age { .. } | SopsError::BadRecipient { .. } => {
+                Some("is the age plugin (e.g. age-plugin-yubikey) on PATH?")
+            }
             _ => None,
         }
     }

@@ -30,9 +30,8 @@ fn unsupported(what: impl Into<String>) -> SopsError {
 /// identity) for each. Everything else stays byte-identical.
 ///
 /// Errors: whatever parsing/decrypting the file gives ([`SopsError::MacMismatch`] for a
-/// tampered file or the wrong key, …); [`SopsError::UnsupportedKeyGroups`] /
-/// [`SopsError::Unsupported`] for `key_groups`, INI or a file without a top-level `sops.age`
-/// list; [`SopsError::InvalidInput`] / [`SopsError::BadRecipient`] for the recipients.
+/// tampered file or the wrong key, …); [`SopsError::Unsupported`] for `key_groups`, INI or a
+/// file without a top-level `sops.age` list; [`SopsError::InvalidInput`] / [`SopsError::BadRecipient`] for the recipients.
 pub fn rewrap(
     bytes: &[u8],
     format: Format,
@@ -41,7 +40,9 @@ pub fn rewrap(
 ) -> Result<Vec<u8>, SopsError> {
     let old = SopsFile::parse(bytes, format)?;
     if old.meta.in_key_groups {
-        return Err(SopsError::UnsupportedKeyGroups { groups: 1 });
+        return Err(unsupported(
+            "rewrapping a file whose recipients are listed under `key_groups`",
+        ));
     }
     // The MAC must verify before the key is handed to anyone new. The plaintext is dropped
     // (and wiped) right away.

@@ -77,7 +77,7 @@ impl SopsRecipient {
         callbacks: C,
     ) -> Result<SopsRecipient, SopsError> {
         let bad = |reason: String| SopsError::BadRecipient {
-            recipient: recipient.to_owned(),
+            recipient: shown(recipient),
             reason,
         };
         if let Ok(r) = recipient.parse::<age::x25519::Recipient>() {
@@ -103,7 +103,7 @@ impl SopsRecipient {
     ) -> Result<SopsRecipient, SopsError> {
         if recipient.is_empty() || !recipient.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(SopsError::BadRecipient {
-                recipient: recipient.escape_debug().to_string(),
+                recipient: shown(recipient),
                 reason: "a recipient is one word of ASCII letters and digits".to_owned(),
             });
         }
@@ -142,6 +142,24 @@ impl SopsRecipient {
             recipient: self.recipient.clone(),
             enc,
         })
+    }
+}
+
+/// A recipient string as it may appear in an error: a public `age1…` word as is; anything
+/// else (for example an `AGE-SECRET-KEY-1…` pasted by mistake) only by its length.
+fn shown(recipient: &str) -> String {
+    let public = recipient.len() <= 1024
+        && recipient.starts_with("age1")
+        && recipient.bytes().all(|b| b.is_ascii_alphanumeric());
+    if public {
+        recipient.to_owned()
+    } else if recipient
+        .get(..14)
+        .is_some_and(|p| p.eq_ignore_ascii_case("AGE-SECRET-KEY"))
+    {
+        "<an age secret key, not a recipient: not shown>".to_owned()
+    } else {
+        format!("<{} characters, not shown>", recipient.chars().count())
     }
 }
 
@@ -450,9 +468,10 @@ fn encrypt_inner(
 /// - `recipients`: every one gets its own `sops.age` entry, in order.
 /// - `now`: becomes `lastmodified` (whole seconds, UTC).
 ///
-/// Errors: [`SopsError::InvalidInput`] for an empty recipient list, a duplicate or unusable
-/// field name (see [`encrypt_document`]'s checks: `[A-Za-z_][A-Za-z0-9_.-]*`, not `sops`/`sops_*`,
-/// not `*_unencrypted`, not a YAML boolean/null word) or an unsupported `format`;
+/// Errors: [`SopsError::InvalidInput`] for an empty recipient list (or one listed twice), a
+/// duplicate or unusable field name (names are `[A-Za-z_][A-Za-z0-9_.-]*`, not `sops`/`sops_*`
+/// (metadata), not `*_unencrypted` (sops would expect a plain value), not a YAML boolean/null
+/// word) or an unsupported `format`;
 /// [`SopsError::BadRecipient`] if a recipient (plugin) cannot wrap the key;
 /// [`SopsError::Rng`] if the OS RNG fails. The output holds no plaintext.
 pub fn encrypt_document(

@@ -328,6 +328,16 @@ fn bad_input_is_refused_naming_no_value() {
         let e = SopsRecipient::parse(bad).unwrap_err();
         assert!(matches!(e, SopsError::BadRecipient { .. }), "{bad}: {e}");
     }
+    // A secret key pasted as a recipient never shows up in the error.
+    let sk = age::x25519::Identity::generate();
+    let sk = sk.to_string();
+    let e = SopsRecipient::parse(sk.expose_secret()).unwrap_err();
+    assert!(
+        !format!("{e} {e:?}").contains(&sk.expose_secret()[15..]),
+        "{e}"
+    );
+    let e = SopsRecipient::parse("not a recipient, maybe secret").unwrap_err();
+    assert!(!format!("{e} {e:?}").contains("maybe secret"), "{e}");
     // A plugin recipient whose binary is not on PATH.
     let e = SopsRecipient::parse(
         "age1nosuchpluginxyz1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq",
@@ -819,5 +829,46 @@ fn rewrap_sops_written_files_real_sops_agrees() {
             "{name}: after updatekeys"
         );
         std::fs::remove_file(s.path(name)).unwrap();
+    }
+}
+
+#[test]
+fn rewrap_refuses_ini_and_keeps_committed_vectors_readable() {
+    let id = common::vector_identity();
+    let b = age::x25519::Identity::generate();
+    let ini = common::read_vector("ini.enc.ini");
+    assert!(matches!(
+        keypack_sops::rewrap_with(&ini, Format::Ini, &[&id], &[recipient(&b)]),
+        Err(SopsError::Unsupported { .. })
+    ));
+    // Every committed sops 3.11 vector of the other stores rewraps to B, and B reads it exactly
+    // as the vector identity reads the original.
+    for (name, format) in [
+        ("mixed.enc.yaml", Format::Yaml),
+        ("numbers.enc.json", Format::Json),
+        ("dotenv.enc.env", Format::Dotenv),
+        ("blob.enc.json", Format::Binary),
+        ("text.enc.yaml", Format::Binary),
+        ("plugin-recipient.enc.yaml", Format::Yaml),
+    ] {
+        let old = common::read_vector(name);
+        let new = keypack_sops::rewrap_with(&old, format, &[&id], &[recipient(&b)])
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = common::from_decrypted(&decrypt_with(&old, format, &[&id]).unwrap());
+        let got = common::from_decrypted(&decrypt_with(&new, format, &[&b]).unwrap());
+        assert_eq!(got, want, "{name}");
+        assert!(decrypt_with(&new, format, &[&id]).is_err(), "{name}");
+        let layout = if format == Format::Binary && name.ends_with(".json") {
+            Format::Json
+        } else if format == Format::Binary {
+            Format::Yaml
+        } else {
+            format
+        };
+        assert_eq!(
+            outside_age(std::str::from_utf8(&old).unwrap(), layout),
+            outside_age(std::str::from_utf8(&new).unwrap(), layout),
+            "{name}"
+        );
     }
 }
