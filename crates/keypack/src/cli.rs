@@ -27,6 +27,10 @@ pub enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// Record the public keys of a host (and users) in keypack.pins, checked by every build.
     Pin(cmd::pin::PinArgs),
+    /// Make or rotate a host's keys (sops document, pins, .sops.yaml recipient).
+    Host(cmd::host::HostArgs),
+    /// Make or rotate a user's key (sops document, pins).
+    User(cmd::user::UserArgs),
     /// Print a host's age recipient (for .sops.yaml) from its pinned host key.
     Recipients(cmd::pin::RecipientsArgs),
     /// Show what a bundle or a disk image holds: entries, modes, fingerprints; never secrets.

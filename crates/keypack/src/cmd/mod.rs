@@ -3,6 +3,7 @@
 pub mod build;
 pub mod doctor;
 pub mod escape;
+pub mod host;
 pub mod inspect;
 pub mod inspect_image;
 pub mod iso;
@@ -11,6 +12,7 @@ pub mod pack;
 pub mod pin;
 pub mod run;
 pub mod shell;
+pub mod user;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -31,6 +33,8 @@ pub fn dispatch(matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Pack(args) => pack::pack(args),
         Command::Verify(args) => verify::verify(args),
         Command::Pin(args) => pin::pin(args),
+        Command::Host(args) => host::host(args),
+        Command::User(args) => user::user(args),
         Command::Recipients(args) => pin::recipients(args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Doctor(args) => doctor::doctor(args),
@@ -188,6 +192,9 @@ pub fn hint_for(err: &(dyn std::error::Error + 'static)) -> Option<&'static str>
         return e.hint();
     }
     if let Some(e) = err.downcast_ref::<keypack_sops::SopsError>() {
+        return e.hint();
+    }
+    if let Some(e) = err.downcast_ref::<keypack_lifecycle::LifecycleError>() {
         return e.hint();
     }
     if let Some(e) = err.downcast_ref::<keypack_bundle::BundleError>() {

@@ -6,5 +6,6 @@ mod bad_input;
 mod common;
 mod json;
 mod layouts;
+mod lifecycle;
 mod pack;
 mod pins;
