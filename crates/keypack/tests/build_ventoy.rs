@@ -195,13 +195,144 @@ fn mtype(img: &Path, path: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// Fails if `err` (stderr of a run whose stderr was a pipe) holds anything a progress bar draws:
+/// a carriage return, an escape sequence, a byte unit or an ETA.
+fn assert_no_progress(what: &str, err: &[u8]) {
+    let text = String::from_utf8_lossy(err);
+    for bar in ["\r", "\x1b", "ETA", "MiB", "KiB", "B/s", "[=", "=>"] {
+        assert!(
+            !text.contains(bar),
+            "{what}: {bar:?} on stderr that is not a terminal: {text:?}"
+        );
+    }
+}
+
+/// Runs `cmd` (its program, arguments, environment and folder) under `script -qec`, i.e. on a
+/// pseudo-terminal, with `TERM=xterm`; returns the exit status and what the terminal showed.
+fn under_pty(cmd: &Command) -> (std::process::ExitStatus, String) {
+    fn quote(s: &std::ffi::OsStr) -> String {
+        format!("'{}'", s.to_str().unwrap().replace('\'', "'\\''"))
+    }
+    let mut line = quote(cmd.get_program());
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    let mut pty = Command::new("script");
+    pty.args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .env("TERM", "xterm")
+        .stdin(Stdio::null());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => pty.env(k, v),
+            None => pty.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        pty.current_dir(dir);
+    }
+    let out = pty.output().expect("run script");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// On a terminal (`script`'s pseudo-terminal) `keypack build` shows a bar for the ISO copy:
+/// the ISO's name, bytes in MiB, throughput and ETA; no key file name is on it. With stderr a
+/// pipe (the other tests) nothing of it is printed.
+#[test]
+fn build_on_a_terminal_shows_a_progress_bar_for_the_iso_copy() {
+    let test = "build_on_a_terminal_shows_a_progress_bar_for_the_iso_copy";
+    if !prereqs(test) {
+        return;
+    }
+    if !have("script") {
+        skip(test, "script is not installed (util-linux)");
+        return;
+    }
+    let s = Setup::new(24 << 20);
+    let (status, shown) = under_pty(&s.cmd("build", &["-U", "alice", "--seed", "1"]));
+    assert!(status.success(), "keypack build on a terminal: {shown}");
+    for want in ["copying keypack-nixos.iso [", "/24.00 MiB", "B/s", "ETA"] {
+        assert!(
+            shown.contains(want),
+            "{want:?} not on the terminal: {shown:?}"
+        );
+    }
+    // The bar's lines (between carriage returns, newlines and escapes) name no key file.
+    let bar_lines: Vec<&str> = shown
+        .split(['\r', '\n', '\x1b'])
+        .filter(|l| l.contains("ETA"))
+        .collect();
+    assert!(!bar_lines.is_empty());
+    for l in &bar_lines {
+        assert!(l.contains("copying keypack-nixos.iso"), "{l:?}");
+        for secret in [
+            "ssh_host",
+            "id_ed25519",
+            "deploy_key",
+            "keys.tar.gz",
+            "alice",
+        ] {
+            assert!(!l.contains(secret), "{secret} on the bar: {l:?}");
+        }
+    }
+    // Erased when done (`\r` and erase-line): `built …` starts at the line's beginning.
+    assert!(shown.contains("\r\x1b[2Kbuilt "), "{shown:?}");
+    // The exFAT data partition's copy, and `media update --image`'s, show the same bar.
+    let (status, shown) = under_pty(&s.cmd("rebuild", &["-U", "alice", "--seed", "1", "--exfat"]));
+    assert!(
+        status.success(),
+        "keypack rebuild --exfat on a terminal: {shown}"
+    );
+    assert!(shown.contains("copying keypack-nixos.iso ["), "{shown:?}");
+    assert!(shown.contains("/24.00 MiB"), "{shown:?}");
+    let img = s.image();
+    s.run("rebuild", &["-U", "alice", "--seed", "1"]);
+    let root = s.repo.root();
+    let update = s.repo.command(&[
+        "media",
+        "update",
+        "--image",
+        img.to_str().unwrap(),
+        "-H",
+        "web1",
+        "--keys-repo",
+        root.to_str().unwrap(),
+        "-i",
+        AGE_KEY,
+        "--iso",
+        s.iso.to_str().unwrap(),
+    ]);
+    let (status, shown) = under_pty(&update);
+    assert!(
+        status.success(),
+        "keypack media update on a terminal: {shown}"
+    );
+    assert!(shown.contains("copying keypack-nixos.iso ["), "{shown:?}");
+    let mut update = update;
+    let out = update.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_no_progress("keypack media update", &out.stderr);
+    // A full build again (`rebuild`: no keys-only shortcut) with stderr a pipe: no bar.
+    let out = s
+        .cmd("rebuild", &["-U", "alice", "--seed", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_no_progress("keypack build", &out.stderr);
+}
+
 #[test]
 fn build_writes_image_and_boot_json_and_inspect_shows_fingerprints() {
     if !prereqs("build_writes_image_and_boot_json_and_inspect_shows_fingerprints") {
         return;
     }
     let s = Setup::new(2 << 20);
-    s.run("build", &["-U", "alice", "--seed", "1"]);
+    let out = s.run("build", &["-U", "alice", "--seed", "1"]);
+    assert_no_progress("keypack build", &out.stderr);
     let img = s.image();
     let meta = std::fs::metadata(&img).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -652,7 +783,26 @@ fn path_copy_and_build_take_the_iso_from_nix_build() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_no_progress("keypack copy", &out.stderr);
     assert!(std::fs::read(dest.join("nixos-keypack.iso")).unwrap() == std::fs::read(&iso).unwrap());
+    // On a terminal: a bar with the ISO's name and its size.
+    if have("script") {
+        let pty_dest = s.repo.out_dir("copy-pty");
+        let mut cmd = s.repo.command(&["copy", pty_dest.to_str().unwrap()]);
+        cmd.env("PATH", &path);
+        let (status, shown) = under_pty(&cmd);
+        assert!(status.success(), "keypack copy on a terminal: {shown}");
+        for want in ["copying nixos-keypack.iso [", "/1.00 MiB", "ETA"] {
+            assert!(
+                shown.contains(want),
+                "{want:?} not on the terminal: {shown:?}"
+            );
+        }
+        assert!(
+            std::fs::read(pty_dest.join("nixos-keypack.iso")).unwrap()
+                == std::fs::read(&iso).unwrap()
+        );
+    }
     assert!(
         std::fs::read_to_string(&log)
             .unwrap()

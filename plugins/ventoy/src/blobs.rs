@@ -194,20 +194,16 @@ impl Blobs {
         xz_into(&self.efi_xz, EFI_LEN, out)
     }
 
-    /// Decompresses the VTOYEFI partition (32 MiB, in memory) and checks that its
-    /// `grub/grub.cfg` sets `VENTOY_VERSION` to the version in `ventoy/version`: a folder with
-    /// files of two releases (a half-copied upgrade) is refused, naming both versions, before
-    /// anything is written. Returns the image, which the build then writes.
-    pub fn efi_checked(&self) -> Result<Vec<u8>, VentoyError> {
-        let mut img = Vec::with_capacity(EFI_LEN as usize);
-        self.write_efi(&mut img)?;
+    /// Checks that the disk image's `grub/grub.cfg` (`grub`: its `VENTOY_VERSION`, read by the
+    /// build from the partition it has just written) names the version in `ventoy/version`: a
+    /// folder with files of two releases (a half-copied upgrade) is refused, naming both.
+    pub fn check_grub_version(&self, grub: Option<&str>) -> Result<(), VentoyError> {
         let bad = |problem: String| VentoyError::Blob {
             path: self.efi_xz.clone(),
             problem,
         };
-        let grub = efi_grub_version(&img).map_err(bad)?;
         match grub {
-            Some(g) if g == self.version => Ok(img),
+            Some(g) if g == self.version => Ok(()),
             Some(g) => Err(bad(format!(
                 "its grub/grub.cfg sets VENTOY_VERSION=\"{g}\", but {} says {}: the folder mixes \
                  files of two Ventoy releases ({g} and {}); unpack one release again, or point \
@@ -222,40 +218,6 @@ impl Blobs {
                 self.version
             ))),
         }
-    }
-}
-
-/// The `VENTOY_VERSION` of the FAT image `img` (Ventoy's VTOYEFI partition), read through
-/// `fatfs` from memory that it cannot write to.
-fn efi_grub_version(img: &[u8]) -> Result<Option<String>, String> {
-    let fs = fatfs::FileSystem::new(ReadOnly(io::Cursor::new(img)), crate::fat::fs_options())
-        .map_err(|e| format!("holds no FAT filesystem: {e}"))?;
-    match crate::fat::read_file(&fs, Path::new("VTOYEFI"), "/grub/grub.cfg", 4 << 20) {
-        Ok(crate::fat::Bounded::Bytes(b)) => Ok(grub_cfg_version(&b)),
-        Ok(_) => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// A byte slice for `fatfs`, which wants a writable volume: every write fails.
-struct ReadOnly<'a>(io::Cursor<&'a [u8]>);
-
-impl Read for ReadOnly<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-impl Write for ReadOnly<'_> {
-    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-impl io::Seek for ReadOnly<'_> {
-    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        self.0.seek(pos)
     }
 }
 

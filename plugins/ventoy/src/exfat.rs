@@ -134,7 +134,9 @@ fn entry_set(name: &str, dir: bool, first_cluster: u32, len: u64) -> Vec<u8> {
 
 /// Formats `[off, off+len)` of `file` as exFAT labelled `Ventoy` and writes `files` (absolute
 /// paths, at most one folder level; the first file is placed first, contiguous and cluster
-/// aligned). Everything is deterministic given `serial`.
+/// aligned). Everything is deterministic given `serial`. `progress` advances per chunk of a
+/// file's copy.
+#[allow(clippy::too_many_arguments)]
 pub fn write_volume(
     file: &File,
     path: &Path,
@@ -143,6 +145,7 @@ pub fn write_volume(
     partition_start_sector: u64,
     serial: u32,
     files: &[(&str, Content<'_>)],
+    progress: &crate::progress::Progress,
 ) -> Result<(), VentoyError> {
     let wr = |at: u64, bytes: &[u8]| {
         file.write_all_at(bytes, off + at)
@@ -328,7 +331,7 @@ pub fn write_volume(
                 wr(at, &buf)?;
             }
             Content::File(src, len) => {
-                crate::partio::copy_range(src, 0, file, off + at, *len)
+                crate::partio::copy_range(src, 0, file, off + at, *len, progress)
                     .map_err(|e| VentoyError::fat(path, format!("copying {name}"), e))?;
                 let tail = n * cs - flen;
                 if tail > 0 {

@@ -257,7 +257,14 @@ impl<'f> DataFs<'f> {
     /// Writes `name` with the `len` bytes of `src`: `fatfs` allocates the clusters and writes
     /// the directory entry, while the bytes themselves are copied by the kernel
     /// (`copy_file_range`) into the clusters it chose. Never holds the file in memory.
-    pub fn write_copy(&self, name: &str, src: &File, len: u64) -> Result<(), VentoyError> {
+    /// `progress` advances per copied chunk.
+    pub fn write_copy(
+        &self,
+        name: &str,
+        src: &File,
+        len: u64,
+        progress: &crate::progress::Progress,
+    ) -> Result<(), VentoyError> {
         let rel = name.trim_start_matches('/');
         let root = self.fs.root_dir();
         let mut f = root
@@ -284,7 +291,7 @@ impl<'f> DataFs<'f> {
         let mut src_off = 0u64;
         for (at, n) in extents {
             self.io
-                .copy_in(src, src_off, at, n)
+                .copy_in(src, src_off, at, n, progress)
                 .map_err(|e| VentoyError::fat(self.path, format!("copying {name}"), e))?;
             src_off += n;
         }
@@ -377,7 +384,7 @@ pub enum Bounded {
 /// Reads `name` if it is at most `max` bytes. The size comes from the directory entry (a seek
 /// to the end reads no data), so a crafted 600 MiB `ventoy.json` costs nothing; the read itself
 /// is capped too, in case the chain holds more than the entry says.
-pub(crate) fn read_file<T: fatfs::ReadWriteSeek>(
+fn read_file<T: fatfs::ReadWriteSeek>(
     fs: &FileSystem<T>,
     path: &Path,
     name: &str,

@@ -24,6 +24,7 @@ pub mod fat;
 pub mod json;
 pub mod layout;
 pub mod partio;
+pub mod progress;
 mod update;
 
 use std::fs::{File, OpenOptions};
@@ -525,9 +526,6 @@ fn full_build(
         });
     }
     let ids = layout::Ids::from_bytes(&id_bytes(opts.seed)?);
-    // Partition 2, decompressed and matched with `ventoy/version` before anything is written
-    // (a folder mixing two releases is refused here).
-    let efi_img = blobs.efi_checked()?;
 
     let mut pending = PendingFile::create(out).map_err(|e| VentoyError::io("creating", out, e))?;
     let tmp = pending.temp_path().to_path_buf();
@@ -567,28 +565,27 @@ fn full_build(
             .map_err(wr)?;
         }
     }
-    // Partition 2 (already decompressed and checked) is written and checked by a second thread
-    // while this one fills the data partition (the ISO copy: the kernel and the disk). Its
-    // error wins over the data partition's, and either leaves no file (the PendingFile is
-    // dropped).
+    // Partition 2 (xz decoding: CPU) is written by a second thread while this one fills the
+    // data partition (the ISO copy: the kernel and the disk), then checked: Ventoy's layout
+    // checks, and its grub.cfg's VENTOY_VERSION against `ventoy/version` (a folder mixing two
+    // releases is refused here, at no extra decoding). Its error wins over the data
+    // partition's, and either leaves no file (the PendingFile is dropped).
     let file: &File = file;
     let efi_off = layout.efi_offset();
     std::thread::scope(|scope| {
         let efi = scope.spawn(|| {
-            At {
+            blobs.write_efi(&mut At {
                 file,
                 pos: efi_off,
                 end: efi_off + layout::EFI_LEN,
-            }
-            .write_all(&efi_img)
-            .map_err(|e| VentoyError::io("writing", &tmp, e))?;
-            fat::check_efi(file, &tmp, efi_off, layout::EFI_LEN).map_err(|e| {
+            })?;
+            let grub = fat::check_efi(file, &tmp, efi_off, layout::EFI_LEN).map_err(|e| {
                 VentoyError::Blob {
                     path: blobs.efi_xz.clone(),
                     problem: format!("is not a usable VTOYEFI partition: {e}"),
                 }
             })?;
-            Ok::<(), VentoyError>(())
+            blobs.check_grub_version(grub.as_deref())
         });
         let data = write_data_partition(
             archive, opts, name, json_bytes, file, &tmp, &layout, &ids, exfat, iso_len,
@@ -625,6 +622,8 @@ fn write_data_partition(
     exfat: bool,
     iso_len: u64,
 ) -> Result<(), VentoyError> {
+    // Only the ISO's name (checked by `iso_name`: letters, digits, `._-+`) is shown.
+    let bar = progress::Progress::bytes(name, iso_len);
     if exfat {
         let iso = File::open(opts.iso).map_err(|e| VentoyError::io("reading", opts.iso, e))?;
         exfat::write_volume(
@@ -639,7 +638,9 @@ fn write_data_partition(
                 (JSON_PATH, exfat::Content::Bytes(json_bytes)),
                 (ARCHIVE_PATH, exfat::Content::Bytes(archive)),
             ],
+            &bar,
         )?;
+        bar.finish();
         let now = iso
             .metadata()
             .map_err(|e| VentoyError::io("reading", opts.iso, e))?
@@ -661,7 +662,8 @@ fn write_data_partition(
         {
             let fs = fat::DataFs::open(file, tmp, layout.data_offset(), layout.data_len())?;
             let iso = File::open(opts.iso).map_err(|e| VentoyError::io("reading", opts.iso, e))?;
-            fs.write_copy(&format!("/{name}"), &iso, iso_len)?;
+            fs.write_copy(&format!("/{name}"), &iso, iso_len, &bar)?;
+            bar.finish();
             let now = iso
                 .metadata()
                 .map_err(|e| VentoyError::io("reading", opts.iso, e))?

@@ -268,7 +268,14 @@ impl PartIo<'_> {
 
     /// Copies `len` bytes of `src` from `src_off` to partition offset `at`, with
     /// `copy_file_range` (in-kernel, or a reflink on btrfs/XFS) and a read/write fallback.
-    pub fn copy_in(&self, src: &File, src_off: u64, at: u64, len: u64) -> io::Result<()> {
+    pub fn copy_in(
+        &self,
+        src: &File,
+        src_off: u64,
+        at: u64,
+        len: u64,
+        progress: &crate::progress::Progress,
+    ) -> io::Result<()> {
         let inner = self.0.borrow();
         if at.checked_add(len).is_none_or(|end| end > inner.len) {
             return Err(io::Error::new(
@@ -276,7 +283,7 @@ impl PartIo<'_> {
                 "copy past the end of the partition",
             ));
         }
-        copy_range(src, src_off, inner.file, inner.start + at, len)
+        copy_range(src, src_off, inner.file, inner.start + at, len, progress)
     }
 }
 
@@ -299,13 +306,15 @@ pub(crate) fn write_behind(file: &File, off: u64, len: u64) {
 /// Copies `len` bytes of `src` at `src_off` to `file` at `out_off` with `copy_file_range` (a
 /// read/write fallback where the kernel cannot), in [`COPY_CHUNK`]s: after each chunk the
 /// previous one is handed to writeback and the one before that, written by now, leaves the
-/// page cache. The caller still fsyncs; this only makes that fsync short.
-pub(crate) fn copy_range(
+/// page cache. The caller still fsyncs; this only makes that fsync short. `progress` advances
+/// once per chunk.
+pub fn copy_range(
     src: &File,
     src_off: u64,
     file: &File,
     out_off: u64,
     len: u64,
+    progress: &crate::progress::Progress,
 ) -> io::Result<()> {
     let start = out_off;
     let mut done = 0u64;
@@ -313,6 +322,7 @@ pub(crate) fn copy_range(
     while done < len {
         let n = (len - done).min(COPY_CHUNK);
         copy_chunk(src, src_off + done, file, out_off + done, n)?;
+        progress.inc(n);
         // Hand the chunk before this one to writeback (the newest stays dirty a little longer,
         // so the kernel can merge it with the next), and drop the one before that.
         if done > kicked {

@@ -235,7 +235,9 @@ pub fn update_image(
                 problem: "is 4 GiB or larger, which FAT32 cannot hold".into(),
             });
         }
-        fs.write_copy(tmp_iso, &src, iso_len)?;
+        let bar = crate::progress::Progress::bytes(iso_name, iso_len);
+        fs.write_copy(tmp_iso, &src, iso_len, &bar)?;
+        bar.finish();
         fs.remove(&format!("/{iso_name}"))?;
         fs.rename(tmp_iso, &format!("/{iso_name}"))?;
         let archive_exists = fs.file_exists(ARCHIVE_PATH);
@@ -583,8 +585,12 @@ pub fn update_dir(
         Err(e) => return Err(VentoyError::io("reading", json_path, e)),
     };
     write_via_temp(dir, iso_name, false, |f| {
-        let mut src = File::open(iso)?;
-        std::io::copy(&mut src, f).map(|_| ())
+        let src = File::open(iso)?;
+        let len = src.metadata()?.len();
+        let bar = crate::progress::Progress::bytes(iso_name, len);
+        crate::partio::copy_range(&src, 0, f, 0, len, &bar)?;
+        bar.finish();
+        Ok(())
     })?;
     write_via_temp(dir, "keys.tar.gz", true, |f| f.write_all(archive))?;
     let vdir = dir.join("ventoy");

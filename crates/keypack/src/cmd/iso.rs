@@ -203,9 +203,21 @@ pub fn copy_iso(iso: &Path, dest: &Path, force: bool) -> Result<PathBuf> {
     }
     let mut pending =
         PendingFile::create(&target).with_context(|| format!("creating {}", target.display()))?;
-    let mut src = std::fs::File::open(iso).with_context(|| format!("reading {}", iso.display()))?;
-    std::io::copy(&mut src, pending.file())
+    let src = std::fs::File::open(iso).with_context(|| format!("reading {}", iso.display()))?;
+    let len = src
+        .metadata()
+        .with_context(|| format!("reading {}", iso.display()))?
+        .len();
+    // A bar on a terminal (bytes, throughput, ETA), advanced per 4 MiB chunk; the label is the
+    // ISO's own file name, escaped (it comes from the store path or the user).
+    let label = iso
+        .file_name()
+        .map(|n| super::escape::field(&n.to_string_lossy()))
+        .unwrap_or_default();
+    let bar = keypack_media_ventoy::progress::Progress::bytes(&label, len);
+    keypack_media_ventoy::partio::copy_range(&src, 0, pending.file(), 0, len, &bar)
         .with_context(|| format!("copying to {}", pending.temp_path().display()))?;
+    bar.finish();
     pending
         .file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))?;
