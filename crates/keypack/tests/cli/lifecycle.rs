@@ -68,6 +68,63 @@ fn ssh_public_of(private: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// The age identity sops-nix derives from an OpenSSH ed25519 private key (Mic92/ssh-to-age
+/// `convert.go`): the first 32 bytes of SHA-512(seed), Bech32 `AGE-SECRET-KEY-`, upper case.
+/// Written from the OpenSSH format here, independent of keypack's code.
+fn ssh_to_age_identity(private: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let body: String = private
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    fn take<'a>(r: &mut &'a [u8]) -> &'a [u8] {
+        let n = u32::from_be_bytes(r[..4].try_into().unwrap()) as usize;
+        let (s, rest) = r[4..].split_at(n);
+        *r = rest;
+        s
+    }
+    let magic = b"openssh-key-v1\0";
+    assert_eq!(&raw[..magic.len()], magic);
+    let mut r = &raw[magic.len()..];
+    assert_eq!(take(&mut r), b"none", "unencrypted");
+    take(&mut r); // kdf name
+    take(&mut r); // kdf options
+    r = &r[4..]; // number of keys
+    take(&mut r); // public key
+    let mut p = take(&mut r);
+    p = &p[8..]; // check ints
+    assert_eq!(take(&mut p), b"ssh-ed25519");
+    take(&mut p); // public key
+    let sk = take(&mut p); // seed || public
+    assert_eq!(sk.len(), 64);
+    let digest = sha2::Sha512::digest(&sk[..32]);
+    let hrp = bech32::Hrp::parse("age-secret-key-").unwrap();
+    bech32::encode::<bech32::Bech32>(hrp, &digest[..32])
+        .unwrap()
+        .to_uppercase()
+}
+
+/// `sops decrypt FILE` with an identity given in the environment; `None` when it fails.
+fn sops_decrypt_as(file: &Path, identity: &str) -> Option<String> {
+    let out = Command::new("sops")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("SOPS_DISABLE_VERSION_CHECK", "1")
+        .env("SOPS_AGE_KEY", identity)
+        .arg("decrypt")
+        .arg(file)
+        .output()
+        .expect("sops runs");
+    out.status
+        .success()
+        .then(|| String::from_utf8(out.stdout).unwrap())
+}
+
 /// Every file under `dir` (recursively) whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut hits = Vec::new();
@@ -463,6 +520,10 @@ fn host_rotate_replaces_the_recipient_and_rewraps_only_its_files() {
     repo.write("secrets/web1/db.yaml", &db);
     let other = sops_encrypt_yaml("token: abc\n", RECIPIENT, &repo.scratch());
     repo.write("secrets/other.yaml", &other);
+    // The helper derives what sops-nix derives: before the rotation, the old host key opens it.
+    let db_path = root.join("secrets/web1/db.yaml");
+    let as_old = sops_decrypt_as(&db_path, &ssh_to_age_identity(&repo.host.private));
+    assert!(as_old.is_some_and(|p| p.contains("hunter2")));
     let users_before = tree(&root.join("users"));
     let web1_old_bytes = std::fs::read(root.join("hosts/web1.yaml")).unwrap();
 
@@ -544,6 +605,11 @@ fn host_rotate_replaces_the_recipient_and_rewraps_only_its_files() {
     assert!(host_public.ends_with(" web1"), "{host_public}");
     let new_key = PublicKey::parse_openssh(&host_public).unwrap();
     assert_eq!(new_key.age_recipient().unwrap(), new);
+    // The host, as sops-nix will run on it: the identity derived from the new host key opens
+    // db.yaml; the one derived from the old key no longer does.
+    let as_new = sops_decrypt_as(&db_path, &ssh_to_age_identity(&host_private));
+    assert!(as_new.is_some_and(|p| p.contains("hunter2")));
+    assert!(sops_decrypt_as(&db_path, &ssh_to_age_identity(&repo.host.private)).is_none());
     assert_ne!(new_key, old_key);
     let deploy_public = ssh_public_of(&sops_field(&web1, "deploy_key_ed25519"));
     assert!(deploy_public.ends_with(" deploy@web1"), "{deploy_public}");
