@@ -696,3 +696,36 @@ fn user_rotate_replaces_and_retires_the_key() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("user new zoe"), "{}", stderr(&out));
 }
+
+#[test]
+fn host_rotate_writes_nothing_when_a_file_for_the_host_cannot_be_rewrapped() {
+    let test = "host_rotate_writes_nothing_when_a_file_for_the_host_cannot_be_rewrapped";
+    if !have_sops(test) {
+        return;
+    }
+    let repo = standard_repo();
+    let root = repo.root();
+    let old = PublicKey::parse_openssh(&repo.host.public)
+        .unwrap()
+        .age_recipient()
+        .unwrap();
+    repo.write(
+        ".sops.yaml",
+        format!("keys:\n  - &web1 {old}\ncreation_rules:\n  - path_regex: ^hosts/\n    age: {RECIPIENT}\n").as_bytes(),
+    );
+    // Encrypted for the host alone: the operator cannot unwrap its data key.
+    let only_host = sops_encrypt_yaml("x: y\n", &old, &repo.scratch());
+    repo.write("secrets/web1/only-host.yaml", &only_host);
+    let both = sops_encrypt_yaml("x: y\n", &format!("{RECIPIENT},{old}"), &repo.scratch());
+    repo.write("secrets/web1/both.yaml", &both);
+    let before = tree(&root);
+    let out = repo.run("host", &["rotate", "web1"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("secrets/web1/only-host.yaml"), "{err}");
+    assert_eq!(
+        tree(&root),
+        before,
+        "nothing written before everything is ready"
+    );
+}
