@@ -434,8 +434,17 @@ pub(crate) fn rotate_entity(
             .zip(results)
             .map(|((label, f), r)| {
                 let plain = r.map_err(anyhow::Error::new).with_context(|| {
+                    // A file other than the document is only here because it lists the
+                    // host: say why keypack needs to open it.
+                    let why = if *label == doc_rel_s {
+                        String::new()
+                    } else {
+                        format!(
+                            "; it lists {name}'s age recipient, so the rotation must rewrap it                              (nothing was written)"
+                        )
+                    };
                     format!(
-                        "unwrapping the data key of {label} (sops lists: {}) with the identities in {}",
+                        "unwrapping the data key of {label} (sops lists: {}) with the identities in {}{why}",
                         f.recipients().join(", "),
                         identity_path.display()
                     )

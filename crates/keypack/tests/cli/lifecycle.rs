@@ -723,6 +723,7 @@ fn host_rotate_writes_nothing_when_a_file_for_the_host_cannot_be_rewrapped() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("secrets/web1/only-host.yaml"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
     assert_eq!(
         tree(&root),
         before,
