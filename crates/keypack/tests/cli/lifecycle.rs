@@ -730,3 +730,34 @@ fn host_rotate_writes_nothing_when_a_file_for_the_host_cannot_be_rewrapped() {
         "nothing written before everything is ready"
     );
 }
+
+#[test]
+fn host_new_follows_keypack_toml_folders_and_their_creation_rules() {
+    let test = "host_new_follows_keypack_toml_folders_and_their_creation_rules";
+    if !have_sops(test) {
+        return;
+    }
+    let repo = standard_repo();
+    let root = repo.root();
+    std::fs::rename(root.join("hosts"), root.join("machines")).unwrap();
+    repo.write("keypack.toml", b"hosts = \"machines\"\n");
+    repo.write(
+        ".sops.yaml",
+        format!("creation_rules:\n  - path_regex: ^machines/[^/]+\\.yaml$\n    age: {RECIPIENT}\n")
+            .as_bytes(),
+    );
+    let out = repo.run("host", &["new", "web9"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(root.join("machines/web9.yaml").is_file());
+    assert!(!root.join("hosts").exists());
+    let out = repo.run("verify", &["-H", "web9", "--require-pins"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // web1 lives in machines/ now and is still found as existing.
+    let out = repo.run("host", &["new", "web1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("machines/web1.yaml"),
+        "{}",
+        stderr(&out)
+    );
+}
