@@ -318,3 +318,151 @@ fn assurance_keys_only_rebuild_leaves_no_removed_key_on_the_image() {
         "alice's key is still on the image after her removal"
     );
 }
+
+/// `keypack host new web3 --deploy-key`, `keypack user new carol` and `keypack host rotate
+/// web1` (issue: "never a plaintext temp file"): each runs isolated (umask 000, private /tmp,
+/// /var/tmp and /dev/shm as root). The keys they generated are learned afterwards from the
+/// written documents by the real `sops` (stdout, a pipe), with web1's old keys, the rewrapped
+/// file's secret value and every other test key. Then no file under the test's folder (the
+/// repository, HOME, XDG folders, TMPDIR, state folder, and the copy of what the run left in
+/// the private temp folders) holds any of them, and neither does any run's stdout or stderr:
+/// the repository's sops files are ciphertext only. A planted plaintext copy in the private
+/// /tmp's copy is found (positive control).
+#[test]
+fn assurance_host_new_and_rotate_leave_keys_only_as_ciphertext() {
+    let test = "assurance_host_new_and_rotate_leave_keys_only_as_ciphertext";
+    if !have_sops(test) {
+        return;
+    }
+    let c = Case::new();
+    let root = c.repo.root();
+    let old = age_recipient_of(&c.repo.host.public);
+    let admin = common::RECIPIENT;
+    c.repo.write(
+        ".sops.yaml",
+        format!(
+            "keys:\n  - &admin {admin}\n  - &host_web1 {old}\ncreation_rules:\n  - path_regex: ^(hosts|users)/.*\n    key_groups:\n      - age:\n          - *admin\n  - path_regex: secrets/web1/.*\n    key_groups:\n      - age:\n          - *admin\n          - *host_web1\n"
+        )
+        .as_bytes(),
+    );
+    let db_secret = "db-password-7b1c0e5a9f3d2468e0";
+    let db = sops_encrypt_yaml_to(
+        &format!("password: {db_secret}\n"),
+        &format!("{admin},{old}"),
+        &c.repo.scratch(),
+        None,
+    );
+    c.repo.write("secrets/web1/db.yaml", &db);
+    let db_before = std::fs::read(root.join("secrets/web1/db.yaml")).unwrap();
+
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut outputs = Vec::new();
+    for verb in [
+        ["host", "new", "web3", "--deploy-key"],
+        ["user", "new", "carol", "--json"],
+        ["host", "rotate", "web1", "--json"],
+    ] {
+        let mut args = vec![
+            verb[0],
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            AGE_KEY,
+        ];
+        args.extend_from_slice(&verb[1..]);
+        let out = c
+            .env
+            .keypack_private_tmp(&args, &path, true)
+            .output()
+            .expect("keypack runs");
+        assert!(out.status.success(), "keypack {verb:?}: {}", stderr(&out));
+        outputs.push((verb.join(" "), out));
+    }
+    assert_ne!(
+        std::fs::read(root.join("secrets/web1/db.yaml")).unwrap(),
+        db_before,
+        "host rotate rewrapped secrets/web1/db.yaml"
+    );
+
+    // The new keys, learned now, from the ciphertext keypack wrote.
+    let web3 = root.join("hosts/web3.yaml");
+    let web1 = root.join("hosts/web1.yaml");
+    let new_keys = [
+        (
+            "web3 host",
+            sops_field_as(&web3, "ssh_host_ed25519_key", AGE_KEY),
+        ),
+        (
+            "web3 deploy",
+            sops_field_as(&web3, "deploy_key_ed25519", AGE_KEY),
+        ),
+        (
+            "carol",
+            sops_field_as(&root.join("users/carol.yaml"), "id_ed25519", AGE_KEY),
+        ),
+        (
+            "web1 new host",
+            sops_field_as(&web1, "ssh_host_ed25519_key", AGE_KEY),
+        ),
+        (
+            "web1 new deploy",
+            sops_field_as(&web1, "deploy_key_ed25519", AGE_KEY),
+        ),
+    ];
+    assert_ne!(
+        new_keys[3].1, c.repo.host.private,
+        "web1's host key was replaced"
+    );
+    assert_ne!(
+        new_keys[4].1, c.repo.deploy.private,
+        "web1's deploy key was replaced"
+    );
+    let mut pems: Vec<(&str, &str)> = new_keys.iter().map(|(n, p)| (*n, p.as_str())).collect();
+    pems.extend(repo_keys(&c.repo));
+    let mut secrets = Secrets::from_pems(&pems);
+    secrets.push("db.yaml's password".into(), db_secret.as_bytes().to_vec());
+
+    for (verb, out) in &outputs {
+        for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            assert_eq!(
+                secrets.find_deep(bytes),
+                None,
+                "keypack {verb} printed a key on {what}"
+            );
+        }
+    }
+    if is_root() {
+        assert!(
+            c.env.world().join("tmp").is_dir(),
+            "the namespaced run left no copy of its /tmp (the wrapper did not run)"
+        );
+    } else {
+        let world = world_temp_files_with_secrets(c.started, c.repo.tmp.path(), &secrets);
+        assert!(
+            world.is_empty(),
+            "key bytes in the machine's temp folders: {world:?}"
+        );
+    }
+    let hits = files_with_secrets(c.repo.tmp.path(), &secrets);
+    assert!(
+        hits.is_empty(),
+        "plaintext key bytes left in files: {hits:?}"
+    );
+
+    // Positive control: a plaintext copy of a new key where a child would leave it (the copy
+    // of the private /tmp, or the tree's TMPDIR when not root) is found.
+    let planted_dir = if is_root() {
+        c.env.world().join("tmp")
+    } else {
+        c.env.root.join("tmp")
+    };
+    let planted = planted_dir.join("planted-key");
+    std::fs::write(&planted, &new_keys[3].1).unwrap();
+    let hits = files_with_secrets(c.repo.tmp.path(), &secrets);
+    assert_eq!(
+        hits.iter().map(|(p, _)| p.as_path()).collect::<Vec<_>>(),
+        [planted.as_path()],
+        "positive control: the scanner finds the planted key"
+    );
+    std::fs::remove_file(&planted).unwrap();
+}

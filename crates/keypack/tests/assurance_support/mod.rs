@@ -587,3 +587,67 @@ pub fn fake_kernel_and_initrd(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(&i, b"070701 not an initrd either").unwrap();
     (k, i)
 }
+
+/// `sops decrypt --extract '["FIELD"]' FILE` with the identity file `identity`, read from the
+/// real `sops`'s stdout (a pipe into the test; no file): how the lifecycle assurance tests
+/// learn the keys keypack generated, after the run.
+pub fn sops_field_as(file: &Path, field: &str, identity: &str) -> String {
+    let out = Command::new("sops")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("SOPS_DISABLE_VERSION_CHECK", "1")
+        .env("SOPS_AGE_KEY_FILE", identity)
+        .args(["decrypt", "--extract", &format!("[\"{field}\"]")])
+        .arg(file)
+        .output()
+        .expect("sops runs");
+    assert!(
+        out.status.success(),
+        "sops decrypt {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The age recipient sops-nix derives from an OpenSSH ed25519 public key line.
+pub fn age_recipient_of(public: &str) -> String {
+    keypack_pins::PublicKey::parse_openssh(public)
+        .unwrap()
+        .age_recipient()
+        .unwrap()
+}
+
+/// A YAML sops file of `plain` (YAML) encrypted by the real `sops` to `recipients` (comma
+/// separated), with `plugin_dir` first on PATH when it is given (a plugin recipient).
+pub fn sops_encrypt_yaml_to(
+    plain: &str,
+    recipients: &str,
+    scratch: &Path,
+    plugin_dir: Option<&Path>,
+) -> Vec<u8> {
+    let input = scratch.join(format!("plain-{}.yaml", std::process::id()));
+    std::fs::write(&input, plain).unwrap();
+    let mut path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(d) = plugin_dir {
+        let mut parts = vec![d.to_path_buf()];
+        parts.extend(std::env::split_paths(&path));
+        path = std::env::join_paths(parts).unwrap();
+    }
+    let out = Command::new("sops")
+        .env("SOPS_DISABLE_VERSION_CHECK", "1")
+        .env("PATH", path)
+        .args(["encrypt", "--age", recipients])
+        .args(["--input-type", "yaml", "--output-type", "yaml"])
+        .arg(&input)
+        .output()
+        .expect("sops runs");
+    std::fs::remove_file(&input).unwrap();
+    assert!(
+        out.status.success(),
+        "sops encrypt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
