@@ -397,3 +397,165 @@ fn listing_of(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
     out.sort();
     out
 }
+
+/// `keypack host rotate web1` with the mock YubiKey identity (issue: "never a plaintext …
+/// argument"): the repository's files are encrypted to the mock card (and the test X25519
+/// key), `.sops.yaml` gives hosts/ to both and `secrets/web1/` also to web1's ssh-to-age
+/// recipient. The rotation unwraps the host document and `secrets/web1/db.yaml` through the
+/// plugin (identity phase, PIN on `KEYPACK_PIN_FD`) and encrypts the new document and the
+/// rewrapped file to the card (recipient phase: the plugin is started again, as a child).
+/// Every child's argv and environ, as the wrappers recorded them and as the poller read them,
+/// holds neither web1's old nor its new keys, nor db.yaml's value, nor the PIN, nor the
+/// card's private scalar; keypack printed none of them either.
+#[test]
+fn assurance_host_rotate_children_get_no_secret_in_argv_or_environment() {
+    let test = "assurance_host_rotate_children_get_no_secret_in_argv_or_environment";
+    if !have_sops(test) {
+        return;
+    }
+    let mut mock = MockPlugin::new("pin");
+    mock.pin = "73915284".to_owned();
+    mock.set_script("pin");
+    let card_recipient = mock.card.recipient_string();
+    let repo = yk::Repo::new(&card_recipient, mock.bin_dir());
+    let identity = mock.identity_file();
+    let base = repo.tmp.path().to_path_buf();
+    let root = repo.root();
+    let env = Isolated::new(base.join("env"));
+    let (wrap, log) = (base.join("wrap"), base.join("wrap-log"));
+    let mut real = BTreeMap::new();
+    real.insert(
+        "age-plugin-yubikey",
+        mock.bin_dir().join("age-plugin-yubikey"),
+    );
+    write_wrappers(&wrap, &log, &real);
+    let path = yk::path_with(&wrap);
+
+    let old = age_recipient_of(&repo.host.public);
+    let admin = yk::OTHER_RECIPIENT;
+    let config = format!(
+        "keys:\n  - &card {card_recipient}\n  - &admin {admin}\n  - &host_web1 {old}\ncreation_rules:\n  - path_regex: ^(hosts|users)/.*\n    key_groups:\n      - age:\n          - *card\n          - *admin\n  - path_regex: secrets/web1/.*\n    key_groups:\n      - age:\n          - *card\n          - *admin\n          - *host_web1\n"
+    );
+    std::fs::write(root.join(".sops.yaml"), config).unwrap();
+    let db_secret = "db-password-5e2a9c71d04b83f6aa";
+    let db = sops_encrypt_yaml_to(
+        &format!("password: {db_secret}\n"),
+        &format!("{card_recipient},{admin},{old}"),
+        &base.join("scratch"),
+        Some(mock.bin_dir()),
+    );
+    std::fs::create_dir_all(root.join("secrets/web1")).unwrap();
+    std::fs::write(root.join("secrets/web1/db.yaml"), &db).unwrap();
+    let plugin_runs_before = mock.count("session");
+
+    let mut cmd = env.keypack(
+        &[
+            "host",
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            identity.to_str().unwrap(),
+            "rotate",
+            "web1",
+            "--json",
+        ],
+        &path,
+        false,
+    );
+    let answers = base.join("scratch/answers");
+    std::fs::write(&answers, format!("{}\n", mock.pin)).unwrap();
+    cmd.env("KEYPACK_PIN_FD", "0")
+        .stdin(Stdio::from(std::fs::File::open(&answers).unwrap()));
+    let (out, mut seen) = observe(cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "host rotate: {}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["rewrapped"],
+        serde_json::json!(["secrets/web1/db.yaml"]),
+        "{doc}"
+    );
+    // No pin for web1: one batch for the document, a second for the files listing the old
+    // recipient; the plugin asks in each session and keypack answers the second from the
+    // PIN it keeps (the descriptor holds one line only).
+    assert!(
+        mock.count("session") > plugin_runs_before && mock.count("pin-ok") >= 1,
+        "the card unwrapped: {:?}",
+        mock.log()
+    );
+    assert_eq!(
+        mock.count("pin-request"),
+        mock.count("pin-ok"),
+        "every PIN request was answered with the right PIN: {:?}",
+        mock.log()
+    );
+
+    // The new keys, learned after the run (the test X25519 key is a recipient of hosts/).
+    let web1 = root.join("hosts/web1.yaml");
+    let new_host = sops_field_as(&web1, "ssh_host_ed25519_key", common::AGE_KEY);
+    let new_deploy = sops_field_as(&web1, "deploy_key_ed25519", common::AGE_KEY);
+    assert_ne!(new_host, repo.host.private, "the host key was replaced");
+    let web1_text = std::fs::read_to_string(&web1).unwrap();
+    assert!(
+        web1_text.contains(&card_recipient),
+        "the new document is encrypted to the card"
+    );
+    let db_text = std::fs::read_to_string(root.join("secrets/web1/db.yaml")).unwrap();
+    assert!(db_text.contains(&card_recipient) && !db_text.contains(&old));
+
+    let mut secrets = Secrets::from_pems(&[
+        ("old host", &repo.host.private),
+        ("old deploy", &repo.deploy.private),
+        ("new host", &new_host),
+        ("new deploy", &new_deploy),
+        ("alice", &repo.alice.private),
+        ("bob", &repo.bob.private),
+    ]);
+    let hex = mock.card.secret_hex();
+    let card: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    secrets.add_bytes("card private scalar", &card);
+    secrets.push("db.yaml's password".into(), db_secret.as_bytes().to_vec());
+    let pin = mock.pin.clone();
+    for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert_eq!(
+            secrets.find_deep(bytes),
+            None,
+            "host rotate: a secret on its {what}"
+        );
+        assert!(
+            memchr::memmem::find(bytes, pin.as_bytes()).is_none(),
+            "host rotate: the PIN on its {what}"
+        );
+    }
+
+    seen.extend(wrapper_records(&log));
+    let plugin_starts = seen
+        .iter()
+        .filter(|(w, _, _)| w.starts_with("wrapper age-plugin-yubikey"))
+        .count();
+    assert!(
+        plugin_starts >= 2,
+        "the plugin was started for unwrapping and for wrapping to the card: {:?}",
+        seen.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+    for (who, cmd, environ) in &seen {
+        for (what, bytes) in [("command line", cmd), ("environment", environ)] {
+            assert_eq!(
+                secrets.find_raw(bytes),
+                None,
+                "{who}: a secret in its {what}"
+            );
+            assert!(
+                memchr::memmem::find(bytes, pin.as_bytes()).is_none(),
+                "{who}: the PIN in its {what}"
+            );
+        }
+    }
+    eprintln!(
+        "checked {} child records ({plugin_starts} plugin starts): {:?}",
+        seen.len(),
+        seen.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+}
