@@ -9,6 +9,10 @@
 //! medium a `keys.cpio.gz`, and everything is dropped. Needles: every key's ed25519 seed and
 //! the PEM lines that encode it (raw), every file's sops data key, and windows of the sealed
 //! `keys.tar.gz`, the raw cpio and `keys.cpio.gz` (learned from a dry run: all deterministic).
+//! A second scenario does the same with the mock YubiKey identity (PIN as a needle); a third
+//! drives the lifecycle verbs' work (`host rotate`, `host new`: key generation,
+//! `encrypt_document`, `rewrap`), whose random keys are known only afterwards: there every
+//! freed block is recorded and searched once the needles are learned from the ciphertext.
 //!
 //! What a hit means: a block was freed while holding a secret, and only the binary's
 //! `ZeroizingAlloc` (not its owner) wipes it. What the test proves: the set of such blocks is
@@ -76,6 +80,23 @@ static ARMED: AtomicBool = AtomicBool::new(false);
 static HITS: AtomicUsize = AtomicUsize::new(0);
 static FREED_BYTES: AtomicUsize = AtomicUsize::new(0);
 static REPORTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Recording mode (the lifecycle scenario, whose keys are random and so known only after the
+/// run): every block freed while set is copied, with an unresolved backtrace, into
+/// [`RECORDED`], and searched once the needles are known.
+static RECORDING: AtomicBool = AtomicBool::new(false);
+static RECORDED: Mutex<Recorded> = Mutex::new(Recorded {
+    bytes: Vec::new(),
+    blocks: Vec::new(),
+    missed: 0,
+});
+
+/// The freed blocks of a recording: their bytes end to end and (start, length, where freed).
+struct Recorded {
+    bytes: Vec<u8>,
+    blocks: Vec<(usize, usize, std::backtrace::Backtrace)>,
+    /// Blocks that did not fit in the reserved buffer (must stay 0).
+    missed: usize,
+}
 
 thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
@@ -139,6 +160,25 @@ unsafe impl GlobalAlloc for Checking {
             }
             IN_HOOK.with(|h| h.set(false));
         }
+        if RECORDING.load(Ordering::Relaxed) && layout.size() > 0 && !IN_HOOK.with(Cell::get) {
+            IN_HOOK.with(|h| h.set(true));
+            // SAFETY: see the impl comment.
+            let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+            FREED_BYTES.fetch_add(block.len(), Ordering::Relaxed);
+            if let Ok(mut r) = RECORDED.lock() {
+                if r.bytes.len() + block.len() <= r.bytes.capacity()
+                    && r.blocks.len() < r.blocks.capacity()
+                {
+                    let start = r.bytes.len();
+                    r.bytes.extend_from_slice(block);
+                    let bt = std::backtrace::Backtrace::force_capture();
+                    r.blocks.push((start, block.len(), bt));
+                } else {
+                    r.missed += 1;
+                }
+            }
+            IN_HOOK.with(|h| h.set(false));
+        }
         // Zero after checking, as the binary's allocator does, so stale bytes never resurface
         // in a later block and each hit names the site that freed the secret first.
         // SAFETY: see the impl comment.
@@ -185,6 +225,13 @@ const KNOWN: &[(&str, &str)] = &[
         "flate2::gz::write::GzEncoder",
         "flate2/miniz_oxide keep the deflate dictionary (the tar or cpio: PEM text), their \
          output buffer and flate2's 32 KiB writer buffer in plain Vecs freed unwiped (upstream)",
+    ),
+    (
+        "age::primitives::stream::StreamWriter<W>::finish",
+        "age 0.12's STREAM writer buffers the plaintext in a private 64 KiB Vec (`chunk`) that \
+         `finish` frees unwiped: when keypack-sops wraps a sops data key for a recipient \
+         (`SopsRecipient::wrap`, in `encrypt_document` and `rewrap`) that block holds the \
+         32-byte data key (upstream)",
     ),
     (
         "age_core::plugin::Connection<R,W>::send",
@@ -421,6 +468,7 @@ fn assurance_heap_freed_blocks_hold_no_secret_except_known_library_sites() {
 
     check_hits("X25519 identity: pack + Ventoy + initrd");
     yubikey_scenario();
+    lifecycle_scenario();
 }
 
 /// Prints and checks the hits of the last armed run against [`KNOWN`], then resets them.
@@ -599,4 +647,222 @@ fn key_needles(name: &str, pem: &str, needles: &mut Vec<(String, Vec<u8>)>) {
             needles.push((n.label, n.bytes));
         }
     }
+}
+
+/// The lifecycle verbs' in-memory work, condensed from `crates/keypack/src/cmd/host.rs`:
+/// `host rotate web1` (one `decrypt_batch` unwraps web1's document and a file listing web1,
+/// the current keys are read for their public halves, new host and deploy keys are generated,
+/// `keypack_sops::encrypt_document` makes the new document, `keypack_sops::rewrap` gives the
+/// file the new recipient) and `host new web9 --deploy-key` (generate + encrypt), every key,
+/// copy, data key and plaintext then dropped. The new keys and the new documents' data keys
+/// are random, so every block freed meanwhile is recorded and searched afterwards, with the
+/// needles learned from the ciphertext the run kept: the new keys' seeds and PEM lines (their
+/// own drop included), the new and old data keys, web1's old keys and the rewrapped file's
+/// value.
+fn lifecycle_scenario() {
+    use keypack_lifecycle::{Entity, NewKey, document_fields, generate, public_of};
+    use keypack_sops::SopsRecipient;
+    let repo = standard_repo();
+    let root = repo.root();
+    let admin = common::RECIPIENT;
+    let old_recipient = age_recipient_of(&repo.host.public);
+    let db_secret = "db-password-3f9a0c27e18b4d65c1";
+    let db_plain = format!("password: {db_secret}\n");
+    let db = sops_encrypt_yaml_to(
+        &db_plain,
+        &format!("{admin},{old_recipient}"),
+        &repo.scratch(),
+        None,
+    );
+    repo.write("secrets/web1/db.yaml", &db);
+    let web1_bytes = std::fs::read(root.join("hosts/web1.yaml")).unwrap();
+    let db_bytes = std::fs::read(root.join("secrets/web1/db.yaml")).unwrap();
+    let identity = Path::new(AGE_KEY);
+    let old_data_keys = data_keys(&root, identity);
+    assert_eq!(old_data_keys.len(), 4, "web1, alice, bob and db.yaml");
+    {
+        let mut r = RECORDED.lock().unwrap();
+        r.bytes.reserve(256 << 20);
+        r.blocks.reserve(1 << 17);
+    }
+
+    // Positive control: a block freed while recording is searched with needles known later.
+    RECORDING.store(true, Ordering::SeqCst);
+    let leak = repo.deploy.private.as_bytes().to_vec();
+    drop(leak);
+    RECORDING.store(false, Ordering::SeqCst);
+    let mut control = Vec::new();
+    key_needles("deploy", &repo.deploy.private, &mut control);
+    let control = Scanner {
+        table: table_for(&control),
+        needles: control,
+        short: Vec::new(),
+    };
+    assert!(
+        search_recorded(&control) > 0,
+        "the recording missed a planted leak"
+    );
+    HITS.store(0, Ordering::SeqCst);
+    REPORTS.lock().unwrap().clear();
+
+    RECORDING.store(true, Ordering::SeqCst);
+    let (web1_doc, rewrapped, web9_doc, old_public) = {
+        let ids = IdentitySet::from_file(identity).unwrap();
+        let doc = SopsFile::parse(&web1_bytes, Format::Yaml).unwrap();
+        let dbf = SopsFile::parse(&db_bytes, Format::Yaml).unwrap();
+        let batch: Vec<AgeFile> = [&doc, &dbf]
+            .iter()
+            .map(|f| AgeFile {
+                label: String::new(),
+                alternatives: f.age_entries().iter().map(|e| e.enc.as_bytes()).collect(),
+            })
+            .collect();
+        // Borrowed, not moved out: a `DataKey` moved out of a Vec (`pop`, `remove`) leaves
+        // its bytes in the Vec's buffer, which is then freed unwiped (see the report on
+        // `host.rs`'s `data_keys.remove(0)`).
+        let keys: Vec<DataKey> = ids
+            .decrypt_batch(&batch)
+            .into_iter()
+            .map(|r| DataKey::from_bytes(r.unwrap().expose_secret()).unwrap())
+            .collect();
+        drop(batch);
+        let (doc_key, db_key) = (&keys[0], &keys[1]);
+        let current = doc.decrypt(doc_key).unwrap();
+        let entity = Entity::Host {
+            name: HostName::new("web1").unwrap(),
+            deploy: current.field(keypack_layout::DEPLOY_KEY_NAME).is_some(),
+        };
+        let slots = entity.slots().unwrap();
+        let old_public: Vec<_> = slots
+            .iter()
+            .map(|s| public_of(&current.encrypted_field(s.field).unwrap()).unwrap())
+            .collect();
+        drop(current);
+        let recipients = |list: &[&str]| -> Vec<SopsRecipient> {
+            list.iter()
+                .map(|r| SopsRecipient::parse(r).unwrap())
+                .collect()
+        };
+        let encrypt = |keys: &[NewKey], recipients: &[SopsRecipient]| -> Vec<u8> {
+            let (private, public) = document_fields(keys);
+            let public: Vec<(&str, &str)> = public
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            keypack_sops::encrypt_document(
+                &private,
+                &public,
+                Format::Yaml,
+                recipients,
+                std::time::SystemTime::now(),
+            )
+            .unwrap()
+            .to_vec()
+        };
+        let new_keys: Vec<NewKey> = slots.iter().map(|s| generate(s).unwrap()).collect();
+        let new_recipient = new_keys[0].public.age_recipient().unwrap();
+        let web1_doc = encrypt(&new_keys, &recipients(&[admin]));
+        let rewrapped = keypack_sops::rewrap(
+            &db_bytes,
+            Format::Yaml,
+            db_key,
+            &recipients(&[admin, &new_recipient]),
+        )
+        .unwrap();
+        drop(keys);
+        drop(new_keys);
+        // host new web9 --deploy-key
+        let slots = Entity::Host {
+            name: HostName::new("web9").unwrap(),
+            deploy: true,
+        }
+        .slots()
+        .unwrap();
+        let keys9: Vec<NewKey> = slots.iter().map(|s| generate(s).unwrap()).collect();
+        let web9_doc = encrypt(&keys9, &recipients(&[admin]));
+        drop(keys9);
+        (web1_doc, rewrapped, web9_doc, old_public)
+    };
+    RECORDING.store(false, Ordering::SeqCst);
+    assert_eq!(
+        old_public[0],
+        keypack_pins::PublicKey::parse_openssh(&repo.host.public).unwrap()
+    );
+
+    // The needles, learned now from the ciphertext the run produced.
+    let mut needles = Vec::new();
+    key_needles("web1 old host", &repo.host.private, &mut needles);
+    key_needles("web1 old deploy", &repo.deploy.private, &mut needles);
+    for (i, k) in old_data_keys.into_iter().enumerate() {
+        needles.push((format!("old sops data key {i}"), k));
+    }
+    needles.push(("db.yaml's password".into(), db_secret.as_bytes().to_vec()));
+    let ids = IdentitySet::from_file(identity).unwrap();
+    let mut new_pems = Vec::new();
+    for (what, bytes) in [("web1 new", &web1_doc), ("web9", &web9_doc)] {
+        let f = SopsFile::parse(bytes, Format::Yaml).unwrap();
+        let batch = [AgeFile {
+            label: String::new(),
+            alternatives: f.age_entries().iter().map(|e| e.enc.as_bytes()).collect(),
+        }];
+        let k = ids.decrypt_batch(&batch).pop().unwrap().unwrap();
+        needles.push((
+            format!("{what} document's data key"),
+            k.expose_secret().to_vec(),
+        ));
+        let dec = f
+            .decrypt(&DataKey::from_bytes(k.expose_secret()).unwrap())
+            .unwrap();
+        for field in ["ssh_host_ed25519_key", "deploy_key_ed25519"] {
+            let pem =
+                String::from_utf8(dec.field(field).unwrap().expose_secret().to_vec()).unwrap();
+            key_needles(&format!("{what} {field}"), &pem, &mut needles);
+            new_pems.push(pem);
+        }
+    }
+    // The rewrapped file: same data key (an old-key needle), now for the new recipient too.
+    let r = SopsFile::parse(&rewrapped, Format::Yaml).unwrap();
+    assert_eq!(r.recipients().len(), 2);
+    let scanner = Scanner {
+        table: table_for(&needles),
+        needles,
+        short: Vec::new(),
+    };
+    for pem in &new_pems {
+        assert!(
+            scanner.find(pem.as_bytes()).is_some(),
+            "the needles match the new keys"
+        );
+    }
+    let missed = RECORDED.lock().unwrap().missed;
+    assert_eq!(missed, 0, "freed blocks did not fit in the recording");
+    let blocks = RECORDED.lock().unwrap().blocks.len();
+    search_recorded(&scanner);
+    check_hits(&format!(
+        "lifecycle: host rotate + host new (generate, encrypt_document, rewrap; {blocks} freed blocks recorded)"
+    ));
+}
+
+/// Searches the recorded freed blocks with `scanner`, adds each hit to [`HITS`] and
+/// [`REPORTS`] (with where the block was freed), clears the recording; returns the hits.
+fn search_recorded(scanner: &Scanner) -> usize {
+    let mut r = RECORDED.lock().unwrap();
+    let mut hits = 0;
+    for (start, len, bt) in &r.blocks {
+        if let Some(ni) = scanner.find(&r.bytes[*start..start + len]) {
+            hits += 1;
+            HITS.fetch_add(1, Ordering::SeqCst);
+            let mut reports = REPORTS.lock().unwrap();
+            if reports.len() < 40 {
+                reports.push(format!(
+                    "{} ({len} bytes) freed from: {}",
+                    scanner.needles[ni].0,
+                    interesting_frames(&bt.to_string())
+                ));
+            }
+        }
+    }
+    r.bytes.clear();
+    r.blocks.clear();
+    hits
 }
