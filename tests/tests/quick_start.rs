@@ -88,3 +88,29 @@ fn script_names_are_found_in_text() {
         ["demo", "test"]
     );
 }
+
+/// Both quick-start scripts run bootstrap and then put its tools cache first on PATH: the tools
+/// it installs (sops, age-plugin-yubikey) are only there. On a fresh Debian 12 the demo stopped
+/// with "sops is not installed" right after "bootstrap: ready" without this; a machine with
+/// another sops on PATH hid it.
+#[test]
+fn both_scripts_use_the_tools_bootstrap_installed() {
+    for name in ["demo", "test"] {
+        let text = std::fs::read_to_string(workspace().join("scripts").join(name)).unwrap();
+        let bootstrap = text
+            .find("bootstrap\"")
+            .or_else(|| text.find("/bootstrap"))
+            .unwrap_or_else(|| panic!("scripts/{name} does not run bootstrap"));
+        let path = text
+            .find("export PATH=\"$TOOLS/bin:$PATH\"")
+            .unwrap_or_else(|| panic!("scripts/{name} does not put $TOOLS/bin on PATH"));
+        assert!(
+            text.contains("keypack-tools}"),
+            "scripts/{name}: TOOLS is bootstrap's cache"
+        );
+        let run = text
+            .find("cargo ")
+            .unwrap_or_else(|| panic!("scripts/{name} runs no cargo"));
+        assert!(bootstrap < run && path < run, "scripts/{name}: PATH set before the work");
+    }
+}
