@@ -429,10 +429,10 @@ pub(crate) fn rotate_entity(
             eprintln!("{operations} YubiKey operation(s) needed");
         }
         let results = identities.decrypt_batch(&batch);
-        files
-            .iter()
-            .zip(results)
-            .map(|((label, f), r)| {
+        // Sized once: a `Vec<DataKey>` that grows moves the keys and frees the old buffer
+        // unwiped (DataKey holds its bytes inline).
+        let mut keys = Vec::with_capacity(files.len());
+        for key in files.iter().zip(results).map(|((label, f), r)| {
                 let plain = r.map_err(anyhow::Error::new).with_context(|| {
                     // A file other than the document is only here because it lists the
                     // host: say why keypack needs to open it.
@@ -440,7 +440,8 @@ pub(crate) fn rotate_entity(
                         String::new()
                     } else {
                         format!(
-                            "; it lists {name}'s age recipient, so the rotation must rewrap it                              (nothing was written)"
+                            "; it lists {name}'s age recipient, so the rotation must rewrap it \
+                             (nothing was written)"
                         )
                     };
                     format!(
@@ -451,8 +452,10 @@ pub(crate) fn rotate_entity(
                 })?;
                 DataKey::from_bytes(plain.expose_secret())
                     .with_context(|| format!("the data key of {label}"))
-            })
-            .collect()
+        }) {
+            keys.push(key?);
+        }
+        Ok(keys)
     };
     let parsed: Vec<SopsFile> = candidates
         .iter()
@@ -468,10 +471,13 @@ pub(crate) fn rotate_entity(
             .zip(&parsed)
             .map(|(c, f)| (rel_string(&c.rel), f)),
     );
-    let mut data_keys = unwrap_keys(batch)?;
-    let doc_key = data_keys.remove(0);
+    // Borrowed, never moved out of the Vec: a move leaves the key's bytes in the Vec's buffer.
+    let data_keys = unwrap_keys(batch)?;
+    let (doc_key, pinned_later_keys) = data_keys
+        .split_first()
+        .context("no data key for the document")?;
     let current = doc_file
-        .decrypt(&doc_key)
+        .decrypt(doc_key)
         .with_context(|| format!("decrypting {doc_rel_s}"))?;
 
     // The current keys: which roles the entity has, and their public halves.
@@ -522,7 +528,7 @@ pub(crate) fn rotate_entity(
 
     // Files listing the old recipient (when it did not come from a pin: a second batch; the
     // identity set keeps the PIN, so a YubiKey is not asked twice).
-    let mut later_keys = Vec::new();
+    let mut second_batch_keys = Vec::new();
     if let (None, Some((old, _))) = (&pinned_recipient, &recipients_of_host) {
         candidates = scan_for(old)?;
         let later_parsed: Vec<SopsFile> = candidates
@@ -538,11 +544,14 @@ pub(crate) fn rotate_entity(
                 .zip(&later_parsed)
                 .map(|(c, f)| (rel_string(&c.rel), f))
                 .collect();
-            later_keys = unwrap_keys(batch)?;
+            second_batch_keys = unwrap_keys(batch)?;
         }
-    } else {
-        later_keys = data_keys;
     }
+    let later_keys: &[DataKey] = if second_batch_keys.is_empty() {
+        pinned_later_keys
+    } else {
+        &second_batch_keys
+    };
 
     let mut writes = Vec::new();
     // .sops.yaml: the old recipient replaced, nothing else.
@@ -592,7 +601,7 @@ pub(crate) fn rotate_entity(
     // Every other sops file that listed the old recipient: same data key, new age list.
     let mut rewrapped = Vec::new();
     if let Some((old, new)) = &recipients_of_host {
-        for (c, key) in candidates.iter().zip(&later_keys) {
+        for (c, key) in candidates.iter().zip(later_keys) {
             let rel = rel_string(&c.rel);
             let list = replaced_recipients(&c.recipients, old, new);
             let out =
