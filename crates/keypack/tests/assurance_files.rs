@@ -85,7 +85,7 @@ impl Case {
                 a.display()
             );
         }
-        if is_root() {
+        if private_tmp() {
             // keypack ran in a private mount namespace; what it left in /tmp, /var/tmp and
             // /dev/shm was copied into the tree, so the scan above saw all of it.
             assert!(
@@ -431,7 +431,7 @@ fn assurance_host_new_and_rotate_leave_keys_only_as_ciphertext() {
             );
         }
     }
-    if is_root() {
+    if private_tmp() {
         assert!(
             c.env.world().join("tmp").is_dir(),
             "the namespaced run left no copy of its /tmp (the wrapper did not run)"
@@ -451,7 +451,7 @@ fn assurance_host_new_and_rotate_leave_keys_only_as_ciphertext() {
 
     // Positive control: a plaintext copy of a new key where a child would leave it (the copy
     // of the private /tmp, or the tree's TMPDIR when not root) is found.
-    let planted_dir = if is_root() {
+    let planted_dir = if private_tmp() {
         c.env.world().join("tmp")
     } else {
         c.env.root.join("tmp")

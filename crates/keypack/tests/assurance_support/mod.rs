@@ -51,6 +51,30 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Whether keypack can run in a private mount namespace with fresh `/tmp`, `/var/tmp` and
+/// `/dev/shm` (root, and `unshare --mount --propagation private` works: it does not inside a
+/// chroot, whose `/` is no mount point). Otherwise the tests scan the machine's temp folders
+/// for files changed during the test instead, and say so once, loudly.
+pub fn private_tmp() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        if !is_root() {
+            return false;
+        }
+        let works = Command::new("/usr/bin/unshare")
+            .args(["--mount", "--propagation", "private", "true"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !works {
+            eprintln!(
+                "KEYPACK-NOTE: no private mount namespace here (a chroot?): the temp-folder scans \
+                 fall back to files changed during the test"
+            );
+        }
+        works
+    })
+}
+
 fn sh(cmd: &mut Command) {
     let out = cmd.output().expect("tool runs");
     assert!(
@@ -433,7 +457,7 @@ impl Isolated {
         path: &std::ffi::OsStr,
         umask0: bool,
     ) -> Command {
-        if is_root() {
+        if private_tmp() {
             return self.keypack_namespaced(args, path, umask0);
         }
         self.keypack(args, path, umask0)
