@@ -330,10 +330,14 @@ fn tool(name: &str) -> Option<PathBuf> {
 
 /// Runs `tool args files` in the repository; returns (success, combined output).
 fn run_tool(tool: &Path, args: &[&str], files: &[String]) -> (bool, String) {
+    // nix-instantiate opens /nix/var/nix/db even to parse; tests running in parallel then
+    // fail with "SQLite database is busy". A state folder of its own per call avoids that.
+    let state = tempfile::tempdir().expect("tempdir");
     let out = Command::new(tool)
         .args(args)
         .args(files)
         .current_dir(repo())
+        .env("NIX_STATE_DIR", state.path())
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
     (
@@ -911,6 +915,9 @@ fn exported_modules_evaluate_without_sops_nix() {
                 "-E",
                 &expr,
             ])
+            // Its own state folder: parallel evaluations sharing /nix/var/nix/db failed with
+            // "SQLite database is busy" on a fresh Debian 12.
+            .env("NIX_STATE_DIR", dir.path().join("nix-state"))
             .output()
             .expect("nix-instantiate");
         let stderr = String::from_utf8_lossy(&out.stderr);
