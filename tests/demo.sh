@@ -169,6 +169,8 @@ cat <<'EOF_NEXT'
 Next, on your own keys repository (see README.md, "Using it"):
   keypack doctor -H HOST                  # can your identity (YubiKey) open HOST's files?
   keypack verify -H HOST -U USER          # decrypt and check, print fingerprints, write nothing
+  keypack pin    -H HOST -U USER          # record those public keys in keypack.pins (every build checks them)
+  keypack host new NEWHOST                # a new machine identity, encrypted with sops and pinned
   keypack build  -H HOST -U USER --iso nixos.iso --ventoy-dir ventoy-1.1.18
   keypack run    -H HOST --wait-ssh && keypack ssh -H HOST
 EOF_NEXT
