@@ -111,6 +111,9 @@ fn both_scripts_use_the_tools_bootstrap_installed() {
         let run = text
             .find("cargo ")
             .unwrap_or_else(|| panic!("scripts/{name} runs no cargo"));
-        assert!(bootstrap < run && path < run, "scripts/{name}: PATH set before the work");
+        assert!(
+            bootstrap < run && path < run,
+            "scripts/{name}: PATH set before the work"
+        );
     }
 }
