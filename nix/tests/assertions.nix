@@ -7,8 +7,8 @@ if injected then
     alice_pub = open("${fixtures}/alice.pub").read()
 
     machine.wait_for_unit("multi-user.target")
-    machine.succeed("journalctl -b --no-pager | grep -F '=== Stage 1: Loading SSH keys (Ventoy) ==='")
-    machine.succeed("journalctl -b --no-pager | grep -F 'Found Ventoy-injected keys, copying to target...'")
+    machine.succeed("journalctl -b --no-pager | grep -F '=== Stage 1: Loading SSH keys (keypack) ==='")
+    machine.succeed("journalctl -b --no-pager | grep -F 'Found injected keys, copying to target...'")
     machine.succeed("journalctl -b --no-pager | grep -F '=== Stage 1: Key loading complete ==='")
     machine.fail("journalctl -b --no-pager | grep -F 'load-keys: error'")
 
@@ -39,7 +39,7 @@ if injected then
 else
   ''
     machine.wait_for_unit("multi-user.target")
-    machine.succeed("journalctl -b --no-pager | grep -F 'No Ventoy-injected keys found (expected: /etc/ssh/ssh_host_ed25519_key)'")
+    machine.succeed("journalctl -b --no-pager | grep -F 'No injected keys found (expected: /etc/ssh/ssh_host_ed25519_key)'")
     machine.succeed("journalctl -b --no-pager | grep -F 'keypack: WARNING: no injected SSH host key'")
     machine.wait_for_unit("sshd.service")
     machine.fail("test -e /run/secrets/test-secret")

@@ -444,11 +444,11 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     // The serial console shows load-keys' stage-1 lines.
     let log = env.ok(&["log", "-H", HOST]);
     assert!(
-        log.contains("=== Stage 1: Loading SSH keys (Ventoy) ==="),
+        log.contains("=== Stage 1: Loading SSH keys (keypack) ==="),
         "{log}"
     );
     assert!(
-        log.contains("Found Ventoy-injected keys, copying to target..."),
+        log.contains("Found injected keys, copying to target..."),
         "{log}"
     );
     assert!(

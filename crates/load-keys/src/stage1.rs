@@ -20,12 +20,12 @@ use crate::keycheck;
 use crate::{error, info, warn};
 
 /// The seed's first console line.
-pub const HEADER: &str = "=== Stage 1: Loading SSH keys (Ventoy) ===";
+pub const HEADER: &str = "=== Stage 1: Loading SSH keys (keypack) ===";
 /// Printed when at least one injected key file is present.
-pub const FOUND: &str = "Found Ventoy-injected keys, copying to target...";
-/// Printed when nothing was injected (a normal boot without Ventoy).
-pub const NOT_FOUND: &str =
-    "No Ventoy-injected keys found (expected: /etc/ssh/ssh_host_ed25519_key)";
+pub const FOUND: &str = "Found injected keys, copying to target...";
+/// Printed when nothing was injected (a normal boot without keys from a Ventoy stick or an
+/// extra initrd).
+pub const NOT_FOUND: &str = "No injected keys found (expected: /etc/ssh/ssh_host_ed25519_key)";
 /// The seed's last console line.
 pub const FOOTER: &str = "=== Stage 1: Key loading complete ===";
 

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_load-keys");
-const HEADER: &str = "=== Stage 1: Loading SSH keys (Ventoy) ===";
-const FOUND: &str = "Found Ventoy-injected keys, copying to target...";
-const NOT_FOUND: &str = "No Ventoy-injected keys found (expected: /etc/ssh/ssh_host_ed25519_key)";
+const HEADER: &str = "=== Stage 1: Loading SSH keys (keypack) ===";
+const FOUND: &str = "Found injected keys, copying to target...";
+const NOT_FOUND: &str = "No injected keys found (expected: /etc/ssh/ssh_host_ed25519_key)";
 const FOOTER: &str = "=== Stage 1: Key loading complete ===";
 const HOST: &str = "etc/ssh/ssh_host_ed25519_key";
 const DEPLOY: &str = "root/.ssh/deploy_key_ed25519";

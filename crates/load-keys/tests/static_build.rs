@@ -141,7 +141,9 @@ fn static_build_runs_in_an_empty_root() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.starts_with("=== Stage 1: Loading SSH keys (Ventoy) ===\nFound Ventoy-injected keys, copying to target...\n"));
+    assert!(stdout.starts_with(
+        "=== Stage 1: Loading SSH keys (keypack) ===\nFound injected keys, copying to target...\n"
+    ));
     assert!(stdout.ends_with("=== Stage 1: Key loading complete ===\n"));
     let key = root.join("sysroot/etc/ssh/ssh_host_ed25519_key");
     assert_eq!(fs::read(&key).unwrap(), host_private);
