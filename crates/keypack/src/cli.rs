@@ -50,6 +50,8 @@ pub enum Command {
     /// Work on existing boot media.
     #[command(subcommand)]
     Media(cmd::media::MediaCommand),
+    /// Write a host's last build onto a USB stick (checks the device, sparse write, verify).
+    Flash(cmd::flash::FlashArgs),
     /// Boot the last build of a host in QEMU.
     Run(cmd::run::RunArgs),
     /// Stop a host's VM (ACPI power-down, then quit).

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod doctor;
 pub mod escape;
+pub mod flash;
 pub mod host;
 pub mod inspect;
 pub mod inspect_image;
@@ -44,6 +45,7 @@ pub fn dispatch(matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Path(args) => iso::path(args),
         Command::Copy(args) => iso::copy(args),
         Command::Media(cmd) => media::media(cmd),
+        Command::Flash(args) => flash::flash(args),
         Command::Run(args) => run::run(args),
         Command::Stop(args) => run::stop(args),
         Command::Restart(args) => run::restart(args),
@@ -195,6 +197,9 @@ pub fn hint_for(err: &(dyn std::error::Error + 'static)) -> Option<&'static str>
         return e.hint();
     }
     if let Some(e) = err.downcast_ref::<keypack_lifecycle::LifecycleError>() {
+        return e.hint();
+    }
+    if let Some(e) = err.downcast_ref::<keypack_flash::FlashError>() {
         return e.hint();
     }
     if let Some(e) = err.downcast_ref::<keypack_bundle::BundleError>() {

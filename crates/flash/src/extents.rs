@@ -1,0 +1,309 @@
+//! What of an image has to reach the device: its data extents (`SEEK_DATA`/`SEEK_HOLE`), plus
+//! explicit zeros for every hole that must read as zero on a used stick.
+//!
+//! The rule for holes: a hole may be skipped only inside a FAT12/16/32 partition's **free
+//! clusters** (cluster entry 0 in the first FAT), where stale bytes from the stick's past are
+//! never read. Everything else — the first MiB (MBR, GPT, boot code gap), boot sectors,
+//! reserved sectors, FATs, the FAT16 root folder, every allocated cluster (folders, and holes
+//! inside a sparse ISO), whatever lies outside partitions (the GPT backup) — is written, as
+//! zeros where the image has a hole. Why this and not "boot region + FATs only": a folder
+//! cluster or an ISO block that is a hole in the image would otherwise keep stale bytes, and
+//! the ISO's loop-mounted file system would read them.
+//!
+//! Does not parse exFAT (its allocation bitmap): an exFAT partition (an ISO over 4 GiB) is
+//! written whole. Does not trust anything it cannot parse: unknown means "write it".
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use rustix::fs::SeekFrom;
+
+/// A byte range `[start, end)`.
+pub type Range = (u64, u64);
+
+/// What a region of the device gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The image's bytes.
+    Data,
+    /// Zeros (a hole of the image that must read as zero).
+    Zero,
+}
+
+/// One region to write, in device offsets (the same as image offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// First byte.
+    pub start: u64,
+    /// End (exclusive).
+    pub end: u64,
+    /// Data or zeros.
+    pub kind: Kind,
+}
+
+/// The image's data extents, from `SEEK_DATA`/`SEEK_HOLE`. A file system without them
+/// (EINVAL, ENOTSUP) reports the whole file as data, which is correct, only slower.
+pub fn data_extents(file: &File, len: u64) -> std::io::Result<Vec<Range>> {
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+            Ok(s) => s,
+            // No data past `pos`.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) if pos == 0 => {
+                return Ok(vec![(0, len)]);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if start >= len {
+            break;
+        }
+        let end = match rustix::fs::seek(file, SeekFrom::Hole(start)) {
+            Ok(e) => e.min(len),
+            Err(e) => return Err(e.into()),
+        };
+        out.push((start, end));
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Partitions from the MBR, or from the GPT behind a protective MBR: byte ranges. Empty when
+/// there is no table (then the whole image is written).
+pub fn partitions(file: &File, len: u64) -> std::io::Result<Vec<Range>> {
+    let mut mbr = [0u8; 512];
+    if len < 512 {
+        return Ok(Vec::new());
+    }
+    file.read_exact_at(&mut mbr, 0)?;
+    if mbr[510..512] != [0x55, 0xAA] {
+        return Ok(Vec::new());
+    }
+    let u32at =
+        |b: &[u8], o: usize| u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
+    let u64at = |b: &[u8], o: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(a)
+    };
+    let mut out = Vec::new();
+    if mbr[0x1BE + 4] == 0xEE {
+        let mut h = [0u8; 512];
+        file.read_exact_at(&mut h, 512)?;
+        if &h[..8] != b"EFI PART" {
+            return Ok(Vec::new());
+        }
+        let lba = u64at(&h, 72);
+        let n = u32at(&h, 80) as usize;
+        let size = u32at(&h, 84) as usize;
+        if !(128..=4096).contains(&size) || n > 1024 {
+            return Ok(Vec::new());
+        }
+        let mut a = vec![0u8; n * size];
+        file.read_exact_at(&mut a, lba.saturating_mul(512))?;
+        for e in a.chunks(size) {
+            if e[..16].iter().all(|&b| b == 0) {
+                continue;
+            }
+            let (first, last) = (u64at(e, 32), u64at(e, 40));
+            if last >= first {
+                out.push((first * 512, (last + 1) * 512));
+            }
+        }
+    } else {
+        for i in 0..4 {
+            let e = &mbr[0x1BE + 16 * i..0x1BE + 16 * (i + 1)];
+            let (start, sectors) = (u32at(e, 8), u32at(e, 12));
+            if e[4] != 0 && sectors > 0 {
+                out.push((start * 512, (start + sectors) * 512));
+            }
+        }
+    }
+    // A partition past the image's end is not ours to plan: clip it.
+    Ok(out
+        .into_iter()
+        .map(|(s, e)| (s.min(len), e.min(len)))
+        .filter(|(s, e)| s < e)
+        .collect())
+}
+
+/// Largest FAT read (a FAT32 FAT for a 2 TiB volume of 32 KiB clusters is 256 MiB).
+const MAX_FAT: u64 = 256 << 20;
+
+/// Free clusters of the FAT12/16/32 file system in `part`, merged into byte ranges; empty when
+/// it is not FAT (or FAT12, too small to matter).
+pub fn free_clusters(file: &File, part: Range) -> std::io::Result<Vec<Range>> {
+    let (off, end) = part;
+    if end - off < 512 {
+        return Ok(Vec::new());
+    }
+    let mut s = [0u8; 512];
+    file.read_exact_at(&mut s, off)?;
+    let u16at = |o: usize| u64::from(u16::from_le_bytes([s[o], s[o + 1]]));
+    let u32at = |o: usize| u64::from(u32::from_le_bytes([s[o], s[o + 1], s[o + 2], s[o + 3]]));
+    let bps = u16at(11);
+    let spc = u64::from(s[13]);
+    let reserved = u16at(14);
+    let fats = u64::from(s[16]);
+    let root_entries = u16at(17);
+    let total = if u16at(19) != 0 { u16at(19) } else { u32at(32) };
+    let fat_sectors = if u16at(22) != 0 { u16at(22) } else { u32at(36) };
+    if s[510..512] != [0x55, 0xAA]
+        || !matches!(bps, 512 | 1024 | 2048 | 4096)
+        || spc == 0
+        || !spc.is_power_of_two()
+        || reserved == 0
+        || !(1..=2).contains(&fats)
+        || fat_sectors == 0
+        || total * bps > end - off
+    {
+        return Ok(Vec::new());
+    }
+    let root_sectors = (root_entries * 32).div_ceil(bps);
+    let data_start = reserved + fats * fat_sectors + root_sectors;
+    if data_start >= total {
+        return Ok(Vec::new());
+    }
+    let clusters = (total - data_start) / spc;
+    let width: u64 = if clusters < 4085 {
+        return Ok(Vec::new());
+    } else if clusters < 65525 {
+        2
+    } else {
+        4
+    };
+    let fat_len = fat_sectors * bps;
+    if fat_len > MAX_FAT || (clusters + 2) * width > fat_len {
+        return Ok(Vec::new());
+    }
+    let mut fat = vec![0u8; fat_len as usize];
+    file.read_exact_at(&mut fat, off + reserved * bps)?;
+    let cluster_len = spc * bps;
+    let base = off + data_start * bps;
+    let mut out: Vec<Range> = Vec::new();
+    for c in 2..clusters + 2 {
+        let i = (c * width) as usize;
+        let entry = if width == 2 {
+            u32::from(u16::from_le_bytes([fat[i], fat[i + 1]]))
+        } else {
+            u32::from_le_bytes([fat[i], fat[i + 1], fat[i + 2], fat[i + 3]]) & 0x0FFF_FFFF
+        };
+        if entry != 0 {
+            continue;
+        }
+        let start = base + (c - 2) * cluster_len;
+        match out.last_mut() {
+            Some(last) if last.1 == start => last.1 += cluster_len,
+            _ => out.push((start, start + cluster_len)),
+        }
+    }
+    Ok(out)
+}
+
+/// `a` minus `b`, both sorted and non-overlapping.
+pub fn subtract(a: &[Range], b: &[Range]) -> Vec<Range> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &(mut s, e) in a {
+        while j < b.len() && b[j].1 <= s {
+            j += 1;
+        }
+        let mut k = j;
+        while k < b.len() && b[k].0 < e {
+            if b[k].0 > s {
+                out.push((s, b[k].0));
+            }
+            s = s.max(b[k].1);
+            k += 1;
+        }
+        if s < e {
+            out.push((s, e));
+        }
+    }
+    out
+}
+
+/// The plan for `file` (`len` bytes): data extents as [`Kind::Data`], and every hole outside
+/// free FAT clusters as [`Kind::Zero`], in offset order.
+pub fn plan(file: &File, len: u64) -> std::io::Result<Vec<Region>> {
+    let data = data_extents(file, len)?;
+    let mut free = Vec::new();
+    for part in partitions(file, len)? {
+        free.extend(free_clusters(file, part)?);
+    }
+    free.sort_unstable();
+    let holes = subtract(&[(0, len)], &data);
+    let zeros = subtract(&holes, &free);
+    let mut out: Vec<Region> = data
+        .iter()
+        .map(|&(start, end)| Region {
+            start,
+            end,
+            kind: Kind::Data,
+        })
+        .chain(zeros.iter().map(|&(start, end)| Region {
+            start,
+            end,
+            kind: Kind::Zero,
+        }))
+        .collect();
+    out.sort_by_key(|r| r.start);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtract_cuts_ranges() {
+        assert_eq!(
+            subtract(&[(0, 100)], &[(10, 20), (30, 40)]),
+            [(0, 10), (20, 30), (40, 100)]
+        );
+        assert_eq!(
+            subtract(&[(0, 10), (20, 30)], &[(5, 25)]),
+            [(0, 5), (25, 30)]
+        );
+        assert_eq!(subtract(&[(0, 10)], &[]), [(0, 10)]);
+        assert_eq!(subtract(&[(0, 10)], &[(0, 10)]), Vec::<Range>::new());
+    }
+
+    #[test]
+    fn extents_of_a_sparse_file() {
+        let t = tempfile::tempdir().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(t.path().join("img"))
+            .unwrap();
+        f.set_len(16 << 20).unwrap();
+        f.write_all_at(&[1u8; 4096], 1 << 20).unwrap();
+        let ext = data_extents(&f, 16 << 20).unwrap();
+        let total: u64 = ext.iter().map(|(s, e)| e - s).sum();
+        assert!(total < 1 << 20, "{ext:?}");
+        assert!(
+            ext.iter()
+                .any(|&(s, e)| s <= 1 << 20 && e >= (1 << 20) + 4096)
+        );
+    }
+
+    #[test]
+    fn no_table_means_everything_is_written() {
+        let t = tempfile::tempdir().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(t.path().join("img"))
+            .unwrap();
+        f.set_len(4 << 20).unwrap();
+        let p = plan(&f, 4 << 20).unwrap();
+        let covered: u64 = p.iter().map(|r| r.end - r.start).sum();
+        assert_eq!(covered, 4 << 20);
+    }
+}

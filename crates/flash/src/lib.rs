@@ -1,0 +1,112 @@
+//! `keypack flash`'s library: writes a disk image (the host's last Ventoy build) onto a
+//! whole block device, a USB stick, and checks what it wrote.
+//!
+//! Where it sits: after `keypack build` on the data path; image file in, [`Report`] out. The
+//! CLI (`crates/keypack/src/cmd/flash.rs`) picks the image, shows the device and asks for
+//! confirmation; this crate holds one module per job:
+//! - [`device`]: what the device is, from sysfs (through a root folder, for tests);
+//! - [`safety`]: the refusals (partition, mounted, swap, held, fixed, too small);
+//! - [`extents`]: what to write (data extents, and zeros where a hole must read as zero);
+//! - [`write`]: large aligned writes, one fsync, read-back verify by SHA-256 per region.
+//!
+//! Does **not**: write a regular file (use `cp --sparse`), choose the device for the user,
+//! update a stick in place (`keypack media update`), or parse exFAT (written whole).
+//!
+//! Why an exclusive open ([`open_exclusive`]): for a block device `O_EXCL` fails with EBUSY
+//! while it or a partition is mounted, and stops an automounter from mounting it during the
+//! write. Why sparse: a build is mostly empty FAT clusters; writing only what the image holds
+//! (plus the zeros the layout needs, [`extents`]) makes a 1 GiB stick take seconds.
+#![deny(unsafe_code)]
+
+pub mod device;
+mod error;
+pub mod extents;
+mod rrpart;
+pub mod safety;
+pub mod write;
+
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+pub use error::FlashError;
+pub use rrpart::Reread;
+pub use write::Written;
+
+/// Outcome of a flash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// Length of the image.
+    pub image_len: u64,
+    /// What was written (and verified).
+    pub written: Written,
+    /// Whether the kernel re-read the partition table.
+    pub reread: Reread,
+}
+
+/// Opens the whole device read-write with `O_EXCL`; EBUSY becomes [`FlashError::Busy`].
+pub fn open_exclusive(device: &Path) -> Result<File, FlashError> {
+    File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(
+            rustix::fs::OFlags::EXCL.bits() as i32 | rustix::fs::OFlags::CLOEXEC.bits() as i32,
+        )
+        .open(device)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+                FlashError::Busy {
+                    device: device.to_path_buf(),
+                }
+            } else {
+                FlashError::io("opening", device, e)
+            }
+        })
+}
+
+/// The size of an open device (or file), by seeking to its end.
+pub fn len_of(file: &File, path: &Path) -> Result<u64, FlashError> {
+    rustix::fs::seek(file, rustix::fs::SeekFrom::End(0))
+        .map_err(|e| FlashError::io("reading the size of", path, e.into()))
+}
+
+/// Writes `image` onto `device`, which the caller has already checked ([`safety::check`]) and
+/// confirmed with the user: exclusive open, size check again on the open device, the plan of
+/// [`extents::plan`], write, fsync, verify, `BLKRRPART`.
+pub fn flash(image: &Path, device: &Path, progress: &dyn Fn(u64)) -> Result<Report, FlashError> {
+    let img = File::open(image).map_err(|e| FlashError::io("opening", image, e))?;
+    let image_len = img
+        .metadata()
+        .map_err(|e| FlashError::io("reading", image, e))?
+        .len();
+    let plan = extents::plan(&img, image_len).map_err(|e| FlashError::io("reading", image, e))?;
+    let dev = open_exclusive(device)?;
+    // sysfs said it is large enough; the open device has the last word.
+    let device_len = len_of(&dev, device)?;
+    if device_len < image_len {
+        return Err(FlashError::TooSmall {
+            device: device.to_path_buf(),
+            device_len,
+            image_len,
+        });
+    }
+    let written = write::write_and_verify(&img, image, &dev, device, &plan, progress)?;
+    let reread = rrpart::reread(&dev)
+        .map_err(|e| FlashError::io("re-reading the partition table of", device, e))?;
+    Ok(Report {
+        image_len,
+        written,
+        reread,
+    })
+}
+
+/// Bytes [`flash`] will write for `image` (for a progress bar's length).
+pub fn planned_bytes(image: &Path) -> Result<u64, FlashError> {
+    let img = File::open(image).map_err(|e| FlashError::io("opening", image, e))?;
+    let len = img
+        .metadata()
+        .map_err(|e| FlashError::io("reading", image, e))?
+        .len();
+    let plan = extents::plan(&img, len).map_err(|e| FlashError::io("reading", image, e))?;
+    Ok(plan.iter().map(|r| r.end - r.start).sum())
+}

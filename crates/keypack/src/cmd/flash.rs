@@ -1,0 +1,204 @@
+//! `keypack flash -H HOST DEVICE`: writes the host's last build (its Ventoy disk image) onto a
+//! USB stick, after the checks of `keypack-flash` and the user typing the device's name.
+//!
+//! Order matters: every refusal (not a whole disk, mounted, swap, held, fixed without
+//! `--allow-fixed`, too small, no terminal without `--yes`) comes before the device is opened
+//! for writing, so a refused flash writes nothing. The image comes from `--image` or from the
+//! host's `boot.json` (`keypack build` writes it), never from a guess.
+//!
+//! Does not build: run `keypack build -H HOST` first. Never prints key bytes: the image's name
+//! and the device's sysfs strings only (escaped, a stick's model string is not trusted).
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use keypack_flash::device::{DevNum, DeviceInfo};
+use keypack_flash::{FlashError, Reread, safety};
+use keypack_layout::HostName;
+use keypack_plugin::Boot;
+
+use crate::cmd::escape::field;
+use crate::state;
+
+/// Flags of `keypack flash`.
+#[derive(Debug, clap::Args)]
+pub struct FlashArgs {
+    /// Host whose last build to write
+    #[arg(short = 'H', long = "host", value_name = "HOST")]
+    pub host: HostName,
+    /// The whole block device of the stick (`/dev/sdb`, never a partition such as `/dev/sdb1`)
+    #[arg(value_name = "DEVICE")]
+    pub device: PathBuf,
+    /// Do not ask for the device's name before writing (needed without a terminal)
+    #[arg(long)]
+    pub yes: bool,
+    /// Also write to a fixed disk (neither removable nor on USB: an internal disk, a loop device)
+    #[arg(long)]
+    pub allow_fixed: bool,
+    /// The disk image to write [default: the last build's, from the host's boot.json]
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+}
+
+/// The image to write: `--image`, or the disk of the last build's boot description.
+fn image_of(args: &FlashArgs) -> Result<PathBuf> {
+    if let Some(image) = &args.image {
+        return Ok(image.clone());
+    }
+    let dir = state::state_root()?.join(args.host.as_str());
+    let desc = keypack_plugin::runner::read_boot_description(&dir)?;
+    if desc.host != args.host.as_str() {
+        bail!(
+            "{}: the boot description is for host {}, not {}",
+            dir.join(keypack_plugin::runner::BOOT_DESCRIPTION_FILE)
+                .display(),
+            desc.host,
+            args.host
+        );
+    }
+    match desc.boot {
+        Boot::Disk { image } => Ok(image),
+        Boot::Kernel { .. } => bail!(
+            "the last build of {} ({} medium) is a kernel and initrds, not a disk image; build a \
+             Ventoy image (`keypack build -H {} --media ventoy`) or pass --image",
+            args.host,
+            desc.medium,
+            args.host
+        ),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    }
+}
+
+fn describe(device: &Path, info: &DeviceInfo) -> String {
+    let or_none = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            field(s)
+        }
+    };
+    let mut s = format!(
+        "{} ({}, {}): {}\n  vendor {}, model {}, serial {}\n  transport {}, {}\n",
+        device.display(),
+        field(&info.name),
+        info.dev,
+        bytes(info.size),
+        or_none(&info.vendor),
+        or_none(&info.model),
+        or_none(&info.serial),
+        info.transport,
+        if info.removable {
+            "removable"
+        } else {
+            "not removable"
+        },
+    );
+    if info.partitions.is_empty() {
+        s.push_str("  partitions: none\n");
+    }
+    for p in &info.partitions {
+        s.push_str(&format!(
+            "  partition {} ({}): {}\n",
+            field(&p.name),
+            p.dev,
+            bytes(p.size)
+        ));
+    }
+    s
+}
+
+/// Asks the user to type the device's name (kernel name or the path given).
+fn confirm(device: &Path, info: &DeviceInfo) -> Result<(), FlashError> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(FlashError::NoTerminal {
+            device: device.to_path_buf(),
+        });
+    }
+    eprint!(
+        "everything on {} will be lost; type its name ({}) to write: ",
+        device.display(),
+        field(&info.name)
+    );
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        // A failed read of the answer is a "no".
+        .map_err(|_| FlashError::Declined {
+            device: device.to_path_buf(),
+        })?;
+    let typed = line.trim();
+    if typed == info.name || Path::new(typed) == device {
+        Ok(())
+    } else {
+        Err(FlashError::Declined {
+            device: device.to_path_buf(),
+        })
+    }
+}
+
+/// `keypack flash`.
+pub fn flash(args: FlashArgs) -> Result<ExitCode> {
+    let image = image_of(&args)?;
+    let image_len = std::fs::metadata(&image)
+        .with_context(|| format!("reading {}", image.display()))?
+        .len();
+    let device = &args.device;
+    let dev = DevNum::of(device)?;
+    let info = keypack_flash::device::read(Path::new("/sys"), dev)?;
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    // No /proc/swaps: no swap support in the kernel, so nothing is swap.
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    let policy = safety::Policy {
+        allow_fixed: args.allow_fixed,
+        image_len,
+    };
+    safety::check(device, &info, &mountinfo, &swaps, policy)?;
+    eprint!("{}", describe(device, &info));
+    if !args.yes {
+        confirm(device, &info)?;
+    }
+    let planned = keypack_flash::planned_bytes(&image)?;
+    let label = image
+        .file_name()
+        .map(|n| field(&n.to_string_lossy()))
+        .unwrap_or_default();
+    let bar = keypack_media_ventoy::progress::Progress::bytes(
+        &format!("{label} to {}", field(&info.name)),
+        planned,
+    );
+    let report = keypack_flash::flash(&image, device, &|n| bar.inc(n))?;
+    bar.finish();
+    let w = report.written;
+    eprintln!(
+        "wrote {} bytes ({} data, {} zeros) of the {}-byte image {} to {}; verified {} regions",
+        w.total(),
+        w.data_bytes,
+        w.zero_bytes,
+        report.image_len,
+        image.display(),
+        device.display(),
+        w.regions
+    );
+    match report.reread {
+        Reread::Done => eprintln!("the kernel re-read the partition table"),
+        Reread::NotSupported => eprintln!(
+            "the kernel did not re-read the partition table (EINVAL: a device without partition \
+             scanning, such as a loop device without -P)"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,426 @@
+//! `keypack flash` end to end on loop devices (root only): a real build of the synthetic
+//! Ventoy image written over a device full of stale random bytes, checked from outside
+//! (`fsck.fat`, `mtype`, byte comparison, `keypack inspect` of the device); each refusal
+//! leaves the device's SHA-256 unchanged; the write is sparse.
+//!
+//! The partition and mountinfo checks are also unit-tested in `crates/flash` over a fake
+//! sysfs and fake mountinfo text (a loop device has no partition nodes here).
+
+#[path = "assurance_support/mod.rs"]
+mod support;
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+use support::common::stdout;
+use support::*;
+
+/// A loop device this test attached; detached on drop (never one it did not create).
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path) -> Result<Loop, String> {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .map_err(|e| format!("losetup: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Loop(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A mount this test made; unmounted on drop (before its loop device is detached).
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn prereqs(test: &str) -> bool {
+    if !ventoy_prereqs(test) {
+        return false;
+    }
+    if !is_root() {
+        skip(test, "needs root for loop devices");
+        return false;
+    }
+    for t in ["losetup", "fsck.fat", "mtype"] {
+        if !have(t) {
+            skip(
+                test,
+                &format!("{t} is not installed (util-linux, dosfstools, mtools)"),
+            );
+            return false;
+        }
+    }
+    // Loop devices may be missing (a container without /dev/loop-control).
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    probe.as_file().set_len(1 << 20).unwrap();
+    if let Err(why) = Loop::attach(probe.path()) {
+        skip(test, &format!("cannot attach a loop device: {why}"));
+        return false;
+    }
+    true
+}
+
+struct Setup {
+    repo: Repo,
+    vdir: PathBuf,
+    iso: PathBuf,
+    state: PathBuf,
+}
+
+impl Setup {
+    /// A keys repository, the synthetic Ventoy folder, a 2 MiB ISO and a built image.
+    fn built() -> Setup {
+        let repo = standard_repo();
+        let vdir = ventoy_dir(&repo.scratch());
+        let iso = repo.scratch().join("keypack-nixos.iso");
+        fake_iso(&iso, 2 << 20);
+        let state = repo.tmp.path().join("state");
+        let s = Setup {
+            repo,
+            vdir,
+            iso,
+            state,
+        };
+        let root = s.repo.root();
+        let out = s
+            .cmd(&[
+                "build",
+                "-H",
+                "web1",
+                "-U",
+                "alice",
+                "--keys-repo",
+                root.to_str().unwrap(),
+                "-i",
+                AGE_KEY,
+                "--iso",
+                s.iso.to_str().unwrap(),
+                "--ventoy-dir",
+                s.vdir.to_str().unwrap(),
+                "--seed",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "keypack build: {}", stderr(&out));
+        s
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.repo.command(args);
+        c.env("KEYPACK_STATE_DIR", &self.state);
+        c
+    }
+
+    fn image(&self) -> PathBuf {
+        self.state.join("web1/ventoy.img")
+    }
+
+    fn flash(&self, dev: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["flash", "-H", "web1", dev];
+        args.extend_from_slice(extra);
+        self.cmd(&args).output().unwrap()
+    }
+
+    /// A file of `len` random bytes (stale data of a used stick).
+    fn stale(&self, name: &str, len: u64) -> PathBuf {
+        let path = self.repo.tmp.path().join(name);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ len;
+        let mut buf = vec![0u8; 1 << 20];
+        let f = std::fs::File::create(&path).unwrap();
+        let mut at = 0u64;
+        while at < len {
+            for b in buf.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let n = (len - at).min(buf.len() as u64) as usize;
+            f.write_all_at(&buf[..n], at).unwrap();
+            at += n as u64;
+        }
+        path
+    }
+}
+
+fn sha(path: &str) -> Vec<u8> {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    h.finalize().to_vec()
+}
+
+/// The `N` of `wrote N bytes` on stderr.
+fn written(err: &str) -> u64 {
+    let rest = err
+        .split("wrote ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no summary: {err}"));
+    rest.split(' ').next().unwrap().parse().unwrap()
+}
+
+fn le(b: &[u8], o: usize, n: usize) -> u64 {
+    b[o..o + n]
+        .iter()
+        .rev()
+        .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+}
+
+/// (start, sectors) of MBR partitions 1 and 2.
+fn partitions(img: &[u8]) -> [(u64, u64); 2] {
+    let e = |i: usize| {
+        (
+            le(img, 0x1BE + 16 * i + 8, 4),
+            le(img, 0x1BE + 16 * i + 12, 4),
+        )
+    };
+    [e(0), e(1)]
+}
+
+/// Bytes of a FAT volume's boot sectors, FATs and root folder: the FAT16 root folder area,
+/// or FAT32's first cluster (where a fresh volume keeps its root folder).
+fn fat_meta(img: &[u8], off: usize) -> usize {
+    let b = &img[off..off + 512];
+    let bps = le(b, 11, 2);
+    let fat = if le(b, 22, 2) != 0 {
+        le(b, 22, 2)
+    } else {
+        le(b, 36, 4)
+    };
+    let root = match le(b, 17, 2) {
+        0 => le(b, 13, 1),
+        entries => (entries * 32).div_ceil(bps),
+    };
+    ((le(b, 14, 2) + le(b, 16, 1) * fat + root) * bps) as usize
+}
+
+fn fsck(dev: &str, (start, sectors): (u64, u64), scratch: &Path, name: &str) {
+    let part = scratch.join(name);
+    let f = std::fs::File::create(&part).unwrap();
+    let src = std::fs::File::open(dev).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let (off, len) = (start * 512, sectors * 512);
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        src.read_exact_at(&mut buf[..n], off + at).unwrap();
+        f.write_all_at(&buf[..n], at).unwrap();
+        at += n as u64;
+    }
+    let out = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck.fat -n {name}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn flash_writes_the_image_over_stale_bytes_and_the_stick_checks_clean() {
+    let test = "flash_writes_the_image_over_stale_bytes_and_the_stick_checks_clean";
+    if !prereqs(test) {
+        return;
+    }
+    let s = Setup::built();
+    let img = std::fs::read(s.image()).unwrap();
+    let backing = s.stale("stick", img.len() as u64 + (1 << 20));
+    let lo = Loop::attach(&backing).unwrap();
+    let out = s.flash(&lo.0, &["--allow-fixed", "--yes"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "keypack flash: {err}");
+    assert!(
+        err.contains("transport virtual") && err.contains("partitions: none"),
+        "{err}"
+    );
+    assert!(err.contains("did not re-read the partition table"), "{err}");
+    let dev = std::fs::read(&lo.0).unwrap();
+    // Wherever the image holds data, the device holds the same.
+    for (i, (a, b)) in img.chunks(4096).zip(dev.chunks(4096)).enumerate() {
+        if a.iter().any(|&x| x != 0) {
+            assert!(a == b, "block {i} differs from the image");
+        }
+    }
+    // Must read as zero (as in the image): the first MiB, and both file systems' boot
+    // sectors, FATs and root folder.
+    let [data, efi] = partitions(&img);
+    let mut must = vec![(0usize, 2048 * 512)];
+    for (start, _) in [data, efi] {
+        let off = (start * 512) as usize;
+        must.push((off, off + fat_meta(&img, off)));
+    }
+    for (a, b) in must {
+        assert!(
+            img[a..b] == dev[a..b],
+            "bytes {a}..{b} differ from the image"
+        );
+    }
+    // Past the image: untouched.
+    assert!(dev[img.len()..].iter().any(|&x| x != 0));
+    let scratch = s.repo.scratch();
+    fsck(&lo.0, data, &scratch, "data.part");
+    fsck(&lo.0, efi, &scratch, "efi.part");
+    // The ISO reads back whole through an independent FAT reader.
+    let iso = Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", &format!("{}@@1M", lo.0), "::/keypack-nixos.iso"])
+        .output()
+        .unwrap();
+    assert!(iso.status.success(), "mtype: {}", stderr(&iso));
+    assert!(
+        iso.stdout == std::fs::read(&s.iso).unwrap(),
+        "the ISO on the stick differs"
+    );
+    // keypack inspect reads the stick itself.
+    let out = s.cmd(&["inspect", &lo.0]).output().unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "inspect {}: {text}{}",
+        lo.0,
+        stderr(&out)
+    );
+    assert!(text.contains("etc/ssh/ssh_host_ed25519_key"), "{text}");
+    assert!(text.contains("users/alice/.ssh/id_ed25519"), "{text}");
+}
+
+#[test]
+fn flash_writes_far_less_than_the_image_holds() {
+    let test = "flash_writes_far_less_than_the_image_holds";
+    if !prereqs(test) {
+        return;
+    }
+    let s = Setup::built();
+    let len = std::fs::metadata(s.image()).unwrap().len();
+    assert!(len >= 64 << 20, "the image is {len} bytes");
+    let backing = s.stale("stick", len);
+    let lo = Loop::attach(&backing).unwrap();
+    let out = s.flash(&lo.0, &["--allow-fixed", "--yes"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "keypack flash: {err}");
+    let n = written(&err);
+    // A 2 MiB ISO, a few KiB of bundle, metadata: a small fraction of the image.
+    assert!(n < len / 8, "wrote {n} of {len} bytes: {err}");
+    assert!(n > 2 << 20, "wrote {n} bytes: less than the ISO");
+}
+
+#[test]
+fn flash_refuses_and_leaves_the_device_unchanged() {
+    let test = "flash_refuses_and_leaves_the_device_unchanged";
+    if !prereqs(test) {
+        return;
+    }
+    let s = Setup::built();
+    let len = std::fs::metadata(s.image()).unwrap().len();
+    let backing = s.stale("stick", len + (1 << 20));
+    let lo = Loop::attach(&backing).unwrap();
+    let before = sha(&lo.0);
+    let refused = |dev: &str, extra: &[&str], want: &str| {
+        let out = s.flash(dev, extra);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "flash {extra:?} succeeded: {err}");
+        assert!(
+            err.contains(want),
+            "flash {extra:?}: want {want:?} in: {err}"
+        );
+        assert!(!err.contains("wrote "), "{err}");
+    };
+    // A loop device is neither removable nor on USB.
+    refused(
+        &lo.0,
+        &["--yes"],
+        "is a fixed disk: not removable and not on USB",
+    );
+    refused(&lo.0, &["--yes"], "hint: check `lsblk`");
+    // No terminal (stdin is /dev/null) and no --yes.
+    refused(
+        &lo.0,
+        &["--allow-fixed"],
+        "without confirmation: no terminal to ask on",
+    );
+    // Not a block device.
+    refused(
+        backing.to_str().unwrap(),
+        &["--allow-fixed", "--yes"],
+        "is not a block device",
+    );
+    assert_eq!(sha(&lo.0), before, "a refusal changed the device");
+    drop(lo);
+
+    let small = s.stale("small", len - (1 << 20));
+    let lo = Loop::attach(&small).unwrap();
+    let before = sha(&lo.0);
+    refused(
+        &lo.0,
+        &["--allow-fixed", "--yes"],
+        &format!("less than the image's {len}"),
+    );
+    assert_eq!(
+        sha(&lo.0),
+        before,
+        "the too-small refusal changed the device"
+    );
+    drop(lo);
+
+    // Mounted: an ext4 (or vfat) file system on a loop device, mounted when this machine
+    // allows it (a container may not); read-only, so the file system itself writes nothing.
+    let Some((mkfs, fstype)) = [("mkfs.ext4", "ext4"), ("mkfs.vfat", "vfat")]
+        .into_iter()
+        .find(|(t, _)| have(t))
+    else {
+        return;
+    };
+    let vol = s.stale("mounted", len + (1 << 20));
+    let lo = Loop::attach(&vol).unwrap();
+    let mut mk = Command::new(mkfs);
+    if fstype == "ext4" {
+        mk.args(["-q", "-F"]);
+    }
+    let mk = mk.arg(&lo.0).output().unwrap();
+    assert!(mk.status.success(), "{mkfs}: {}", stderr(&mk));
+    let point = s.repo.tmp.path().join("mnt");
+    std::fs::create_dir_all(&point).unwrap();
+    let m = Command::new("mount")
+        .args(["-o", "ro", "-t", fstype, &lo.0])
+        .arg(&point)
+        .output()
+        .unwrap();
+    if !m.status.success() {
+        eprintln!(
+            "KEYPACK-NOTE: {test}: cannot mount here ({}): mounted check only in unit tests",
+            stderr(&m).trim()
+        );
+        return;
+    }
+    let mounted = Mount(point.clone());
+    let before = sha(&lo.0);
+    refused(
+        &lo.0,
+        &["--allow-fixed", "--yes"],
+        &format!("is mounted on {}", point.display()),
+    );
+    assert_eq!(sha(&lo.0), before, "the mounted refusal changed the device");
+    drop(mounted);
+    drop(lo);
+}
