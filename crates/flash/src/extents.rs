@@ -291,6 +291,70 @@ mod tests {
         );
     }
 
+    /// An MBR disk with one FAT16 partition at sector 2048 (1 reserved sector, two 32-sector
+    /// FATs, a 512-entry root folder, 8000 one-sector clusters) where only cluster 2 is in use;
+    /// everything but the MBR, the boot sector and the FAT's first bytes is a hole.
+    fn fat16_disk(f: &File) -> (u64, u64) {
+        let part = 2048 * 512;
+        let total = 1 + 64 + 32 + 8000u64;
+        f.set_len(part + total * 512).unwrap();
+        let mut mbr = [0u8; 512];
+        mbr[0x1BE + 4] = 0x0E;
+        mbr[0x1BE + 8..0x1BE + 12].copy_from_slice(&2048u32.to_le_bytes());
+        mbr[0x1BE + 12..0x1BE + 16].copy_from_slice(&(total as u32).to_le_bytes());
+        mbr[510..].copy_from_slice(&[0x55, 0xAA]);
+        f.write_all_at(&mbr, 0).unwrap();
+        let mut bs = [0u8; 512];
+        bs[11..13].copy_from_slice(&512u16.to_le_bytes());
+        bs[13] = 1;
+        bs[14..16].copy_from_slice(&1u16.to_le_bytes());
+        bs[16] = 2;
+        bs[17..19].copy_from_slice(&512u16.to_le_bytes());
+        bs[19..21].copy_from_slice(&(total as u16).to_le_bytes());
+        bs[22..24].copy_from_slice(&32u16.to_le_bytes());
+        bs[510..].copy_from_slice(&[0x55, 0xAA]);
+        f.write_all_at(&bs, part).unwrap();
+        // Entries 0 and 1 reserved, cluster 2 end-of-chain, the rest free.
+        f.write_all_at(&[0xF8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], part + 512)
+            .unwrap();
+        let cluster2 = part + 97 * 512;
+        (cluster2, part + total * 512)
+    }
+
+    #[test]
+    fn holes_are_zeroed_except_in_free_clusters() {
+        let t = tempfile::tempdir().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(t.path().join("img"))
+            .unwrap();
+        let (cluster2, end) = fat16_disk(&f);
+        let p = plan(&f, end).unwrap();
+        // Regions are disjoint: [a, b) is covered when their overlaps with it add up to b - a.
+        let covers = |a: u64, b: u64| {
+            p.iter()
+                .map(|r| r.end.min(b).saturating_sub(r.start.max(a)))
+                .sum::<u64>()
+                == b - a
+        };
+        // The first MiB, the FATs, the root folder and the used cluster (all holes) get zeros.
+        assert!(covers(512, 1 << 20), "{p:?}");
+        assert!(covers(cluster2 - 32 * 512, cluster2 + 512), "{p:?}");
+        // No free cluster (3 and later) is written.
+        assert!(
+            p.iter().all(|r| r.end <= cluster2 + 512 || r.start >= end),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .filter(|r| r.kind == Kind::Data)
+                .all(|r| r.end <= (1 << 20) + 4096)
+        );
+    }
+
     #[test]
     fn no_table_means_everything_is_written() {
         let t = tempfile::tempdir().unwrap();

@@ -41,6 +41,10 @@ pub struct FlashArgs {
     /// The disk image to write [default: the last build's, from the host's boot.json]
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
+    /// Also print one JSON document on stdout when done: `device`, `image`, `image_bytes`,
+    /// `written_bytes`, `data_bytes`, `zero_bytes`, `regions_verified`, `partition_table_reread`
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The image to write: `--image`, or the disk of the last build's boot description.
@@ -193,6 +197,19 @@ pub fn flash(args: FlashArgs) -> Result<ExitCode> {
         device.display(),
         w.regions
     );
+    if args.json {
+        let doc = serde_json::json!({
+            "device": device,
+            "image": image,
+            "image_bytes": report.image_len,
+            "written_bytes": w.total(),
+            "data_bytes": w.data_bytes,
+            "zero_bytes": w.zero_bytes,
+            "regions_verified": w.regions,
+            "partition_table_reread": report.reread == Reread::Done,
+        });
+        println!("{doc}");
+    }
     match report.reread {
         Reread::Done => eprintln!("the kernel re-read the partition table"),
         Reread::NotSupported => eprintln!(
