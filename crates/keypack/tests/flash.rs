@@ -84,8 +84,13 @@ struct Setup {
 }
 
 impl Setup {
-    /// A keys repository, the synthetic Ventoy folder, a 2 MiB ISO and a built image.
+    /// A keys repository, the synthetic Ventoy folder, a 4 MiB ISO and a built image.
     fn built() -> Setup {
+        Setup::built_with(&[])
+    }
+
+    /// [`Setup::built`] with more `keypack build` flags.
+    fn built_with(extra: &[&str]) -> Setup {
         let repo = standard_repo();
         let vdir = ventoy_dir(&repo.scratch());
         let iso = repo.scratch().join("keypack-nixos.iso");
@@ -126,6 +131,7 @@ impl Setup {
                 "--seed",
                 "1",
             ])
+            .args(extra)
             .output()
             .unwrap();
         assert!(out.status.success(), "keypack build: {}", stderr(&out));
@@ -441,4 +447,101 @@ fn flash_refuses_and_leaves_the_device_unchanged() {
     assert_eq!(sha(&lo.0), before, "the mounted refusal changed the device");
     drop(mounted);
     drop(lo);
+}
+
+/// A GPT image: the backup header and entries at the image's end, outside every partition,
+/// reach the stick (the stale bytes there would otherwise be a corrupt backup GPT).
+#[test]
+fn flash_writes_a_gpt_image_with_its_backup_table() {
+    let test = "flash_writes_a_gpt_image_with_its_backup_table";
+    if !prereqs(test) {
+        return;
+    }
+    let s = Setup::built_with(&["--gpt"]);
+    let img = std::fs::read(s.image()).unwrap();
+    assert_eq!(img[0x1BE + 4], 0xEE, "not a GPT image");
+    let backing = s.stale("stick", img.len() as u64 + (1 << 20));
+    let lo = Loop::attach(&backing).unwrap();
+    let out = s.flash(&lo.0, &["--allow-fixed", "--yes"]);
+    assert!(out.status.success(), "keypack flash: {}", stderr(&out));
+    let dev = std::fs::read(&lo.0).unwrap();
+    let tail = img.len() - 33 * 512;
+    assert!(img[tail..] == dev[tail..img.len()], "backup GPT differs");
+    assert!(img[..1 << 20] == dev[..1 << 20], "first MiB differs");
+    let out = s.cmd(&["inspect", &lo.0]).output().unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "inspect {}: {text}{}",
+        lo.0,
+        stderr(&out)
+    );
+    assert!(text.contains("Ventoy disk, Gpt"), "{text}");
+    if have("sfdisk") {
+        // sfdisk checks both GPT copies (of the image's size: give it the image region).
+        let part = s.repo.scratch().join("gpt.img");
+        std::fs::write(&part, &dev[..img.len()]).unwrap();
+        let out = Command::new("sfdisk")
+            .args(["--verify"])
+            .arg(&part)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            out.status.success() && !text.contains("corrupt"),
+            "sfdisk --verify: {text}"
+        );
+    }
+}
+
+/// On a terminal the user must type the device's name: anything else writes nothing.
+#[test]
+fn flash_on_a_terminal_asks_for_the_device_name() {
+    let test = "flash_on_a_terminal_asks_for_the_device_name";
+    if !prereqs(test) {
+        return;
+    }
+    if !have("script") {
+        skip(test, "script is not installed (util-linux)");
+        return;
+    }
+    let s = Setup::built();
+    let len = std::fs::metadata(s.image()).unwrap().len();
+    let backing = s.stale("stick", len);
+    let lo = Loop::attach(&backing).unwrap();
+    let before = sha(&lo.0);
+    let on_pty = |answer: &str| {
+        let cmd = s.cmd(&["flash", "-H", "web1", &lo.0, "--allow-fixed"]);
+        let mut line = String::from(KEYPACK);
+        for a in cmd.get_args() {
+            line.push(' ');
+            line.push_str(a.to_str().unwrap());
+        }
+        let mut pty = Command::new("script");
+        pty.args(["-qec", &line, "/dev/null"]).env("TERM", "dumb");
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                pty.env(k, v);
+            }
+        }
+        let mut child = pty
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Answer once the question is up; script passes the line to the terminal.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), answer.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+    let shown = on_pty("sdz\n");
+    assert!(shown.contains("type its name (loop"), "{shown}");
+    assert!(shown.contains("not confirmed"), "{shown}");
+    assert_eq!(sha(&lo.0), before, "a declined flash changed the device");
+    let name = lo.0.trim_start_matches("/dev/").to_owned();
+    let shown = on_pty(&format!("{name}\n"));
+    assert!(shown.contains("wrote "), "{shown}");
+    assert!(sha(&lo.0) != before, "a confirmed flash wrote nothing");
 }
