@@ -86,6 +86,17 @@ pub enum FlashError {
         /// The path given.
         device: PathBuf,
     },
+    /// The path names another device than the one checked (a stick pulled and another
+    /// plugged in, a `/dev/disk/by-…` link that moved) between the checks and the open.
+    #[error("{device} is no longer the device that was checked ({checked}, now {now})")]
+    Changed {
+        /// The path given.
+        device: PathBuf,
+        /// The device number checked.
+        checked: String,
+        /// The device number opened.
+        now: String,
+    },
     /// No terminal to ask on, and no `--yes`.
     #[error("refusing to overwrite {device} without confirmation: no terminal to ask on")]
     NoTerminal {
@@ -138,6 +149,9 @@ impl FlashError {
                 "check `lsblk` that this is the stick; pass --allow-fixed to write to a fixed disk anyway"
             }
             FlashError::TooSmall { .. } => "use a larger stick",
+            FlashError::Changed { .. } => {
+                "run it again: the device is checked and shown again before anything is written"
+            }
             FlashError::NoTerminal { .. } => "run it on a terminal, or pass --yes",
             FlashError::VerifyMismatch { .. } => {
                 "the stick may be failing or fake (less capacity than it reports): try another"

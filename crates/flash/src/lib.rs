@@ -26,7 +26,7 @@ pub mod safety;
 pub mod write;
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 pub use error::FlashError;
@@ -71,9 +71,15 @@ pub fn len_of(file: &File, path: &Path) -> Result<u64, FlashError> {
 }
 
 /// Writes `image` onto `device`, which the caller has already checked ([`safety::check`]) and
-/// confirmed with the user: exclusive open, size check again on the open device, the plan of
-/// [`extents::plan`], write, fsync, verify, `BLKRRPART`.
-pub fn flash(image: &Path, device: &Path, progress: &dyn Fn(u64)) -> Result<Report, FlashError> {
+/// confirmed with the user as device number `checked`: exclusive open, the open device is
+/// still `checked` and large enough, the plan of [`extents::plan`], write, fsync, verify,
+/// `BLKRRPART`.
+pub fn flash(
+    image: &Path,
+    device: &Path,
+    checked: device::DevNum,
+    progress: &dyn Fn(u64),
+) -> Result<Report, FlashError> {
     let img = File::open(image).map_err(|e| FlashError::io("opening", image, e))?;
     let image_len = img
         .metadata()
@@ -81,6 +87,22 @@ pub fn flash(image: &Path, device: &Path, progress: &dyn Fn(u64)) -> Result<Repo
         .len();
     let plan = extents::plan(&img, image_len).map_err(|e| FlashError::io("reading", image, e))?;
     let dev = open_exclusive(device)?;
+    // The checks and the user's answer were about `checked`: the path must still open it
+    // (fstat of the open fd, so no later swap of the path matters).
+    let meta = dev
+        .metadata()
+        .map_err(|e| FlashError::io("reading", device, e))?;
+    let now = device::DevNum {
+        major: rustix::fs::major(meta.rdev()),
+        minor: rustix::fs::minor(meta.rdev()),
+    };
+    if !meta.file_type().is_block_device() || now != checked {
+        return Err(FlashError::Changed {
+            device: device.to_path_buf(),
+            checked: checked.to_string(),
+            now: now.to_string(),
+        });
+    }
     // sysfs said it is large enough; the open device has the last word.
     let device_len = len_of(&dev, device)?;
     if device_len < image_len {
@@ -109,4 +131,31 @@ pub fn planned_bytes(image: &Path) -> Result<u64, FlashError> {
         .len();
     let plan = extents::plan(&img, len).map_err(|e| FlashError::io("reading", image, e))?;
     Ok(plan.iter().map(|r| r.end - r.start).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The path must still open the device that was checked: anything else (here a regular
+    /// file standing where the device was) is refused before a byte is written.
+    #[test]
+    fn a_path_that_no_longer_opens_the_checked_device_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let image = t.path().join("image");
+        std::fs::write(&image, vec![1u8; 8192]).unwrap();
+        let target = t.path().join("sdb");
+        std::fs::write(&target, vec![0xAAu8; 16384]).unwrap();
+        let checked = device::DevNum {
+            major: 8,
+            minor: 16,
+        };
+        let err = flash(&image, &target, checked, &|_| {}).unwrap_err();
+        assert!(matches!(err, FlashError::Changed { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no longer the device that was checked (8:16")
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), vec![0xAAu8; 16384]);
+    }
 }

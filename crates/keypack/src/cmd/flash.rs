@@ -184,7 +184,7 @@ pub fn flash(args: FlashArgs) -> Result<ExitCode> {
         &format!("{label} to {}", field(&info.name)),
         planned,
     );
-    let report = keypack_flash::flash(&image, device, &|n| bar.inc(n))?;
+    let report = keypack_flash::flash(&image, device, dev, &|n| bar.inc(n))?;
     bar.finish();
     let w = report.written;
     eprintln!(
