@@ -119,6 +119,16 @@ pub enum FlashError {
         /// End of the region (exclusive).
         end: u64,
     },
+    /// `--verify-only`: the device does not hold what a flash of the image would write.
+    #[error("{device} differs from the image in bytes {start}..{end} (a region a flash writes)")]
+    Differs {
+        /// The path given.
+        device: PathBuf,
+        /// First byte of the first differing region.
+        start: u64,
+        /// End of that region (exclusive).
+        end: u64,
+    },
 }
 
 impl FlashError {
@@ -155,6 +165,9 @@ impl FlashError {
             FlashError::NoTerminal { .. } => "run it on a terminal, or pass --yes",
             FlashError::VerifyMismatch { .. } => {
                 "the stick may be failing or fake (less capacity than it reports): try another"
+            }
+            FlashError::Differs { .. } => {
+                "the stick holds another build (or was changed): flash it again, without --verify-only"
             }
             _ => return None,
         })

@@ -7,7 +7,8 @@
 //! - [`device`]: what the device is, from sysfs (through a root folder, for tests);
 //! - [`safety`]: the refusals (partition, mounted, swap, held, fixed, too small);
 //! - [`extents`]: what to write (data extents, and zeros where a hole must read as zero);
-//! - [`write`]: large aligned writes, one fsync, read-back verify by SHA-256 per region.
+//! - [`write`]: large aligned writes, one fsync, read-back verify by SHA-256 per region;
+//!   [`write::compare`] for [`verify_only`] (`--verify-only`: the same regions, nothing written).
 //!
 //! Does **not**: write a regular file (use `cp --sparse`), choose the device for the user,
 //! update a stick in place (`keypack media update`), or parse exFAT (written whole).
@@ -86,7 +87,30 @@ pub fn flash(
         .map_err(|e| FlashError::io("reading", image, e))?
         .len();
     let plan = extents::plan(&img, image_len).map_err(|e| FlashError::io("reading", image, e))?;
-    let dev = open_exclusive(device)?;
+    let dev = open_checked(device, checked, image_len, true)?;
+    let written = write::write_and_verify(&img, image, &dev, device, &plan, progress)?;
+    let reread = rrpart::reread(&dev)
+        .map_err(|e| FlashError::io("re-reading the partition table of", device, e))?;
+    Ok(Report {
+        image_len,
+        written,
+        reread,
+    })
+}
+
+/// Opens `device` (read-only, or read-write with `O_EXCL`) and checks it is still the device
+/// `checked` and holds at least `image_len` bytes.
+fn open_checked(
+    device: &Path,
+    checked: device::DevNum,
+    image_len: u64,
+    write: bool,
+) -> Result<File, FlashError> {
+    let dev = if write {
+        open_exclusive(device)?
+    } else {
+        File::open(device).map_err(|e| FlashError::io("opening", device, e))?
+    };
     // The checks and the user's answer were about `checked`: the path must still open it
     // (fstat of the open fd, so no later swap of the path matters).
     let meta = dev
@@ -112,13 +136,46 @@ pub fn flash(
             image_len,
         });
     }
-    let written = write::write_and_verify(&img, image, &dev, device, &plan, progress)?;
-    let reread = rrpart::reread(&dev)
-        .map_err(|e| FlashError::io("re-reading the partition table of", device, e))?;
-    Ok(Report {
+    Ok(dev)
+}
+
+/// Outcome of [`verify_only`]: the device holds what a flash of the image would write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Length of the image.
+    pub image_len: u64,
+    /// Regions compared (those [`flash`] would write).
+    pub regions: usize,
+    /// Bytes compared.
+    pub bytes: u64,
+}
+
+/// Checks, without writing, that `device` (already checked, [`safety::check`], as device
+/// number `checked`) holds what [`flash`] would write for `image`: the same plan
+/// ([`extents::plan`]), compared region by region by SHA-256 ([`write::compare`]). The first
+/// differing region is [`FlashError::VerifyMismatch`]. Opened read-only: nothing is written.
+pub fn verify_only(
+    image: &Path,
+    device: &Path,
+    checked: device::DevNum,
+) -> Result<Verified, FlashError> {
+    let img = File::open(image).map_err(|e| FlashError::io("opening", image, e))?;
+    let image_len = img
+        .metadata()
+        .map_err(|e| FlashError::io("reading", image, e))?
+        .len();
+    let plan = extents::plan(&img, image_len).map_err(|e| FlashError::io("reading", image, e))?;
+    let dev = open_checked(device, checked, image_len, false)?;
+    let regions = write::compare(&img, image, &dev, device, &plan).map_err(|e| match e {
+        FlashError::VerifyMismatch { device, start, end } => {
+            FlashError::Differs { device, start, end }
+        }
+        e => e,
+    })?;
+    Ok(Verified {
         image_len,
-        written,
-        reread,
+        regions,
+        bytes: plan.iter().map(|r| r.end - r.start).sum(),
     })
 }
 
@@ -157,5 +214,7 @@ mod tests {
                 .contains("no longer the device that was checked (8:16")
         );
         assert_eq!(std::fs::read(&target).unwrap(), vec![0xAAu8; 16384]);
+        let err = verify_only(&image, &target, checked).unwrap_err();
+        assert!(matches!(err, FlashError::Changed { .. }), "{err}");
     }
 }

@@ -112,6 +112,51 @@ pub fn write_and_verify(
     Ok(done)
 }
 
+/// Compares `dev` with what [`write_and_verify`] would write there for `plan` (image data,
+/// or zeros), region by region by SHA-256, reading the device past its page cache; writes
+/// nothing. Returns the number of regions compared, or [`FlashError::VerifyMismatch`] naming
+/// the first region that differs.
+pub fn compare(
+    image: &File,
+    image_path: &Path,
+    dev: &File,
+    dev_path: &Path,
+    plan: &[Region],
+) -> Result<usize, FlashError> {
+    let mut want_buf = vec![0u8; CHUNK as usize];
+    let mut got_buf = vec![0u8; CHUNK as usize];
+    // Cached pages may be stale copies (a device written through another path): read the
+    // stick. DONTNEED drops clean pages only, so nothing queued for writing is lost.
+    rustix::fs::fadvise(dev, 0, None, rustix::fs::Advice::DontNeed)
+        .map_err(|e| FlashError::io("dropping the cache of", dev_path, e.into()))?;
+    for r in plan {
+        let mut want = Sha256::new();
+        let mut got = Sha256::new();
+        for (at, n) in pieces(r) {
+            let w = &mut want_buf[..n];
+            match r.kind {
+                Kind::Data => image
+                    .read_exact_at(w, at)
+                    .map_err(|e| FlashError::io("reading", image_path, e))?,
+                Kind::Zero => w.fill(0),
+            }
+            want.update(&*w);
+            let g = &mut got_buf[..n];
+            dev.read_exact_at(g, at)
+                .map_err(|e| FlashError::io("reading", dev_path, e))?;
+            got.update(&*g);
+        }
+        if want.finalize() != got.finalize() {
+            return Err(FlashError::VerifyMismatch {
+                device: dev_path.to_path_buf(),
+                start: r.start,
+                end: r.end,
+            });
+        }
+    }
+    Ok(plan.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +173,80 @@ mod tests {
             p,
             [(CHUNK - 10, 10), (CHUNK, CHUNK as usize), (2 * CHUNK, 5)]
         );
+    }
+
+    #[test]
+    fn compare_finds_the_first_differing_region_and_writes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let img_path = t.path().join("img");
+        let dev_path = t.path().join("dev");
+        let mut img = vec![0u8; 3 << 20];
+        img[1 << 20..(1 << 20) + 8192].fill(7);
+        std::fs::write(&img_path, &img).unwrap();
+        let mut dev = img.clone();
+        dev[(2 << 20) + 5] = 0xAA; // outside the plan: not compared
+        std::fs::write(&dev_path, &dev).unwrap();
+        let plan = [
+            Region {
+                start: 0,
+                end: 4096,
+                kind: Kind::Zero,
+            },
+            Region {
+                start: 1 << 20,
+                end: (1 << 20) + 8192,
+                kind: Kind::Data,
+            },
+        ];
+        let open = |p: &Path| File::open(p).unwrap();
+        let n = compare(
+            &open(&img_path),
+            &img_path,
+            &open(&dev_path),
+            &dev_path,
+            &plan,
+        )
+        .unwrap();
+        assert_eq!(n, 2);
+        // One byte flipped in the data region, one in the zero region: the first is named.
+        dev[(1 << 20) + 100] ^= 1;
+        dev[10] = 1;
+        std::fs::write(&dev_path, &dev).unwrap();
+        let err = compare(
+            &open(&img_path),
+            &img_path,
+            &open(&dev_path),
+            &dev_path,
+            &plan,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FlashError::VerifyMismatch {
+                    start: 0,
+                    end: 4096,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        dev[10] = 0;
+        std::fs::write(&dev_path, &dev).unwrap();
+        let err = compare(
+            &open(&img_path),
+            &img_path,
+            &open(&dev_path),
+            &dev_path,
+            &plan,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, FlashError::VerifyMismatch { start, end, .. }
+                if start == 1 << 20 && end == (1 << 20) + 8192),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&dev_path).unwrap(), dev);
     }
 
     #[test]

@@ -545,3 +545,77 @@ fn flash_on_a_terminal_asks_for_the_device_name() {
     assert!(shown.contains("wrote "), "{shown}");
     assert!(sha(&lo.0) != before, "a confirmed flash wrote nothing");
 }
+
+/// The `(start, end)` of `bytes A..B` in a differs message.
+fn region_of(err: &str) -> (u64, u64) {
+    let rest = err
+        .split("in bytes ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no region: {err}"));
+    let r = rest.split(' ').next().unwrap();
+    let (a, b) = r.split_once("..").unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+/// `--verify-only` after a flash passes; one byte flipped inside the ISO's data fails naming
+/// the region holding it; the device's SHA-256 is unchanged by either run.
+#[test]
+fn flash_verify_only_passes_after_a_flash_and_names_a_flipped_region() {
+    let test = "flash_verify_only_passes_after_a_flash_and_names_a_flipped_region";
+    if !prereqs(test) {
+        return;
+    }
+    let s = Setup::built();
+    let img = std::fs::read(s.image()).unwrap();
+    let backing = s.stale("stick", img.len() as u64 + (1 << 20));
+    let lo = Loop::attach(&backing).unwrap();
+    // Before any flash: stale bytes differ.
+    let before = sha(&lo.0);
+    let out = s.flash(&lo.0, &["--allow-fixed", "--verify-only"]);
+    assert!(!out.status.success(), "verify of stale bytes passed");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(sha(&lo.0), before, "--verify-only changed the device");
+    let out = s.flash(&lo.0, &["--allow-fixed", "--yes"]);
+    assert!(out.status.success(), "keypack flash: {}", stderr(&out));
+    let flashed = sha(&lo.0);
+    let out = s.flash(&lo.0, &["--allow-fixed", "--verify-only", "--json"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "--verify-only after a flash: {err}");
+    assert!(
+        err.contains("verified ") && !err.contains("wrote "),
+        "{err}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["equal"], true, "{doc}");
+    assert!(doc["regions_verified"].as_u64().unwrap() > 0, "{doc}");
+    assert_eq!(sha(&lo.0), flashed, "--verify-only changed the device");
+
+    // One byte inside the ISO (a data region of the image).
+    let iso = std::fs::read(&s.iso).unwrap();
+    let at = (0..img.len() - 4096)
+        .step_by(512)
+        .find(|&o| img[o..o + 4096] == iso[..4096])
+        .expect("the ISO's first block is in the image") as u64
+        + 100;
+    let dev = std::fs::OpenOptions::new().write(true).open(&lo.0).unwrap();
+    let mut b = [0u8; 1];
+    std::fs::File::open(&lo.0)
+        .unwrap()
+        .read_exact_at(&mut b, at)
+        .unwrap();
+    dev.write_all_at(&[b[0] ^ 0x01], at).unwrap();
+    dev.sync_all().unwrap();
+    drop(dev);
+    let flipped = sha(&lo.0);
+    let out = s.flash(&lo.0, &["--allow-fixed", "--verify-only"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("differs from the image in bytes"), "{err}");
+    assert!(err.contains("hint: the stick holds another build"), "{err}");
+    let (start, end) = region_of(&err);
+    assert!(
+        start <= at && at < end,
+        "byte {at} is not in {start}..{end}: {err}"
+    );
+    assert_eq!(sha(&lo.0), flipped, "--verify-only changed the device");
+}

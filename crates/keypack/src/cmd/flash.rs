@@ -41,6 +41,10 @@ pub struct FlashArgs {
     /// The disk image to write [default: the last build's, from the host's boot.json]
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
+    /// Write nothing: check that the device holds what a flash would write (the same regions,
+    /// compared by SHA-256); exit 1 naming the first differing region
+    #[arg(long, conflicts_with = "yes")]
+    pub verify_only: bool,
     /// Also print one JSON document on stdout when done: `device`, `image`, `image_bytes`,
     /// `written_bytes`, `data_bytes`, `zero_bytes`, `regions_verified`, `partition_table_reread`
     #[arg(long)]
@@ -153,6 +157,34 @@ fn confirm(device: &Path, info: &DeviceInfo) -> Result<(), FlashError> {
     }
 }
 
+/// `keypack flash --verify-only`: the same checks as a flash (a mounted stick is refused too:
+/// its file system may change blocks while they are compared), no confirmation (nothing is
+/// written; the device is opened read-only).
+fn verify_only(args: &FlashArgs, image: &Path, dev: DevNum) -> Result<ExitCode> {
+    let device = &args.device;
+    let v = keypack_flash::verify_only(image, device, dev)?;
+    eprintln!(
+        "verified {}: it holds the {}-byte image {} ({} regions, {} bytes compared by SHA-256)",
+        device.display(),
+        v.image_len,
+        image.display(),
+        v.regions,
+        v.bytes
+    );
+    if args.json {
+        let doc = serde_json::json!({
+            "device": device,
+            "image": image,
+            "image_bytes": v.image_len,
+            "equal": true,
+            "regions_verified": v.regions,
+            "compared_bytes": v.bytes,
+        });
+        println!("{doc}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `keypack flash`.
 pub fn flash(args: FlashArgs) -> Result<ExitCode> {
     let image = image_of(&args)?;
@@ -172,6 +204,9 @@ pub fn flash(args: FlashArgs) -> Result<ExitCode> {
     };
     safety::check(device, &info, &mountinfo, &swaps, policy)?;
     eprint!("{}", describe(device, &info));
+    if args.verify_only {
+        return verify_only(&args, &image, dev);
+    }
     if !args.yes {
         confirm(device, &info)?;
     }
