@@ -129,6 +129,17 @@ pub enum FlashError {
         /// End of that region (exclusive).
         end: u64,
     },
+    /// `--keys-only`: the stick does not hold the same build's ISO (or is not a Ventoy stick).
+    #[error("{device} does not hold the same build as the image: {why}")]
+    NotSameBuild {
+        /// The path given.
+        device: PathBuf,
+        /// What differs.
+        why: String,
+    },
+    /// Reading the image's Ventoy layout, or switching a file on the stick, failed.
+    #[error(transparent)]
+    Ventoy(Box<keypack_media_ventoy::VentoyError>),
 }
 
 impl FlashError {
@@ -168,6 +179,9 @@ impl FlashError {
             }
             FlashError::Differs { .. } => {
                 "the stick holds another build (or was changed): flash it again, without --verify-only"
+            }
+            FlashError::NotSameBuild { .. } => {
+                "--keys-only needs a stick flashed from this build's ISO: flash it without --keys-only"
             }
             _ => return None,
         })

@@ -7,11 +7,12 @@
 //! - [`device`]: what the device is, from sysfs (through a root folder, for tests);
 //! - [`safety`]: the refusals (partition, mounted, swap, held, fixed, too small);
 //! - [`extents`]: what to write (data extents, and zeros where a hole must read as zero);
+//! - `keys_only`: [`flash_keys_only`], the bundle switched onto a stick of the same build;
 //! - [`write`]: large aligned writes, one fsync, read-back verify by SHA-256 per region;
 //!   [`write::compare`] for [`verify_only`] (`--verify-only`: the same regions, nothing written).
 //!
 //! Does **not**: write a regular file (use `cp --sparse`), choose the device for the user,
-//! update a stick in place (`keypack media update`), or parse exFAT (written whole).
+//! update a stick's ISO in place (`keypack media update`), or parse exFAT (written whole).
 //!
 //! Why an exclusive open ([`open_exclusive`]): for a block device `O_EXCL` fails with EBUSY
 //! while it or a partition is mounted, and stops an automounter from mounting it during the
@@ -22,6 +23,7 @@
 pub mod device;
 mod error;
 pub mod extents;
+mod keys_only;
 mod rrpart;
 pub mod safety;
 pub mod write;
@@ -31,6 +33,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 pub use error::FlashError;
+pub use keys_only::KeysOnly;
 pub use rrpart::Reread;
 pub use write::Written;
 
@@ -177,6 +180,24 @@ pub fn verify_only(
         regions,
         bytes: plan.iter().map(|r| r.end - r.start).sum(),
     })
+}
+
+/// `--keys-only`: `device` (already checked and confirmed as device number `checked`) must hold
+/// the same build as `image` (partitions, partition 2, the ISO); then only the image's bundle
+/// and `ventoy.json` are switched onto it, crash-consistent (see `keys_only.rs`). Exclusive
+/// open, as for [`flash`]; nothing is written before the same-build check passes.
+pub fn flash_keys_only(
+    image: &Path,
+    device: &Path,
+    checked: device::DevNum,
+) -> Result<KeysOnly, FlashError> {
+    let img = File::open(image).map_err(|e| FlashError::io("opening", image, e))?;
+    let image_len = img
+        .metadata()
+        .map_err(|e| FlashError::io("reading", image, e))?
+        .len();
+    let dev = open_checked(device, checked, image_len, true)?;
+    keys_only::keys_only(&img, image, &dev, device)
 }
 
 /// Bytes [`flash`] will write for `image` (for a progress bar's length).

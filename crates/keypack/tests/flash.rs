@@ -112,22 +112,29 @@ impl Setup {
             iso,
             state,
         };
-        let root = s.repo.root();
-        let out = s
+        s.build("alice", extra);
+        s
+    }
+
+    /// `keypack build` of web1 for `user` (the second run for the same ISO is the keys-only
+    /// rebuild of the image in place).
+    fn build(&self, user: &str, extra: &[&str]) {
+        let root = self.repo.root();
+        let out = self
             .cmd(&[
                 "build",
                 "-H",
                 "web1",
                 "-U",
-                "alice",
+                user,
                 "--keys-repo",
                 root.to_str().unwrap(),
                 "-i",
                 AGE_KEY,
                 "--iso",
-                s.iso.to_str().unwrap(),
+                self.iso.to_str().unwrap(),
                 "--ventoy-dir",
-                s.vdir.to_str().unwrap(),
+                self.vdir.to_str().unwrap(),
                 "--seed",
                 "1",
             ])
@@ -135,7 +142,6 @@ impl Setup {
             .output()
             .unwrap();
         assert!(out.status.success(), "keypack build: {}", stderr(&out));
-        s
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -618,4 +624,107 @@ fn flash_verify_only_passes_after_a_flash_and_names_a_flipped_region() {
         "byte {at} is not in {start}..{end}: {err}"
     );
     assert_eq!(sha(&lo.0), flipped, "--verify-only changed the device");
+}
+
+/// Bytes written to a loop device so far (sysfs `stat`, field 7: sectors written).
+fn bytes_written(dev: &str) -> u64 {
+    let name = dev.trim_start_matches("/dev/");
+    let stat = std::fs::read_to_string(format!("/sys/block/{name}/stat")).unwrap();
+    let sectors: u64 = stat.split_whitespace().nth(6).unwrap().parse().unwrap();
+    sectors * 512
+}
+
+/// `--keys-only`: a stick flashed with a build gets only the new bundle after a keys-only
+/// rebuild (alice replaced by bob): `keypack inspect` of the stick shows the image's new
+/// entries, alice's key is nowhere on the device, a few hundred KiB at most are written. A
+/// stick whose ISO differs is refused and left unchanged.
+#[test]
+fn flash_keys_only_switches_the_new_bundle_onto_a_stick_of_the_same_build() {
+    let test = "flash_keys_only_switches_the_new_bundle_onto_a_stick_of_the_same_build";
+    if !prereqs(test) {
+        return;
+    }
+    let s = Setup::built();
+    let len = std::fs::metadata(s.image()).unwrap().len();
+    let backing = s.stale("stick", len + (1 << 20));
+    let lo = Loop::attach(&backing).unwrap();
+    // The counters of a loop device outlive its attachments: differences only.
+    let start = bytes_written(&lo.0);
+    let out = s.flash(&lo.0, &["--allow-fixed", "--yes"]);
+    assert!(out.status.success(), "keypack flash: {}", stderr(&out));
+    let first = bytes_written(&lo.0);
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(s.image()).unwrap());
+    s.build("bob", &[]);
+    assert_eq!(
+        ino,
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(s.image()).unwrap()),
+        "the rebuild was not keys-only"
+    );
+    let out = s.flash(&lo.0, &["--allow-fixed", "--yes", "--keys-only", "--json"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "flash --keys-only: {err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["same_files"][0], "/keypack-nixos.iso", "{doc}");
+    let wrote = bytes_written(&lo.0) - first;
+    assert!(
+        wrote < 512 << 10,
+        "--keys-only wrote {wrote} bytes (the full flash wrote {}): {err}",
+        first - start
+    );
+    eprintln!(
+        "KEYPACK-NOTE: {test}: --keys-only wrote {wrote} bytes, the full flash {}",
+        first - start
+    );
+    let show = |path: &str| {
+        let out = s.cmd(&["inspect", path]).output().unwrap();
+        assert!(out.status.success(), "inspect {path}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let on_stick = show(&lo.0);
+    assert!(on_stick.contains("users/bob/.ssh/id_ed25519"), "{on_stick}");
+    assert!(!on_stick.contains("users/alice/"), "{on_stick}");
+    // The entries and fingerprints are the image's (lines naming the file itself aside).
+    let entries = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.contains("SHA256:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let want = entries(&show(s.image().to_str().unwrap()));
+    assert!(!want.is_empty(), "no fingerprints shown");
+    assert_eq!(entries(&on_stick), want);
+    let dev = std::fs::read(&lo.0).unwrap();
+    let alice = Secrets::from_pems(&[("alice", s.repo.alice.private.as_str())]);
+    assert_eq!(
+        alice.find_deep(&dev),
+        None,
+        "alice's key is still on the stick"
+    );
+
+    // Another ISO on the stick (one byte of it changed): refused, nothing written.
+    let iso = std::fs::read(&s.iso).unwrap();
+    let img = std::fs::read(s.image()).unwrap();
+    let at = (0..img.len() - 4096)
+        .step_by(512)
+        .find(|&o| img[o..o + 4096] == iso[..4096])
+        .unwrap() as u64
+        + 7;
+    let f = std::fs::OpenOptions::new().write(true).open(&lo.0).unwrap();
+    f.write_all_at(&[dev[at as usize] ^ 0x80], at).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let before = sha(&lo.0);
+    let out = s.flash(&lo.0, &["--allow-fixed", "--yes", "--keys-only"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "--keys-only onto another ISO: {err}");
+    assert!(
+        err.contains("does not hold the same build as the image: its /keypack-nixos.iso differs"),
+        "{err}"
+    );
+    assert!(err.contains("flash it without --keys-only"), "{err}");
+    assert_eq!(
+        sha(&lo.0),
+        before,
+        "a refused --keys-only changed the device"
+    );
 }

@@ -43,8 +43,12 @@ pub struct FlashArgs {
     pub image: Option<PathBuf>,
     /// Write nothing: check that the device holds what a flash would write (the same regions,
     /// compared by SHA-256); exit 1 naming the first differing region
-    #[arg(long, conflicts_with = "yes")]
+    #[arg(long, conflicts_with_all = ["yes", "keys_only"])]
     pub verify_only: bool,
+    /// Only switch the image's bundle (and ventoy.json) onto a stick that already holds the
+    /// same build's ISO, crash-consistent, as a keys-only rebuild does; refused otherwise
+    #[arg(long)]
+    pub keys_only: bool,
     /// Also print one JSON document on stdout when done: `device`, `image`, `image_bytes`,
     /// `written_bytes`, `data_bytes`, `zero_bytes`, `regions_verified`, `partition_table_reread`
     #[arg(long)]
@@ -126,7 +130,7 @@ fn describe(device: &Path, info: &DeviceInfo) -> String {
 }
 
 /// Asks the user to type the device's name (kernel name or the path given).
-fn confirm(device: &Path, info: &DeviceInfo) -> Result<(), FlashError> {
+fn confirm(device: &Path, info: &DeviceInfo, what: &str) -> Result<(), FlashError> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(FlashError::NoTerminal {
@@ -134,7 +138,7 @@ fn confirm(device: &Path, info: &DeviceInfo) -> Result<(), FlashError> {
         });
     }
     eprint!(
-        "everything on {} will be lost; type its name ({}) to write: ",
+        "{what} {}; type its name ({}) to write: ",
         device.display(),
         field(&info.name)
     );
@@ -185,6 +189,37 @@ fn verify_only(args: &FlashArgs, image: &Path, dev: DevNum) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// `keypack flash --keys-only`, after the same checks and confirmation as a flash.
+fn keys_only(args: &FlashArgs, image: &Path, dev: DevNum) -> Result<ExitCode> {
+    let device = &args.device;
+    let k = keypack_flash::flash_keys_only(image, device, dev)?;
+    eprintln!(
+        "switched the bundle ({} bytes) and ventoy.json ({} bytes) of {} onto {}; unchanged (same \
+         build): {}",
+        k.bundle_bytes,
+        k.json_bytes,
+        image.display(),
+        device.display(),
+        k.same_files
+            .iter()
+            .map(|f| field(f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if args.json {
+        let doc = serde_json::json!({
+            "device": device,
+            "image": image,
+            "keys_only": true,
+            "bundle_bytes": k.bundle_bytes,
+            "json_bytes": k.json_bytes,
+            "same_files": k.same_files,
+        });
+        println!("{doc}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `keypack flash`.
 pub fn flash(args: FlashArgs) -> Result<ExitCode> {
     let image = image_of(&args)?;
@@ -207,8 +242,14 @@ pub fn flash(args: FlashArgs) -> Result<ExitCode> {
     if args.verify_only {
         return verify_only(&args, &image, dev);
     }
+    if args.keys_only {
+        if !args.yes {
+            confirm(device, &info, "the keys bundle will be replaced on")?;
+        }
+        return keys_only(&args, &image, dev);
+    }
     if !args.yes {
-        confirm(device, &info)?;
+        confirm(device, &info, "everything will be lost on")?;
     }
     let planned = keypack_flash::planned_bytes(&image)?;
     let label = image
