@@ -584,7 +584,10 @@ fn flash_verify_only_passes_after_a_flash_and_names_a_flipped_region() {
     let out = s.flash(&lo.0, &["--allow-fixed", "--yes"]);
     assert!(out.status.success(), "keypack flash: {}", stderr(&out));
     let flashed = sha(&lo.0);
-    let out = s.flash(&lo.0, &["--allow-fixed", "--verify-only", "--json"]);
+    let out = s.flash(
+        &lo.0,
+        &["--allow-fixed", "--verify-only", "--json", "--yes"],
+    );
     let err = stderr(&out);
     assert!(out.status.success(), "--verify-only after a flash: {err}");
     assert!(

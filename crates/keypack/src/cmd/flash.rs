@@ -42,8 +42,9 @@ pub struct FlashArgs {
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
     /// Write nothing: check that the device holds what a flash would write (the same regions,
-    /// compared by SHA-256); exit 1 naming the first differing region
-    #[arg(long, conflicts_with_all = ["yes", "keys_only"])]
+    /// compared by SHA-256); exit 1 naming the first differing region. Asks nothing (`--yes`
+    /// is accepted and changes nothing)
+    #[arg(long, conflicts_with = "keys_only")]
     pub verify_only: bool,
     /// Only switch the image's bundle (and ventoy.json) onto a stick that already holds the
     /// same build's ISO, crash-consistent, as a keys-only rebuild does; refused otherwise
