@@ -7,13 +7,15 @@
 //! what the device returns after its page cache is dropped (`POSIX_FADV_DONTNEED`), so the
 //! read-back comes from the stick, not from memory.
 //!
-//! Does not retry, and does not write past the image's length.
+//! Does not retry, and does not write past the image's length. The buffers that held image
+//! bytes (the bundle's plaintext keys) are zeroized when dropped.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::FlashError;
 use crate::extents::{Kind, Region};
@@ -62,7 +64,8 @@ pub fn write_and_verify(
     plan: &[Region],
     progress: &dyn Fn(u64),
 ) -> Result<Written, FlashError> {
-    let mut buf = vec![0u8; CHUNK as usize];
+    // Image bytes (plaintext keys among them): wiped when dropped, on every return path.
+    let mut buf = Zeroizing::new(vec![0u8; CHUNK as usize]);
     let mut sums = Vec::with_capacity(plan.len());
     let mut done = Written::default();
     for r in plan {
@@ -123,8 +126,9 @@ pub fn compare(
     dev_path: &Path,
     plan: &[Region],
 ) -> Result<usize, FlashError> {
-    let mut want_buf = vec![0u8; CHUNK as usize];
-    let mut got_buf = vec![0u8; CHUNK as usize];
+    // Image (and device) bytes, plaintext keys among them: wiped when dropped.
+    let mut want_buf = Zeroizing::new(vec![0u8; CHUNK as usize]);
+    let mut got_buf = Zeroizing::new(vec![0u8; CHUNK as usize]);
     // Cached pages may be stale copies (a device written through another path): read the
     // stick. DONTNEED drops clean pages only, so nothing queued for writing is lost.
     rustix::fs::fadvise(dev, 0, None, rustix::fs::Advice::DontNeed)
