@@ -731,13 +731,25 @@ fn join_initrds(initrds: &[PathBuf]) -> Result<OwnedFd, QemuError> {
     )
     .map_err(|e| memfd_err(e.into()))?;
     let mut file = std::fs::File::from(fd);
+    // The key bytes pass through this buffer only, zeroed when dropped (on error too);
+    // `std::io::copy` could fall back to a stack buffer it leaves as it was.
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; 64 << 10]);
     let mut written = 0u64;
     for part in initrds {
         let mut f = std::fs::File::open(part).map_err(QemuError::state(part))?;
         let pad = ((4 - written % 4) % 4) as usize;
         file.write_all(&[0u8; 3][..pad]).map_err(memfd_err)?;
         written += pad as u64;
-        written += std::io::copy(&mut f, &mut file).map_err(QemuError::state(part))?;
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(QemuError::state(part)(e)),
+            };
+            file.write_all(&buf[..n]).map_err(memfd_err)?;
+            written += n as u64;
+        }
     }
     file.rewind().map_err(memfd_err)?;
     rustix::fs::fcntl_add_seals(
