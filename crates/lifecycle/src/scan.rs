@@ -10,7 +10,7 @@ use crate::LifecycleError;
 /// Largest file looked at (keypack-repo's limit for repository files).
 const MAX_SIZE: u64 = 4 * 1024 * 1024;
 
-/// A sops file found by [`scan_sops_files`]: its path, store, bytes and listed recipients.
+/// A sops file found by [`scan_sops_files`]: its path, store, bytes and the parsed file.
 #[derive(Debug)]
 pub struct SopsFileInfo {
     /// Path relative to the repository root.
@@ -19,8 +19,8 @@ pub struct SopsFileInfo {
     pub format: Format,
     /// The file as read (ciphertext).
     pub bytes: Vec<u8>,
-    /// `sops.age[].recipient`, in file order.
-    pub recipients: Vec<String>,
+    /// `bytes`, parsed (its `recipients()` list the recipient looked for).
+    pub file: SopsFile,
 }
 
 /// Every sops file under `root` whose metadata lists `recipient`, sorted by path. Skips
@@ -72,14 +72,13 @@ pub fn scan_sops_files(root: &Path, recipient: &str) -> Result<Vec<SopsFileInfo>
             let Ok(file) = SopsFile::parse(&bytes, format) else {
                 continue;
             };
-            let recipients = file.recipients();
-            if recipients.iter().any(|r| r == recipient) {
+            if file.recipients().iter().any(|r| r == recipient) {
                 let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
                 out.push(SopsFileInfo {
                     rel,
                     format,
                     bytes,
-                    recipients,
+                    file,
                 });
             }
         }

@@ -457,20 +457,8 @@ pub(crate) fn rotate_entity(
         }
         Ok(keys)
     };
-    let parsed: Vec<SopsFile> = candidates
-        .iter()
-        .map(|c| {
-            SopsFile::parse(&c.bytes, c.format)
-                .with_context(|| format!("parsing {}", rel_string(&c.rel)))
-        })
-        .collect::<Result<_>>()?;
     let mut batch: Vec<(String, &SopsFile)> = vec![(doc_rel_s.clone(), &doc_file)];
-    batch.extend(
-        candidates
-            .iter()
-            .zip(&parsed)
-            .map(|(c, f)| (rel_string(&c.rel), f)),
-    );
+    batch.extend(candidates.iter().map(|c| (rel_string(&c.rel), &c.file)));
     // Borrowed, never moved out of the Vec: a move leaves the key's bytes in the Vec's buffer.
     let data_keys = unwrap_keys(batch)?;
     let (doc_key, pinned_later_keys) = data_keys
@@ -531,18 +519,10 @@ pub(crate) fn rotate_entity(
     let mut second_batch_keys = Vec::new();
     if let (None, Some((old, _))) = (&pinned_recipient, &recipients_of_host) {
         candidates = scan_for(old)?;
-        let later_parsed: Vec<SopsFile> = candidates
-            .iter()
-            .map(|c| {
-                SopsFile::parse(&c.bytes, c.format)
-                    .with_context(|| format!("parsing {}", rel_string(&c.rel)))
-            })
-            .collect::<Result<_>>()?;
         if !candidates.is_empty() {
             let batch = candidates
                 .iter()
-                .zip(&later_parsed)
-                .map(|(c, f)| (rel_string(&c.rel), f))
+                .map(|c| (rel_string(&c.rel), &c.file))
                 .collect();
             second_batch_keys = unwrap_keys(batch)?;
         }
@@ -603,7 +583,7 @@ pub(crate) fn rotate_entity(
     if let Some((old, new)) = &recipients_of_host {
         for (c, key) in candidates.iter().zip(later_keys) {
             let rel = rel_string(&c.rel);
-            let list = replaced_recipients(&c.recipients, old, new);
+            let list = replaced_recipients(&c.file.recipients(), old, new);
             let out =
                 keypack_sops::rewrap(&c.bytes, c.format, key, &parse_recipients(&list, &rel)?)
                     .with_context(|| format!("rewrapping {rel}"))?;
