@@ -70,24 +70,10 @@ pub fn pack_bundle(sel: &KeySelection) -> Result<SealedBundle> {
     let loaded = load(sel)?;
     let mut builder = BundleBuilder::new();
     builder.allow_shared_keys(sel.allow_shared_key);
-    let mut failures = Vec::new();
-    let mut added = Vec::new();
-    for key in loaded.keys {
-        match key {
-            Loaded::Key(key) => {
-                let role = key.source.role.clone();
-                let source = relative(&loaded.root, &key.source.path);
-                match add(&mut builder, key) {
-                    Ok(()) => added.push((role, source)),
-                    Err(e) => failures.push(e),
-                }
-            }
-            Loaded::Absent => {}
-            Loaded::Failed { error, .. } => failures.push(error),
-        }
-    }
+    let (root, require_pins) = (loaded.root.clone(), loaded.require_pins);
+    let (added, mut failures) = add_all(&mut builder, loaded);
     if failures.is_empty() {
-        for (role, message) in check_pins(&builder, &added, sel, loaded.require_pins)? {
+        for (role, message) in check_pins(&builder, &added, sel, &root, require_pins)? {
             failures.push(anyhow!("{}: {message}", role.private_path()));
         }
     }
@@ -145,7 +131,7 @@ pub fn verify_keys(sel: &KeySelection) -> Result<(Vec<KeyReport>, Option<Manifes
         .filter(|r| r.result.is_ok())
         .map(|r| (r.role.clone(), r.source.clone()))
         .collect();
-    for (role, message) in check_pins(&builder, &passed, sel, loaded.require_pins)? {
+    for (role, message) in check_pins(&builder, &passed, sel, &root, loaded.require_pins)? {
         if let Some(report) = reports.iter_mut().find(|r| r.role == role) {
             report.result = Err(anyhow!("{message}"));
         }
@@ -552,10 +538,9 @@ fn check_pins(
     builder: &BundleBuilder,
     added: &[(KeyRole, PathBuf)],
     sel: &KeySelection,
+    root: &Path,
     repo_requires_pins: bool,
 ) -> Result<Vec<(KeyRole, String)>> {
-    let root = resolve_keys_repo(sel.keys_repo.as_deref())?;
-    let root = std::fs::canonicalize(&root).unwrap_or(root);
     let candidates: Vec<crate::pinning::Candidate<'_>> = added
         .iter()
         .filter_map(|(role, source)| {
@@ -567,7 +552,7 @@ fn check_pins(
         })
         .collect();
     crate::pinning::check(
-        &root,
+        root,
         &sel.host,
         &candidates,
         sel.require_pins || repo_requires_pins,
@@ -592,18 +577,10 @@ pub fn public_keys(sel: &KeySelection) -> Result<(PathBuf, Vec<PublicKeyReport>)
     let loaded = load(sel)?;
     let mut builder = BundleBuilder::new();
     builder.allow_shared_keys(sel.allow_shared_key);
-    let mut added = Vec::new();
-    for key in loaded.keys {
-        match key {
-            Loaded::Key(key) => {
-                let role = key.source.role.clone();
-                let source = relative(&loaded.root, &key.source.path);
-                add(&mut builder, key)?;
-                added.push((role, source));
-            }
-            Loaded::Absent => {}
-            Loaded::Failed { error, .. } => return Err(error),
-        }
+    let root = loaded.root.clone();
+    let (added, mut failures) = add_all(&mut builder, loaded);
+    if !failures.is_empty() {
+        return Err(failures.remove(0));
     }
     let reports = added
         .into_iter()
@@ -616,5 +593,30 @@ pub fn public_keys(sel: &KeySelection) -> Result<(PathBuf, Vec<PublicKeyReport>)
             })
         })
         .collect();
-    Ok((loaded.root, reports))
+    Ok((root, reports))
+}
+
+/// Adds every loaded key to `builder`: the keys added (role, repository-relative file) and the
+/// failures, loading's and the builder's, in repository order.
+fn add_all(
+    builder: &mut BundleBuilder,
+    loaded: LoadedSet,
+) -> (Vec<(KeyRole, PathBuf)>, Vec<anyhow::Error>) {
+    let mut added = Vec::new();
+    let mut failures = Vec::new();
+    for key in loaded.keys {
+        match key {
+            Loaded::Key(key) => {
+                let role = key.source.role.clone();
+                let source = relative(&loaded.root, &key.source.path);
+                match add(builder, key) {
+                    Ok(()) => added.push((role, source)),
+                    Err(e) => failures.push(e),
+                }
+            }
+            Loaded::Absent => {}
+            Loaded::Failed { error, .. } => failures.push(error),
+        }
+    }
+    (added, failures)
 }
