@@ -560,7 +560,18 @@ struct Raw<'f> {
     bpb: Bpb,
 }
 
-impl Raw<'_> {
+impl<'f> Raw<'f> {
+    /// The FAT32 partition at `off`; `Ok(None)` when it is not FAT32.
+    fn open(file: &'f File, path: &'f Path, off: u64) -> Result<Option<Self>, VentoyError> {
+        let bpb = Bpb::read(file, off).map_err(|e| VentoyError::io("reading", path, e))?;
+        Ok(bpb.map(|bpb| Raw {
+            file,
+            path,
+            off,
+            bpb,
+        }))
+    }
+
     fn rd(&self, at: u64, buf: &mut [u8]) -> Result<(), VentoyError> {
         self.file
             .read_exact_at(buf, self.off + at)
@@ -884,34 +895,22 @@ pub fn lost_clusters(
     path: &Path,
     off: u64,
 ) -> Result<Option<LostClusters>, VentoyError> {
-    let Some(bpb) = Bpb::read(file, off).map_err(|e| VentoyError::io("reading", path, e))? else {
+    let Some(raw) = Raw::open(file, path, off)? else {
         return Ok(None);
-    };
-    let raw = Raw {
-        file,
-        path,
-        off,
-        bpb,
     };
     let fat = raw.read_fat()?;
     let clusters = raw.lost(&fat)?.iter().filter(|&&l| l).count() as u64;
     Ok(Some(LostClusters {
         clusters,
-        bytes: clusters * bpb.cluster,
+        bytes: clusters * raw.bpb.cluster,
     }))
 }
 
 /// Zeroes and frees the lost clusters of the FAT32 partition at `off` (see [`switch_file`]);
 /// returns how many there were, `Ok(None)` when it is not FAT32.
 pub fn wipe_lost_clusters(file: &File, path: &Path, off: u64) -> Result<Option<u64>, VentoyError> {
-    let Some(bpb) = Bpb::read(file, off).map_err(|e| VentoyError::io("reading", path, e))? else {
+    let Some(raw) = Raw::open(file, path, off)? else {
         return Ok(None);
-    };
-    let raw = Raw {
-        file,
-        path,
-        off,
-        bpb,
     };
     let mut fat = raw.read_fat()?;
     raw.wipe_lost(&mut fat).map(Some)
@@ -946,14 +945,8 @@ pub fn wipe_file(
     off: u64,
     name: &str,
 ) -> Result<Option<u64>, VentoyError> {
-    let Some(bpb) = Bpb::read(file, off).map_err(|e| VentoyError::io("reading", path, e))? else {
+    let Some(raw) = Raw::open(file, path, off)? else {
         return Ok(None);
-    };
-    let raw = Raw {
-        file,
-        path,
-        off,
-        bpb,
     };
     let fat = raw.read_fat()?;
     let Some(loc) = raw.lookup(&fat, name)? else {
@@ -962,7 +955,7 @@ pub fn wipe_file(
     let mut clusters = raw.chain(&fat, loc.first_cluster);
     // A bundle is at most a few MiB; a crafted size must not make this zero the whole disk's
     // free space (harmless, but slow).
-    let want = (u64::from(loc.size).min(64 << 20)).div_ceil(bpb.cluster) as usize;
+    let want = (u64::from(loc.size).min(64 << 20)).div_ceil(raw.bpb.cluster) as usize;
     let limit = raw.limit(&fat);
     if clusters.len() < want {
         let from = clusters
@@ -977,9 +970,9 @@ pub fn wipe_file(
     }
     // A chain running past the data clusters would point into the next partition.
     clusters.retain(|&c| (c as usize) < limit);
-    let zeros = vec![0u8; bpb.cluster as usize];
+    let zeros = vec![0u8; raw.bpb.cluster as usize];
     for &c in &clusters {
-        raw.wr(bpb.cluster_offset(c), &zeros)?;
+        raw.wr(raw.bpb.cluster_offset(c), &zeros)?;
     }
     raw.sync()?;
     Ok(Some(clusters.len() as u64))
@@ -1021,14 +1014,8 @@ pub fn switch_file(
     name: &str,
     bytes: &[u8],
 ) -> Result<Option<Switched>, VentoyError> {
-    let Some(bpb) = Bpb::read(file, off).map_err(|e| VentoyError::io("reading", path, e))? else {
+    let Some(raw) = Raw::open(file, path, off)? else {
         return Ok(None);
-    };
-    let raw = Raw {
-        file,
-        path,
-        off,
-        bpb,
     };
     let mut fat = raw.read_fat()?;
     let Some(loc) = raw.lookup(&fat, name)? else {
@@ -1050,15 +1037,15 @@ pub fn switch_file(
             if done >= bytes.len() {
                 break;
             }
-            let n = (bpb.cluster as usize).min(bytes.len() - done);
-            raw.rd(bpb.cluster_offset(c), &mut cur[done..done + n])?;
+            let n = (raw.bpb.cluster as usize).min(bytes.len() - done);
+            raw.rd(raw.bpb.cluster_offset(c), &mut cur[done..done + n])?;
             done += n;
         }
         if done == bytes.len() && cur.as_slice() == bytes {
             return Ok(Some(Switched::Unchanged));
         }
     }
-    let need = bytes.len().div_ceil(bpb.cluster as usize).max(1);
+    let need = bytes.len().div_ceil(raw.bpb.cluster as usize).max(1);
     let free: Vec<u32> = (2..fat.len() as u32)
         .filter(|&c| fat[c as usize] == 0)
         .take(need)
@@ -1082,13 +1069,13 @@ pub fn switch_file(
     raw.sync()?;
     crash_point("chain");
     // 2. Data into the chained clusters.
-    let mut cluster_buf = Zeroizing::new(vec![0u8; bpb.cluster as usize]);
+    let mut cluster_buf = Zeroizing::new(vec![0u8; raw.bpb.cluster as usize]);
     for (i, &c) in free.iter().enumerate() {
-        let start = i * bpb.cluster as usize;
-        let end = (start + bpb.cluster as usize).min(bytes.len());
+        let start = i * raw.bpb.cluster as usize;
+        let end = (start + raw.bpb.cluster as usize).min(bytes.len());
         cluster_buf.fill(0);
         cluster_buf[..end - start].copy_from_slice(&bytes[start..end]);
-        raw.wr(bpb.cluster_offset(c), &cluster_buf)?;
+        raw.wr(raw.bpb.cluster_offset(c), &cluster_buf)?;
     }
     raw.sync()?;
     crash_point("data");
@@ -1105,9 +1092,9 @@ pub fn switch_file(
     // 4. Overwrite the old content (it held the previous keys: a key removed from the bundle
     //    must not stay readable in free clusters), then free the old chain. A crash in
     //    between leaves zeroed clusters marked used: lost space, no old keys.
-    let zeros = vec![0u8; bpb.cluster as usize];
+    let zeros = vec![0u8; raw.bpb.cluster as usize];
     for &c in &old_chain {
-        raw.wr(bpb.cluster_offset(c), &zeros)?;
+        raw.wr(raw.bpb.cluster_offset(c), &zeros)?;
     }
     raw.sync()?;
     crash_point("wipe");
@@ -1126,22 +1113,16 @@ pub fn switch_file(
 /// make `fsck.fat` rewrite the folder. Rewrites the folder's first cluster with those long
 /// names removed and `..` fixed; run it once, right after the folder was created.
 pub fn fix_dot_entries(file: &File, path: &Path, off: u64, dir: &str) -> Result<(), VentoyError> {
-    let Some(bpb) = Bpb::read(file, off).map_err(|e| VentoyError::io("reading", path, e))? else {
+    let Some(raw) = Raw::open(file, path, off)? else {
         return Ok(());
-    };
-    let raw = Raw {
-        file,
-        path,
-        off,
-        bpb,
     };
     let fat = raw.read_fat()?;
     let Some(loc) = raw.lookup(&fat, dir)? else {
         return Ok(());
     };
     let parent_is_root = dir.trim_matches('/').split('/').count() == 1;
-    let at = bpb.cluster_offset(loc.first_cluster);
-    let mut buf = vec![0u8; bpb.cluster as usize];
+    let at = raw.bpb.cluster_offset(loc.first_cluster);
+    let mut buf = vec![0u8; raw.bpb.cluster as usize];
     raw.rd(at, &mut buf)?;
     let entries: Vec<[u8; 32]> = buf
         .chunks_exact(32)
@@ -1168,7 +1149,7 @@ pub fn fix_dot_entries(file: &File, path: &Path, off: u64, dir: &str) -> Result<
         }
         out.push(e);
     }
-    let mut new = vec![0u8; bpb.cluster as usize];
+    let mut new = vec![0u8; raw.bpb.cluster as usize];
     for (i, e) in out.iter().enumerate() {
         new[i * 32..i * 32 + 32].copy_from_slice(e);
     }
