@@ -34,17 +34,20 @@ impl Env {
     fn host_state(&self) -> PathBuf {
         self.path("state").join(HOST)
     }
-    fn kp(&self, args: &[&str]) -> Output {
-        let out = Command::new(&self.keypack)
-            .args(args)
+    /// `keypack ARGS` in this environment (state folder, keys repo, age key), not started.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.keypack);
+        cmd.args(args)
             .env("KEYPACK_STATE_DIR", self.path("state"))
             .env("KEYPACK_KEYS_REPO", self.path("repo"))
             .env("SOPS_AGE_KEY_FILE", self.path("age.txt"))
             // A secret-looking variable in keypack's environment must not reach QEMU.
             .env("SOPS_AGE_KEY", CANARY)
-            .env_remove("KEYPACK_IDENTITY")
-            .output()
-            .expect("run keypack");
+            .env_remove("KEYPACK_IDENTITY");
+        cmd
+    }
+    fn kp(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("run keypack");
         eprintln!(
             "$ keypack {}\n{}{}",
             args.join(" "),
@@ -262,6 +265,15 @@ fn prerequisites(test: &str) -> bool {
         }
     }
     true
+}
+
+/// `run` of the disk image `image` under TCG on a free port, then `extra`.
+fn image_run<'a>(image: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "run", "-H", HOST, "--image", image, "--accel", "tcg", "--port", "auto",
+    ];
+    a.extend_from_slice(extra);
+    a
 }
 
 fn run_args(port: &str) -> Vec<String> {
@@ -543,9 +555,8 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
 
     // stop: ACPI power-down (the guest's acpid powers off), then status says stopped; a
     // `log -f` running meanwhile sees the power-off and ends with the VM.
-    let follower = Command::new(&env.keypack)
-        .args(["log", "-H", HOST, "-f"])
-        .env("KEYPACK_STATE_DIR", env.path("state"))
+    let follower = env
+        .command(&["log", "-H", HOST, "-f"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -681,28 +692,13 @@ fn run_faults_are_clear_errors() {
     let disk = env.path("disk.img");
     std::fs::write(&disk, vec![0u8; 512]).unwrap();
     let d = disk.display().to_string();
-    let err = env.fails(&[
-        "run",
-        "-H",
-        HOST,
-        "--image",
-        &d,
-        "--accel",
-        "tcg",
-        "--port",
-        "auto",
-        "--firmware",
-        "/nonexistent/OVMF_CODE.fd",
-    ]);
+    let err = env.fails(&image_run(&d, &["--firmware", "/nonexistent/OVMF_CODE.fd"]));
     assert!(
         err.contains("firmware /nonexistent/OVMF_CODE.fd is missing"),
         "{err}"
     );
-    let out = Command::new(&env.keypack)
-        .args([
-            "run", "-H", HOST, "--image", &d, "--accel", "tcg", "--port", "auto",
-        ])
-        .env("KEYPACK_STATE_DIR", env.path("state"))
+    let out = env
+        .command(&image_run(&d, &[]))
         .env("KEYPACK_FIRMWARE_DIRS", env.path("no-firmware-here"))
         .env_remove("OVMF_CODE")
         .output()
@@ -719,18 +715,7 @@ fn run_faults_are_clear_errors() {
     // UEFI for a disk image: firmware from QEMU's descriptors, a private copy of the variable
     // store; --bios drops it. --dry-run prints the command line and starts nothing.
     if Path::new("/usr/share/qemu/firmware").is_dir() {
-        let line = env.ok(&[
-            "run",
-            "-H",
-            HOST,
-            "--image",
-            &d,
-            "--accel",
-            "tcg",
-            "--dry-run",
-            "--port",
-            "auto",
-        ]);
+        let line = env.ok(&image_run(&d, &["--dry-run"]));
         assert!(
             line.contains("if=pflash,format=raw,unit=0,readonly=on,file=/"),
             "{line}"
@@ -748,19 +733,7 @@ fn run_faults_are_clear_errors() {
         assert!(line.contains("hostfwd=tcp:127.0.0.1:"), "{line}");
         assert!(!line.contains("-daemonize"));
         assert_eq!(env.status()["running"], false);
-        let line = env.ok(&[
-            "run",
-            "-H",
-            HOST,
-            "--image",
-            &d,
-            "--bios",
-            "--accel",
-            "tcg",
-            "--dry-run",
-            "--port",
-            "auto",
-        ]);
+        let line = env.ok(&image_run(&d, &["--bios", "--dry-run"]));
         assert!(
             !line.contains("pflash") && !line.contains("-bios"),
             "{line}"
@@ -769,12 +742,7 @@ fn run_faults_are_clear_errors() {
     // Two runs at once start one VM (a blank disk under SeaBIOS keeps QEMU up); the guest
     // ignores the ACPI button, so stop falls back to QMP quit after --timeout.
     let spawn = || {
-        Command::new(&env.keypack)
-            .args([
-                "run", "-H", HOST, "--image", &d, "--bios", "--accel", "tcg", "--port", "auto",
-                "--memory", "64",
-            ])
-            .env("KEYPACK_STATE_DIR", env.path("state"))
+        env.command(&image_run(&d, &["--bios", "--memory", "64"]))
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
@@ -895,11 +863,21 @@ fn accel_auto_falls_back_to_tcg_when_kvm_fails_the_run_cpu_model() {
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let disk = env.path("disk.img");
     std::fs::write(&disk, vec![0u8; 512]).unwrap();
-    let out = Command::new(&env.keypack)
-        .args(["run", "-H", HOST, "--image"])
-        .arg(&disk)
-        .args(["--bios", "--accel", "auto", "--port", "auto", "--dry-run"])
-        .env("KEYPACK_STATE_DIR", env.path("state"))
+    let d = disk.display().to_string();
+    let out = env
+        .command(&[
+            "run",
+            "-H",
+            HOST,
+            "--image",
+            &d,
+            "--bios",
+            "--accel",
+            "auto",
+            "--port",
+            "auto",
+            "--dry-run",
+        ])
         .env("KEYPACK_QEMU", &fake)
         .output()
         .unwrap();
@@ -954,25 +932,11 @@ fn wait_ssh_timeout_saves_a_screenshot_and_shows_the_console() {
     };
     keypack_plugin::runner::write_boot_description(&state, &desc).unwrap();
     let d = disk.display().to_string();
-    let run = Command::new(&env.keypack)
-        .args([
-            "run",
-            "-H",
-            HOST,
-            "--image",
+    let run = env
+        .command(&image_run(
             &d,
-            "--bios",
-            "--accel",
-            "tcg",
-            "--port",
-            "auto",
-            "--memory",
-            "64",
-            "--wait-ssh",
-            "--timeout",
-            "6",
-        ])
-        .env("KEYPACK_STATE_DIR", env.path("state"))
+            &["--bios", "--memory", "64", "--wait-ssh", "--timeout", "6"],
+        ))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
