@@ -98,11 +98,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
             "ok": problems.is_empty(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(if problems.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        });
+        return Ok(exit_for(&problems));
     }
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&out)?;
@@ -118,6 +114,15 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::from(1))
+}
+
+/// `inspect`'s exit status: 1 when something looks wrong, so scripts can check it.
+pub fn exit_for(problems: &[String]) -> ExitCode {
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// One archive entry as JSON (`type`, `mode`, `uid`, `gid`, `size`, `path`, `fingerprint`,

@@ -148,11 +148,7 @@ pub fn inspect_image(path: &Path, json: bool) -> Result<ExitCode> {
         let doc = image_json(path, &info, bundles, &problems);
         drop(info);
         println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(if problems.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        });
+        return Ok(crate::cmd::inspect::exit_for(&problems));
     }
     drop(info);
     let mut stdout = std::io::stdout().lock();
