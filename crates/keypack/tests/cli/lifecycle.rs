@@ -9,44 +9,43 @@ use keypack_pins::PublicKey;
 
 use crate::common::*;
 
-/// `sops decrypt --extract '["FIELD"]' FILE` with the fixture identity.
-fn sops_field(file: &Path, field: &str) -> String {
-    let out = Command::new("sops")
-        .env_clear()
+/// The real `sops` with an empty environment but `PATH` (no version check, no identity).
+fn sops() -> Command {
+    let mut cmd = Command::new("sops");
+    cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("SOPS_DISABLE_VERSION_CHECK", "1")
-        .env("SOPS_AGE_KEY_FILE", AGE_KEY)
-        .args(["decrypt", "--extract", &format!("[\"{field}\"]")])
-        .arg(file)
-        .output()
-        .expect("sops runs");
+        .env("SOPS_DISABLE_VERSION_CHECK", "1");
+    cmd
+}
+
+/// Runs `cmd`, asserting it succeeds (its stderr in the message); its stdout.
+fn sops_stdout(cmd: &mut Command, what: &Path) -> Vec<u8> {
+    let out = cmd.output().expect("sops runs");
     assert!(
         out.status.success(),
-        "sops decrypt {}: {}",
-        file.display(),
+        "sops {}: {}",
+        what.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    out.stdout
+}
+
+/// `sops decrypt --extract '["FIELD"]' FILE` with the fixture identity.
+fn sops_field(file: &Path, field: &str) -> String {
+    let mut cmd = sops();
+    cmd.env("SOPS_AGE_KEY_FILE", AGE_KEY)
+        .args(["decrypt", "--extract", &format!("[\"{field}\"]")])
+        .arg(file);
+    String::from_utf8(sops_stdout(&mut cmd, file)).unwrap()
 }
 
 /// `sops decrypt FILE` (whole document) with the fixture identity.
 fn sops_decrypt(file: &Path) -> String {
-    let out = Command::new("sops")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("SOPS_DISABLE_VERSION_CHECK", "1")
-        .env("SOPS_AGE_KEY_FILE", AGE_KEY)
+    let mut cmd = sops();
+    cmd.env("SOPS_AGE_KEY_FILE", AGE_KEY)
         .arg("decrypt")
-        .arg(file)
-        .output()
-        .expect("sops runs");
-    assert!(
-        out.status.success(),
-        "sops decrypt {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+        .arg(file);
+    String::from_utf8(sops_stdout(&mut cmd, file)).unwrap()
 }
 
 /// The public half of an OpenSSH private key, by `ssh-keygen -y` reading a pipe (no file).
@@ -110,11 +109,8 @@ fn ssh_to_age_identity(private: &str) -> String {
 
 /// `sops decrypt FILE` with an identity given in the environment; `None` when it fails.
 fn sops_decrypt_as(file: &Path, identity: &str) -> Option<String> {
-    let out = Command::new("sops")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    let out = sops()
         .env("HOME", "/nonexistent")
-        .env("SOPS_DISABLE_VERSION_CHECK", "1")
         .env("SOPS_AGE_KEY", identity)
         .arg("decrypt")
         .arg(file)
@@ -123,6 +119,11 @@ fn sops_decrypt_as(file: &Path, identity: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8(out.stdout).unwrap())
+}
+
+/// The standard repository, when the real `sops` is there (else the test is skipped).
+fn sops_repo(test: &str) -> Option<Repo> {
+    have_sops(test).then(standard_repo)
 }
 
 /// Every file under `dir` (recursively) whose bytes contain `needle`.
@@ -199,11 +200,9 @@ fn hosts_rule() -> String {
 
 #[test]
 fn host_new_makes_keys_sops_reads_and_build_packs_with_pins() {
-    let test = "host_new_makes_keys_sops_reads_and_build_packs_with_pins";
-    if !have_sops(test) {
+    let Some(repo) = sops_repo("host_new_makes_keys_sops_reads_and_build_packs_with_pins") else {
         return;
-    }
-    let repo = standard_repo();
+    };
     let root = repo.root();
 
     // No creation rule for hosts/ (and no --age): refused, naming .sops.yaml and the path.
@@ -364,11 +363,9 @@ fn host_new_makes_keys_sops_reads_and_build_packs_with_pins() {
 
 #[test]
 fn host_new_json_and_age_override() {
-    let test = "host_new_json_and_age_override";
-    if !have_sops(test) {
+    let Some(repo) = sops_repo("host_new_json_and_age_override") else {
         return;
-    }
-    let repo = standard_repo();
+    };
     // No .sops.yaml at all: --age decides.
     let out = repo.run("host", &["new", "web4", "--json", "--age", RECIPIENT]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -414,11 +411,9 @@ fn host_new_json_and_age_override() {
 
 #[test]
 fn user_new_makes_a_key_sops_reads_and_pins_it() {
-    let test = "user_new_makes_a_key_sops_reads_and_pins_it";
-    if !have_sops(test) {
+    let Some(repo) = sops_repo("user_new_makes_a_key_sops_reads_and_pins_it") else {
         return;
-    }
-    let repo = standard_repo();
+    };
     repo.write(".sops.yaml", hosts_rule().as_bytes());
     let before = tree(&repo.root());
     let out = repo.run("user", &["new", "carol", "--dry-run"]);
@@ -464,23 +459,14 @@ fn user_new_makes_a_key_sops_reads_and_pins_it() {
 fn sops_encrypt_yaml(plain: &str, recipients: &str, scratch: &Path) -> Vec<u8> {
     let input = scratch.join("plain-input.yaml");
     std::fs::write(&input, plain).unwrap();
-    let out = Command::new("sops")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("SOPS_DISABLE_VERSION_CHECK", "1")
-        .current_dir(scratch)
+    let mut cmd = sops();
+    cmd.current_dir(scratch)
         .args(["encrypt", "--age", recipients])
         .args(["--input-type", "yaml", "--output-type", "yaml"])
-        .arg(&input)
-        .output()
-        .unwrap();
+        .arg(&input);
+    let out = sops_stdout(&mut cmd, &input);
     std::fs::remove_file(&input).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    out
 }
 
 /// The lines of a sops YAML file outside its `sops.age` list (values, MAC, lastmodified, …).
@@ -503,11 +489,10 @@ fn non_age_lines(text: &str) -> Vec<String> {
 
 #[test]
 fn host_rotate_replaces_the_recipient_and_rewraps_only_its_files() {
-    let test = "host_rotate_replaces_the_recipient_and_rewraps_only_its_files";
-    if !have_sops(test) {
+    let Some(repo) = sops_repo("host_rotate_replaces_the_recipient_and_rewraps_only_its_files")
+    else {
         return;
-    }
-    let repo = standard_repo();
+    };
     let root = repo.root();
     let old_key = PublicKey::parse_openssh(&repo.host.public).unwrap();
     let old = old_key.age_recipient().unwrap();
@@ -665,11 +650,9 @@ fn host_rotate_replaces_the_recipient_and_rewraps_only_its_files() {
 
 #[test]
 fn user_rotate_replaces_and_retires_the_key() {
-    let test = "user_rotate_replaces_and_retires_the_key";
-    if !have_sops(test) {
+    let Some(repo) = sops_repo("user_rotate_replaces_and_retires_the_key") else {
         return;
-    }
-    let repo = standard_repo();
+    };
     repo.write(".sops.yaml", hosts_rule().as_bytes());
     let hosts_before = tree(&repo.root().join("hosts"));
     let out = repo.run("user", &["rotate", "alice"]);
@@ -699,11 +682,11 @@ fn user_rotate_replaces_and_retires_the_key() {
 
 #[test]
 fn host_rotate_writes_nothing_when_a_file_for_the_host_cannot_be_rewrapped() {
-    let test = "host_rotate_writes_nothing_when_a_file_for_the_host_cannot_be_rewrapped";
-    if !have_sops(test) {
+    let Some(repo) =
+        sops_repo("host_rotate_writes_nothing_when_a_file_for_the_host_cannot_be_rewrapped")
+    else {
         return;
-    }
-    let repo = standard_repo();
+    };
     let root = repo.root();
     let old = PublicKey::parse_openssh(&repo.host.public)
         .unwrap()
@@ -733,11 +716,10 @@ fn host_rotate_writes_nothing_when_a_file_for_the_host_cannot_be_rewrapped() {
 
 #[test]
 fn host_new_follows_keypack_toml_folders_and_their_creation_rules() {
-    let test = "host_new_follows_keypack_toml_folders_and_their_creation_rules";
-    if !have_sops(test) {
+    let Some(repo) = sops_repo("host_new_follows_keypack_toml_folders_and_their_creation_rules")
+    else {
         return;
-    }
-    let repo = standard_repo();
+    };
     let root = repo.root();
     std::fs::rename(root.join("hosts"), root.join("machines")).unwrap();
     repo.write("keypack.toml", b"hosts = \"machines\"\n");
