@@ -580,14 +580,7 @@ impl Vm {
         // The console log may show what the guest prints about its keys: create it 0600 so
         // QEMU (which opens it with the umask's mode) truncates a private file.
         let log = self.serial_log();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&log)
-            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
-            .map_err(QemuError::state(&log))?;
+        create_private_empty(&log).map_err(QemuError::state(&log))?;
         // The joined initrd goes in as stdin: std dup2()s it onto fd 0 in the child only, so
         // our memfd stays close-on-exec and no other child (or thread's child) inherits it, and
         // no unsafe `pre_exec` is needed. QEMU with `-daemonize` uses no stdio, loads the
@@ -781,14 +774,7 @@ impl Vm {
         // QEMU runs in `/` (-daemonize) and opens the file itself: an absolute path, created
         // 0600 first (the screen may show what the console showed) for QEMU to truncate.
         let shot = std::path::absolute(self.screenshot()).unwrap_or_else(|_| self.screenshot());
-        let made = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&shot)
-            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)));
-        let dumped = made.is_ok()
+        let dumped = create_private_empty(&shot).is_ok()
             && qmp
                 .execute(
                     "screendump",
@@ -804,6 +790,18 @@ impl Vm {
         }
         (dumped.then_some(shot), guest)
     }
+}
+
+/// Creates `path` empty and 0600 (an existing file truncated, its mode reset) for QEMU to
+/// open and write: QEMU creates files with the umask's mode.
+fn create_private_empty(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
 }
 
 /// A path as a value inside a QEMU option string (`-drive file=…`, `-chardev …,path=…`,
