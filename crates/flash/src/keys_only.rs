@@ -24,7 +24,7 @@ use keypack_media_ventoy::{ARCHIVE_PATH, JSON_PATH, VentoyError};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::extents::{self, Region};
+use crate::extents::Region;
 use crate::{FlashError, write};
 
 /// Largest bundle / `ventoy.json` taken from the image (as `inspect` reads them).
@@ -113,11 +113,12 @@ fn read_small(
     }
 }
 
-/// Checks that `dev` holds the build of `image` (see the module documentation); returns the
-/// image's layout and the files found equal.
+/// Checks that `dev` holds the build of `image`, whose flash plan is `plan` (see the module
+/// documentation); returns the image's layout and the files found equal.
 fn same_build(
     img: &File,
     image: &Path,
+    plan: &[Region],
     dev: &File,
     device: &Path,
 ) -> Result<(Found, Vec<String>), FlashError> {
@@ -136,7 +137,6 @@ fn same_build(
         fi.efi.start * SECTOR,
         (fi.efi.start + fi.efi.sectors) * SECTOR,
     );
-    let plan = extents::plan(img, fi.disk_len).map_err(|e| FlashError::io("reading", image, e))?;
     let efi: Vec<Region> = plan
         .iter()
         .filter(|r| r.end > efi_at && r.start < efi_end)
@@ -195,10 +195,11 @@ fn same_build(
 pub(crate) fn keys_only(
     img: &File,
     image: &Path,
+    plan: &[Region],
     dev: &File,
     device: &Path,
 ) -> Result<KeysOnly, FlashError> {
-    let (found, same_files) = same_build(img, image, dev, device)?;
+    let (found, same_files) = same_build(img, image, plan, dev, device)?;
     let missing = |name: &str| not_same(device, format!("the image has no {name}"));
     let archive = read_small(img, image, &found, ARCHIVE_PATH, MAX_ARCHIVE)?
         .ok_or_else(|| missing(ARCHIVE_PATH))?;

@@ -30,7 +30,7 @@ pub mod write;
 
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use error::FlashError;
 pub use keys_only::KeysOnly;
@@ -74,28 +74,70 @@ pub fn len_of(file: &File, path: &Path) -> Result<u64, FlashError> {
         .map_err(|e| FlashError::io("reading the size of", path, e.into()))
 }
 
+/// A disk image opened once for [`flash`], [`verify_only`] or [`flash_keys_only`]: its file,
+/// length and plan ([`extents::plan`], which reads the partition table and the FATs), so
+/// neither the progress bar's length nor the write reads them again.
+pub struct Image {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    plan: Vec<extents::Region>,
+}
+
+impl Image {
+    /// Opens `path` and plans its write.
+    pub fn open(path: &Path) -> Result<Image, FlashError> {
+        let file = File::open(path).map_err(|e| FlashError::io("opening", path, e))?;
+        let reading = |e| FlashError::io("reading", path, e);
+        let len = file.metadata().map_err(reading)?.len();
+        let plan = extents::plan(&file, len).map_err(reading)?;
+        Ok(Image {
+            path: path.to_path_buf(),
+            file,
+            len,
+            plan,
+        })
+    }
+
+    /// Length of the image.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the image is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes [`flash`] will write (for a progress bar's length).
+    pub fn planned_bytes(&self) -> u64 {
+        self.plan.iter().map(|r| r.end - r.start).sum()
+    }
+}
+
 /// Writes `image` onto `device`, which the caller has already checked ([`safety::check`]) and
 /// confirmed with the user as device number `checked`: exclusive open, the open device is
 /// still `checked` and large enough, the plan of [`extents::plan`], write, fsync, verify,
 /// `BLKRRPART`.
 pub fn flash(
-    image: &Path,
+    image: &Image,
     device: &Path,
     checked: device::DevNum,
     progress: &dyn Fn(u64),
 ) -> Result<Report, FlashError> {
-    let img = File::open(image).map_err(|e| FlashError::io("opening", image, e))?;
-    let image_len = img
-        .metadata()
-        .map_err(|e| FlashError::io("reading", image, e))?
-        .len();
-    let plan = extents::plan(&img, image_len).map_err(|e| FlashError::io("reading", image, e))?;
-    let dev = open_checked(device, checked, image_len, true)?;
-    let written = write::write_and_verify(&img, image, &dev, device, &plan, progress)?;
+    let dev = open_checked(device, checked, image.len, true)?;
+    let written = write::write_and_verify(
+        &image.file,
+        &image.path,
+        &dev,
+        device,
+        &image.plan,
+        progress,
+    )?;
     let reread = rrpart::reread(&dev)
         .map_err(|e| FlashError::io("re-reading the partition table of", device, e))?;
     Ok(Report {
-        image_len,
+        image_len: image.len,
         written,
         reread,
     })
@@ -158,27 +200,23 @@ pub struct Verified {
 /// ([`extents::plan`]), compared region by region by SHA-256 ([`write::compare`]). The first
 /// differing region is [`FlashError::VerifyMismatch`]. Opened read-only: nothing is written.
 pub fn verify_only(
-    image: &Path,
+    image: &Image,
     device: &Path,
     checked: device::DevNum,
 ) -> Result<Verified, FlashError> {
-    let img = File::open(image).map_err(|e| FlashError::io("opening", image, e))?;
-    let image_len = img
-        .metadata()
-        .map_err(|e| FlashError::io("reading", image, e))?
-        .len();
-    let plan = extents::plan(&img, image_len).map_err(|e| FlashError::io("reading", image, e))?;
-    let dev = open_checked(device, checked, image_len, false)?;
-    let regions = write::compare(&img, image, &dev, device, &plan).map_err(|e| match e {
-        FlashError::VerifyMismatch { device, start, end } => {
-            FlashError::Differs { device, start, end }
-        }
-        e => e,
-    })?;
+    let dev = open_checked(device, checked, image.len, false)?;
+    let regions = write::compare(&image.file, &image.path, &dev, device, &image.plan).map_err(
+        |e| match e {
+            FlashError::VerifyMismatch { device, start, end } => {
+                FlashError::Differs { device, start, end }
+            }
+            e => e,
+        },
+    )?;
     Ok(Verified {
-        image_len,
+        image_len: image.len,
         regions,
-        bytes: plan.iter().map(|r| r.end - r.start).sum(),
+        bytes: image.planned_bytes(),
     })
 }
 
@@ -187,28 +225,12 @@ pub fn verify_only(
 /// and `ventoy.json` are switched onto it, crash-consistent (see `keys_only.rs`). Exclusive
 /// open, as for [`flash`]; nothing is written before the same-build check passes.
 pub fn flash_keys_only(
-    image: &Path,
+    image: &Image,
     device: &Path,
     checked: device::DevNum,
 ) -> Result<KeysOnly, FlashError> {
-    let img = File::open(image).map_err(|e| FlashError::io("opening", image, e))?;
-    let image_len = img
-        .metadata()
-        .map_err(|e| FlashError::io("reading", image, e))?
-        .len();
-    let dev = open_checked(device, checked, image_len, true)?;
-    keys_only::keys_only(&img, image, &dev, device)
-}
-
-/// Bytes [`flash`] will write for `image` (for a progress bar's length).
-pub fn planned_bytes(image: &Path) -> Result<u64, FlashError> {
-    let img = File::open(image).map_err(|e| FlashError::io("opening", image, e))?;
-    let len = img
-        .metadata()
-        .map_err(|e| FlashError::io("reading", image, e))?
-        .len();
-    let plan = extents::plan(&img, len).map_err(|e| FlashError::io("reading", image, e))?;
-    Ok(plan.iter().map(|r| r.end - r.start).sum())
+    let dev = open_checked(device, checked, image.len, true)?;
+    keys_only::keys_only(&image.file, &image.path, &image.plan, &dev, device)
 }
 
 #[cfg(test)]
@@ -228,6 +250,7 @@ mod tests {
             major: 8,
             minor: 16,
         };
+        let image = Image::open(&image).unwrap();
         let err = flash(&image, &target, checked, &|_| {}).unwrap_err();
         assert!(matches!(err, FlashError::Changed { .. }), "{err}");
         assert!(

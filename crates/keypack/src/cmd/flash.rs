@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use keypack_flash::device::{DevNum, DeviceInfo};
-use keypack_flash::{FlashError, Reread, safety};
+use keypack_flash::{FlashError, Image, Reread, safety};
 use keypack_layout::HostName;
 use keypack_plugin::Boot;
 
@@ -165,9 +165,9 @@ fn confirm(device: &Path, info: &DeviceInfo, what: &str) -> Result<(), FlashErro
 /// `keypack flash --verify-only`: the same checks as a flash (a mounted stick is refused too:
 /// its file system may change blocks while they are compared), no confirmation (nothing is
 /// written; the device is opened read-only).
-fn verify_only(args: &FlashArgs, image: &Path, dev: DevNum) -> Result<ExitCode> {
+fn verify_only(args: &FlashArgs, image: &Path, img: &Image, dev: DevNum) -> Result<ExitCode> {
     let device = &args.device;
-    let v = keypack_flash::verify_only(image, device, dev)?;
+    let v = keypack_flash::verify_only(img, device, dev)?;
     eprintln!(
         "verified {}: it holds the {}-byte image {} ({} regions, {} bytes compared by SHA-256)",
         device.display(),
@@ -191,9 +191,9 @@ fn verify_only(args: &FlashArgs, image: &Path, dev: DevNum) -> Result<ExitCode> 
 }
 
 /// `keypack flash --keys-only`, after the same checks and confirmation as a flash.
-fn keys_only(args: &FlashArgs, image: &Path, dev: DevNum) -> Result<ExitCode> {
+fn keys_only(args: &FlashArgs, image: &Path, img: &Image, dev: DevNum) -> Result<ExitCode> {
     let device = &args.device;
-    let k = keypack_flash::flash_keys_only(image, device, dev)?;
+    let k = keypack_flash::flash_keys_only(img, device, dev)?;
     eprintln!(
         "switched the bundle ({} bytes) and ventoy.json ({} bytes) of {} onto {}; unchanged (same \
          build): {}",
@@ -224,9 +224,8 @@ fn keys_only(args: &FlashArgs, image: &Path, dev: DevNum) -> Result<ExitCode> {
 /// `keypack flash`.
 pub fn flash(args: FlashArgs) -> Result<ExitCode> {
     let image = image_of(&args)?;
-    let image_len = std::fs::metadata(&image)
-        .with_context(|| format!("reading {}", image.display()))?
-        .len();
+    // Opened and planned once: the progress bar's length and the write share the plan.
+    let img = Image::open(&image)?;
     let device = &args.device;
     let dev = DevNum::of(device)?;
     let info = keypack_flash::device::read(Path::new("/sys"), dev)?;
@@ -236,32 +235,31 @@ pub fn flash(args: FlashArgs) -> Result<ExitCode> {
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
     let policy = safety::Policy {
         allow_fixed: args.allow_fixed,
-        image_len,
+        image_len: img.len(),
     };
     safety::check(device, &info, &mountinfo, &swaps, policy)?;
     eprint!("{}", describe(device, &info));
     if args.verify_only {
-        return verify_only(&args, &image, dev);
+        return verify_only(&args, &image, &img, dev);
     }
     if args.keys_only {
         if !args.yes {
             confirm(device, &info, "the keys bundle will be replaced on")?;
         }
-        return keys_only(&args, &image, dev);
+        return keys_only(&args, &image, &img, dev);
     }
     if !args.yes {
         confirm(device, &info, "everything will be lost on")?;
     }
-    let planned = keypack_flash::planned_bytes(&image)?;
     let label = image
         .file_name()
         .map(|n| field(&n.to_string_lossy()))
         .unwrap_or_default();
     let bar = keypack_media_ventoy::progress::Progress::bytes(
         &format!("{label} to {}", field(&info.name)),
-        planned,
+        img.planned_bytes(),
     );
-    let report = keypack_flash::flash(&image, device, dev, &|n| bar.inc(n))?;
+    let report = keypack_flash::flash(&img, device, dev, &|n| bar.inc(n))?;
     bar.finish();
     let w = report.written;
     eprintln!(
