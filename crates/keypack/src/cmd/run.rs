@@ -289,15 +289,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         if record.host_public_key.is_empty() {
             bail!("--wait-ssh needs a pinned host key: build the host first (`keypack build`)");
         }
-        let waited = match vm.wait_ssh(&record, Duration::from_secs(args.timeout)) {
-            Ok(w) => w,
-            Err(e) => {
-                if let keypack_runner_qemu::QemuError::SshTimeout { log, .. } = &e {
+        let waited = vm
+            .wait_ssh(&record, Duration::from_secs(args.timeout))
+            .inspect_err(|e| {
+                if let keypack_runner_qemu::QemuError::SshTimeout { log, .. } = e {
                     print_console_tail(log);
                 }
-                return Err(e.into());
-            }
-        };
+            })?;
         eprintln!(
             "SSH answers with the pinned host key {} after {:.1} s",
             record.host_key_fingerprint,
@@ -316,12 +314,8 @@ fn print_console_tail(log: &std::path::Path) {
     let Ok(bytes) = std::fs::read(log) else {
         return;
     };
-    let text = {
-        let mut esc = crate::cmd::escape::StreamEscaper::default();
-        let mut t = esc.feed(&bytes);
-        t.push_str(&esc.finish());
-        t
-    };
+    let mut esc = crate::cmd::escape::StreamEscaper::default();
+    let text = esc.feed(&bytes) + &esc.finish();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
         eprintln!("the serial console ({}) is empty", log.display());
