@@ -147,17 +147,32 @@ impl SopsConfig {
 
     /// Reads `<root>/.sops.yaml`; a missing file is a configuration without rules.
     pub fn load(root: &Path) -> Result<SopsConfig, LifecycleError> {
+        SopsConfig::from_text(root, Self::read(root)?.as_deref())
+    }
+
+    /// The text of `<root>/.sops.yaml`, `None` when there is none (for a caller that edits
+    /// it and then parses it with [`SopsConfig::from_text`]).
+    pub fn read(root: &Path) -> Result<Option<String>, LifecycleError> {
         let file = root.join(SOPS_CONFIG);
         match std::fs::read(&file) {
-            Ok(bytes) => {
-                let text = String::from_utf8(bytes).map_err(|_| bad(&file, "not UTF-8"))?;
-                SopsConfig::parse(&text, &file)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SopsConfig {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| bad(&file, "not UTF-8")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(LifecycleError::Io { path: file, source }),
+        }
+    }
+
+    /// The configuration `text` (as [`SopsConfig::read`] gives it) describes for `root`; no
+    /// text is a configuration without rules.
+    pub fn from_text(root: &Path, text: Option<&str>) -> Result<SopsConfig, LifecycleError> {
+        let file = root.join(SOPS_CONFIG);
+        match text {
+            Some(text) => SopsConfig::parse(text, &file),
+            None => Ok(SopsConfig {
                 file,
                 rules: Vec::new(),
             }),
-            Err(source) => Err(LifecycleError::Io { path: file, source }),
         }
     }
 

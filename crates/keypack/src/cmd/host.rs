@@ -534,28 +534,24 @@ pub(crate) fn rotate_entity(
     };
 
     let mut writes = Vec::new();
-    // .sops.yaml: the old recipient replaced, nothing else.
-    let config_path = root.join(SOPS_CONFIG);
+    // .sops.yaml (read once): the old recipient replaced, nothing else.
+    let mut config_text = SopsConfig::read(&root)?;
     let mut config_write = None;
-    let mut config = SopsConfig::load(&root)?;
-    if let Some((old, new)) = &recipients_of_host
-        && config_path.exists()
-    {
-        let text = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("reading {}", config_path.display()))?;
-        let (replaced, count) = replace_recipient(&text, old, new);
+    if let (Some((old, new)), Some(text)) = (&recipients_of_host, &config_text) {
+        let (replaced, count) = replace_recipient(text, old, new);
         if count == 0 {
             eprintln!(
                 "warning: {SOPS_CONFIG} does not list {name}'s age recipient {old}; add the new one ({new}) where {name} should decrypt"
             );
         } else {
-            config = SopsConfig::parse(&replaced, &config_path)?;
             config_write = Some(Write {
                 rel: SOPS_CONFIG.into(),
-                bytes: replaced.into_bytes(),
+                bytes: replaced.clone().into_bytes(),
             });
+            config_text = Some(replaced);
         }
     }
+    let config = SopsConfig::from_text(&root, config_text.as_deref())?;
     // The new document, for its creation-rule recipients (after the replacement), else for
     // the recipients it has now (the old host recipient replaced).
     let recipients = if !age.is_empty() {
