@@ -253,8 +253,19 @@ pub fn plan(file: &File, len: u64) -> std::io::Result<Vec<Region>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A new, empty file at `path`, open for reading and writing.
+    pub(crate) fn scratch(path: &std::path::Path) -> File {
+        File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap()
+    }
 
     #[test]
     fn subtract_cuts_ranges() {
@@ -273,13 +284,7 @@ mod tests {
     #[test]
     fn extents_of_a_sparse_file() {
         let t = tempfile::tempdir().unwrap();
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(t.path().join("img"))
-            .unwrap();
+        let f = scratch(&t.path().join("img"));
         f.set_len(16 << 20).unwrap();
         f.write_all_at(&[1u8; 4096], 1 << 20).unwrap();
         let ext = data_extents(&f, 16 << 20).unwrap();
@@ -324,13 +329,7 @@ mod tests {
     #[test]
     fn holes_are_zeroed_except_in_free_clusters() {
         let t = tempfile::tempdir().unwrap();
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(t.path().join("img"))
-            .unwrap();
+        let f = scratch(&t.path().join("img"));
         let (cluster2, end) = fat16_disk(&f);
         let p = plan(&f, end).unwrap();
         // Regions are disjoint: [a, b) is covered when their overlaps with it add up to b - a.
@@ -358,13 +357,7 @@ mod tests {
     #[test]
     fn no_table_means_everything_is_written() {
         let t = tempfile::tempdir().unwrap();
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(t.path().join("img"))
-            .unwrap();
+        let f = scratch(&t.path().join("img"));
         f.set_len(4 << 20).unwrap();
         let p = plan(&f, 4 << 20).unwrap();
         let covered: u64 = p.iter().map(|r| r.end - r.start).sum();

@@ -258,13 +258,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let img_path = t.path().join("img");
         let dev_path = t.path().join("dev");
-        let img = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&img_path)
-            .unwrap();
+        let img = crate::extents::tests::scratch(&img_path);
         img.set_len(3 << 20).unwrap();
         img.write_all_at(&[7u8; 8192], 1 << 20).unwrap();
         std::fs::write(&dev_path, vec![0xAAu8; 3 << 20]).unwrap();
