@@ -54,6 +54,26 @@ fn pieces(r: &Region) -> impl Iterator<Item = (u64, usize)> + '_ {
     })
 }
 
+/// Fills `buf` with what the device gets at `at` for a region of `kind`: the image's bytes,
+/// or zeros.
+fn source(
+    image: &File,
+    image_path: &Path,
+    kind: Kind,
+    buf: &mut [u8],
+    at: u64,
+) -> Result<(), FlashError> {
+    match kind {
+        Kind::Data => image
+            .read_exact_at(buf, at)
+            .map_err(|e| FlashError::io("reading", image_path, e)),
+        Kind::Zero => {
+            buf.fill(0);
+            Ok(())
+        }
+    }
+}
+
 /// Writes `plan` from `image` onto `dev`, fsyncs, verifies; `progress` gets the bytes of
 /// each piece written (write phase only).
 pub fn write_and_verify(
@@ -72,12 +92,7 @@ pub fn write_and_verify(
         let mut h = Sha256::new();
         for (at, n) in pieces(r) {
             let b = &mut buf[..n];
-            match r.kind {
-                Kind::Data => image
-                    .read_exact_at(b, at)
-                    .map_err(|e| FlashError::io("reading", image_path, e))?,
-                Kind::Zero => b.fill(0),
-            }
+            source(image, image_path, r.kind, b, at)?;
             h.update(&*b);
             dev.write_all_at(b, at)
                 .map_err(|e| FlashError::io("writing", dev_path, e))?;
@@ -138,12 +153,7 @@ pub fn compare(
         let mut got = Sha256::new();
         for (at, n) in pieces(r) {
             let w = &mut want_buf[..n];
-            match r.kind {
-                Kind::Data => image
-                    .read_exact_at(w, at)
-                    .map_err(|e| FlashError::io("reading", image_path, e))?,
-                Kind::Zero => w.fill(0),
-            }
+            source(image, image_path, r.kind, w, at)?;
             want.update(&*w);
             let g = &mut got_buf[..n];
             dev.read_exact_at(g, at)
