@@ -6,76 +6,12 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use keypack_media_ventoy::{
-    BuildOptions, VentoyArgs, build_image, fat, inspect, json, update_image,
-};
-
-fn args() -> VentoyArgs {
-    VentoyArgs {
-        ventoy_dir: Some(fixture().dir.clone()),
-        menu_timeout: 3,
-        ..Default::default()
-    }
-}
-
-fn build(archive: &[u8], iso: &Path, out: &Path) {
-    let a = args();
-    build_image(
-        archive,
-        &BuildOptions {
-            args: &a,
-            iso,
-            output: out,
-            state_dir: None,
-            seed: Some(4),
-            ignore_cache: false,
-        },
-    )
-    .expect("build");
-}
-
-fn settings() -> json::Settings {
-    json::Settings {
-        iso: "/k.iso".into(),
-        archive: "/keys.tar.gz".into(),
-        menu_timeout: 3,
-        default_image: true,
-        text_menu: false,
-    }
-}
-
-/// A marker no other test or tool writes: the test's pid and the time.
-fn marker(tag: &str) -> Vec<u8> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("KEYPACK-{tag}-KEY-{}-{nanos:x}", std::process::id()).into_bytes()
-}
-
-/// A bundle-like gzip (stored, so the key text is on the image byte for byte) holding a fake
-/// OpenSSH private key with `marker` in every line, large enough to span several clusters.
-fn bundle_with(marker: &[u8], lines: usize) -> Vec<u8> {
-    let mut text = b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec();
-    for i in 0..lines {
-        text.extend_from_slice(marker);
-        text.extend_from_slice(format!("-{i:06}\n").as_bytes());
-    }
-    text.extend_from_slice(b"-----END OPENSSH PRIVATE KEY-----\n");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
-    gz.write_all(&text).unwrap();
-    gz.finish().unwrap()
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
+use keypack_media_ventoy::{fat, inspect, update_image};
 
 fn lost_of(img: &Path) -> (u64, Vec<String>) {
     let info = inspect(img).expect("inspect");
@@ -107,7 +43,7 @@ fn helper_update() {
         Path::new(&iso),
         "k.iso",
         &bundle,
-        &settings(),
+        &update_settings("k.iso"),
     )
     .unwrap();
 }
@@ -131,7 +67,7 @@ fn killed_update_leaves_no_removed_key_after_the_next_update() {
     let new = bundle_with(&kept, 1500);
     assert!(!contains(&new, &removed));
     let base = tmp.path().join("base.img");
-    build(&old, &iso, &base);
+    build_seeded(&old, &iso, &base, 4);
     assert!(contains(&fs::read(&base).unwrap(), &removed));
     // A fresh image has no lost clusters: the walk reaches every file, including the long
     // names and /ventoy/ventoy.json in a subfolder.
@@ -189,7 +125,8 @@ fn killed_update_leaves_no_removed_key_after_the_next_update() {
         } else {
             bundle_with(&marker("THIRD"), 1700)
         };
-        update_image(&img, &iso, "k.iso", &final_bytes, &settings()).expect("complete update");
+        update_image(&img, &iso, "k.iso", &final_bytes, &update_settings("k.iso"))
+            .expect("complete update");
         let bytes = fs::read(&img).unwrap();
         assert!(
             !contains(&bytes, &removed),
@@ -229,7 +166,7 @@ fn lost_cluster_scan_terminates_on_loops_and_wipes_only_lost_clusters() {
     let secret = marker("LOOPED");
     let bundle = bundle_with(&secret, 2000);
     let img = tmp.path().join("loop.img");
-    build(&bundle, &iso, &img);
+    build_seeded(&bundle, &iso, &img, 4);
     let v = verify(&fs::read(&img).unwrap(), fixture()).unwrap();
     let off = v.p1.0 * 512;
     let f = fs::OpenOptions::new()
@@ -318,7 +255,7 @@ fn files_in_nested_folders_of_another_writer_are_not_lost() {
     let tmp = private_tmp();
     let iso = fake_iso(tmp.path(), "k.iso", 1 << 16);
     let img = tmp.path().join("user.img");
-    build(&bundle_with(&marker("USER"), 500), &iso, &img);
+    build_seeded(&bundle_with(&marker("USER"), 500), &iso, &img, 4);
     let spec = format!("{}@@1M", img.display());
     let mtools = |args: &[&str]| {
         let (ok, out) = run(Command::new(args[0])
@@ -339,7 +276,14 @@ fn files_in_nested_folders_of_another_writer_are_not_lost() {
         names.push(name);
     }
     assert_eq!(lost_of(&img), (0, vec![]), "before the update");
-    update_image(&img, &iso, "k.iso", b"new bundle", &settings()).expect("update");
+    update_image(
+        &img,
+        &iso,
+        "k.iso",
+        b"new bundle",
+        &update_settings("k.iso"),
+    )
+    .expect("update");
     assert_eq!(lost_of(&img), (0, vec![]), "after the update");
     for name in &names {
         assert!(

@@ -6,72 +6,12 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use keypack_media_ventoy::{
-    BuildOptions, VentoyArgs, build_image, fat, inspect, json, update_image,
-};
-
-fn build(archive: &[u8], iso: &Path, out: &Path) {
-    let a = VentoyArgs {
-        ventoy_dir: Some(fixture().dir.clone()),
-        menu_timeout: 3,
-        ..Default::default()
-    };
-    build_image(
-        archive,
-        &BuildOptions {
-            args: &a,
-            iso,
-            output: out,
-            state_dir: None,
-            seed: Some(9),
-            ignore_cache: false,
-        },
-    )
-    .expect("build");
-}
-
-fn settings() -> json::Settings {
-    json::Settings {
-        iso: "/k.iso".into(),
-        archive: "/keys.tar.gz".into(),
-        menu_timeout: 3,
-        default_image: true,
-        text_menu: false,
-    }
-}
-
-/// A marker no other test writes: the pid and the time.
-fn marker(tag: &str) -> Vec<u8> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
-    format!("KEYPACK-{tag}-KEY-{}-{nanos:x}", std::process::id()).into_bytes()
-}
-
-/// A stored (uncompressed) gzip with `marker` on every line, so the key text is on the image
-/// byte for byte; `lines` sets how many clusters it spans.
-fn bundle_with(marker: &[u8], lines: usize) -> Vec<u8> {
-    let mut text = b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec();
-    for i in 0..lines {
-        text.extend_from_slice(marker);
-        text.extend_from_slice(format!("-{i:06}\n").as_bytes());
-    }
-    text.extend_from_slice(b"-----END OPENSSH PRIVATE KEY-----\n");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
-    gz.write_all(&text).unwrap();
-    gz.finish().unwrap()
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
+use keypack_media_ventoy::{fat, inspect, update_image};
 
 fn mtools(img: &Path, args: &[&str]) -> (bool, String) {
     let spec = format!("{}@@1M", img.display());
@@ -131,7 +71,7 @@ fn helper_temp_update() {
         Path::new(&iso),
         "k.iso",
         &bundle,
-        &settings(),
+        &update_settings("k.iso"),
     )
     .expect("update");
 }
@@ -148,7 +88,7 @@ fn killed_while_writing_the_temp_bundle_then_updated() {
     let tmp = private_tmp();
     let iso = fake_iso(tmp.path(), "k.iso", 16 << 10);
     let base = tmp.path().join("base.img");
-    build(&bundle_with(&marker("BASE"), 100), &iso, &base);
+    build_seeded(&bundle_with(&marker("BASE"), 100), &iso, &base, 9);
     let (ok, out) = mtools(&base, &["mdel", "::/keys.tar.gz"]);
     assert!(ok, "mdel: {out}");
     let killed_marker = marker("KILLED");
@@ -184,7 +124,14 @@ fn killed_while_writing_the_temp_bundle_then_updated() {
             );
         }
         let final_bundle = bundle_with(&marker("FINAL"), 20);
-        update_image(&img, &iso, "k.iso", &final_bundle, &settings()).expect("complete update");
+        update_image(
+            &img,
+            &iso,
+            "k.iso",
+            &final_bundle,
+            &update_settings("k.iso"),
+        )
+        .expect("complete update");
         assert_clean(&img, tmp.path(), step, &killed_marker, &final_bundle);
     }
 }
@@ -202,7 +149,7 @@ fn stale_temp_bundle_with_a_broken_chain_is_zeroed() {
     let tmp = private_tmp();
     let iso = fake_iso(tmp.path(), "k.iso", 16 << 10);
     let img = tmp.path().join("stale.img");
-    build(&bundle_with(&marker("BASE"), 100), &iso, &img);
+    build_seeded(&bundle_with(&marker("BASE"), 100), &iso, &img, 9);
     let stale_marker = marker("STALE");
     let stale = bundle_with(&stale_marker, 3000);
     let stale_path = tmp.path().join("stale.bin");
@@ -255,7 +202,14 @@ fn stale_temp_bundle_with_a_broken_chain_is_zeroed() {
     }
     f.sync_all().unwrap();
     let final_bundle = bundle_with(&marker("FINAL"), 20);
-    update_image(&img, &iso, "k.iso", &final_bundle, &settings()).expect("update");
+    update_image(
+        &img,
+        &iso,
+        "k.iso",
+        &final_bundle,
+        &update_settings("k.iso"),
+    )
+    .expect("update");
     assert_clean(
         &img,
         tmp.path(),
@@ -285,7 +239,8 @@ fn mount_update_zeroes_the_replaced_and_the_stale_bundle() {
     fs::hard_link(stick.join("keys.tar.gz"), links.join("old")).unwrap();
     fs::hard_link(stick.join(".keypack-tmp-keys.tar.gz"), links.join("stale")).unwrap();
     let new = bundle_with(&marker("NEW"), 50);
-    keypack_media_ventoy::update_dir(&stick, &iso, "k.iso", &new, &settings()).expect("update");
+    keypack_media_ventoy::update_dir(&stick, &iso, "k.iso", &new, &update_settings("k.iso"))
+        .expect("update");
     assert_eq!(fs::read(stick.join("keys.tar.gz")).unwrap(), new);
     assert!(!stick.join(".keypack-tmp-keys.tar.gz").exists());
     for (name, len) in [("old", old.len()), ("stale", stale.len())] {

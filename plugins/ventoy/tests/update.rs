@@ -8,43 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use keypack_media_ventoy::{
-    BuildOptions, VentoyArgs, build_image, fat, json, update_dir, update_image,
-};
-
-fn args() -> VentoyArgs {
-    VentoyArgs {
-        ventoy_dir: Some(fixture().dir.clone()),
-        menu_timeout: 3,
-        ..Default::default()
-    }
-}
-
-fn build(archive: &[u8], iso: &Path, out: &Path) {
-    let a = args();
-    build_image(
-        archive,
-        &BuildOptions {
-            args: &a,
-            iso,
-            output: out,
-            state_dir: None,
-            seed: Some(4),
-            ignore_cache: false,
-        },
-    )
-    .expect("build");
-}
-
-fn settings(iso: &str) -> json::Settings {
-    json::Settings {
-        iso: format!("/{iso}"),
-        archive: "/keys.tar.gz".into(),
-        menu_timeout: 3,
-        default_image: true,
-        text_menu: false,
-    }
-}
+use keypack_media_ventoy::{BuildOptions, build_image, fat, update_dir, update_image};
 
 /// Child-process half of `interrupted_switch_leaves_old_or_new_bundle`.
 #[test]
@@ -71,7 +35,7 @@ fn interrupted_switch_leaves_old_or_new_bundle() {
     let old: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
     let new: Vec<u8> = (0..90_000u32).map(|i| (i % 241) as u8).collect();
     let base = tmp.path().join("base.img");
-    build(&old, &iso, &base);
+    build_seeded(&old, &iso, &base, 4);
     let new_path = tmp.path().join("new.bin");
     fs::write(&new_path, &new).unwrap();
     for (step, expect_new) in [
@@ -152,7 +116,14 @@ fn update_dir_merges_json_and_copies_via_temp_names() {
     )
     .unwrap();
     let iso = fake_iso(tmp.path(), "k.iso", 1 << 20);
-    let warnings = update_dir(&stick, &iso, "k.iso", b"bundle bytes", &settings("k.iso")).unwrap();
+    let warnings = update_dir(
+        &stick,
+        &iso,
+        "k.iso",
+        b"bundle bytes",
+        &update_settings("k.iso"),
+    )
+    .unwrap();
     assert!(warnings.iter().any(|w| w.contains("injection_legacy")));
     assert!(fs::read(stick.join("k.iso")).unwrap() == fs::read(&iso).unwrap());
     assert_eq!(
@@ -175,7 +146,7 @@ fn update_dir_merges_json_and_copies_via_temp_names() {
     // A ventoy.json that is not JSON is refused, and nothing is copied.
     fs::write(stick.join("ventoy/ventoy.json"), b"{ // no comments\n}").unwrap();
     fs::remove_file(stick.join("keys.tar.gz")).unwrap();
-    let e = update_dir(&stick, &iso, "k.iso", b"x", &settings("k.iso"))
+    let e = update_dir(&stick, &iso, "k.iso", b"x", &update_settings("k.iso"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("ventoy.json"), "{e}");
@@ -189,18 +160,18 @@ fn update_image_refuses_non_ventoy_disks_without_writing() {
     // Zeros; then a valid image with partition 1 moved; then one with the signature broken.
     let zeros = tmp.path().join("zeros.img");
     fs::write(&zeros, vec![0u8; 40 << 20]).unwrap();
-    let e = update_image(&zeros, &iso, "k.iso", b"x", &settings("k.iso"))
+    let e = update_image(&zeros, &iso, "k.iso", b"x", &update_settings("k.iso"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("is not a Ventoy disk"), "{e}");
 
     let good = tmp.path().join("good.img");
-    build(b"x", &iso, &good);
+    build_seeded(b"x", &iso, &good, 4);
     let mut bytes = fs::read(&good).unwrap();
     bytes[0x1C6..0x1CA].copy_from_slice(&4096u32.to_le_bytes());
     let moved = tmp.path().join("moved.img");
     fs::write(&moved, &bytes).unwrap();
-    let e = update_image(&moved, &iso, "k.iso", b"x", &settings("k.iso"))
+    let e = update_image(&moved, &iso, "k.iso", b"x", &update_settings("k.iso"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("check 2"), "{e}");
@@ -210,7 +181,7 @@ fn update_image_refuses_non_ventoy_disks_without_writing() {
     bytes[0x195] ^= 0xFF;
     let unsigned = tmp.path().join("unsigned.img");
     fs::write(&unsigned, &bytes).unwrap();
-    let e = update_image(&unsigned, &iso, "k.iso", b"x", &settings("k.iso"))
+    let e = update_image(&unsigned, &iso, "k.iso", b"x", &update_settings("k.iso"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("check 5"), "{e}");
@@ -221,7 +192,7 @@ fn update_image_refuses_non_ventoy_disks_without_writing() {
     bytes[p2 + 0x2B..p2 + 0x2B + 7].copy_from_slice(b"NOTVTOY");
     let unlabelled = tmp.path().join("unlabelled.img");
     fs::write(&unlabelled, &bytes).unwrap();
-    let e = update_image(&unlabelled, &iso, "k.iso", b"x", &settings("k.iso"))
+    let e = update_image(&unlabelled, &iso, "k.iso", b"x", &update_settings("k.iso"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("check 4"), "{e}");
@@ -234,7 +205,7 @@ fn update_image_refuses_a_stick_older_than_1_0_16() {
     let tmp = private_tmp();
     let iso = fake_iso(tmp.path(), "k.iso", 1 << 16);
     let good = tmp.path().join("good.img");
-    build(b"x", &iso, &good);
+    build_seeded(b"x", &iso, &good, 4);
     let with_version = |v: &str| {
         let mut bytes = fs::read(&good).unwrap();
         let needle = format!("set VENTOY_VERSION=\"{VERSION}\"");
@@ -257,7 +228,7 @@ fn update_image_refuses_a_stick_older_than_1_0_16() {
             .as_deref(),
         Some("1.0.15")
     );
-    let e = update_image(&old, &iso, "k.iso", b"x", &settings("k.iso"))
+    let e = update_image(&old, &iso, "k.iso", b"x", &update_settings("k.iso"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -269,7 +240,7 @@ fn update_image_refuses_a_stick_older_than_1_0_16() {
         "a refused stick is not changed"
     );
     let (ok, _) = with_version("1.0.16");
-    update_image(&ok, &iso, "k.iso", b"y", &settings("k.iso")).expect("1.0.16 is updated");
+    update_image(&ok, &iso, "k.iso", b"y", &update_settings("k.iso")).expect("1.0.16 is updated");
 }
 
 fn mode_of(p: &Path) -> u32 {
@@ -292,7 +263,7 @@ fn keys_only_rebuild_makes_an_0644_image_private() {
     let state = t.path().join("state");
     fs::create_dir(&state).unwrap();
     chmod(&state, 0o700);
-    let a = args();
+    let a = ventoy_args();
     let opts = |_: &Path| BuildOptions {
         args: &a,
         iso: &iso,
@@ -319,8 +290,15 @@ fn update_image_makes_an_0644_image_private() {
     let t = private_tmp();
     let iso = fake_iso(t.path(), "k.iso", 1 << 20);
     let out = t.path().join("disk.img");
-    build(b"first bundle", &iso, &out);
+    build_seeded(b"first bundle", &iso, &out, 4);
     chmod(&out, 0o644);
-    update_image(&out, &iso, "k.iso", b"second bundle", &settings("k.iso")).expect("update");
+    update_image(
+        &out,
+        &iso,
+        "k.iso",
+        b"second bundle",
+        &update_settings("k.iso"),
+    )
+    .expect("update");
     assert_eq!(mode_of(&out), 0o600);
 }

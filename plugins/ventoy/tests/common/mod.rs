@@ -424,3 +424,68 @@ pub fn mtype(img: &Path, path: &str) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Build arguments for the synthetic release of [`fixture`], with a 3 s menu timeout.
+pub fn ventoy_args() -> keypack_media_ventoy::VentoyArgs {
+    keypack_media_ventoy::VentoyArgs {
+        ventoy_dir: Some(fixture().dir.clone()),
+        menu_timeout: 3,
+        ..Default::default()
+    }
+}
+
+/// Builds an image of `archive` and `iso` at `out` with [`ventoy_args`] and `seed`.
+pub fn build_seeded(archive: &[u8], iso: &Path, out: &Path, seed: u64) {
+    let a = ventoy_args();
+    keypack_media_ventoy::build_image(
+        archive,
+        &keypack_media_ventoy::BuildOptions {
+            args: &a,
+            iso,
+            output: out,
+            state_dir: None,
+            seed: Some(seed),
+            ignore_cache: false,
+        },
+    )
+    .expect("build");
+}
+
+/// `ventoy.json` settings for the ISO `/{iso}` and the bundle `/keys.tar.gz`.
+pub fn update_settings(iso: &str) -> keypack_media_ventoy::json::Settings {
+    keypack_media_ventoy::json::Settings {
+        iso: format!("/{iso}"),
+        archive: "/keys.tar.gz".into(),
+        menu_timeout: 3,
+        default_image: true,
+        text_menu: false,
+    }
+}
+
+/// A marker no other test or tool writes: the test's pid and the time.
+pub fn marker(tag: &str) -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    format!("KEYPACK-{tag}-KEY-{}-{nanos:x}", std::process::id()).into_bytes()
+}
+
+/// A bundle-like gzip (stored, so the key text is on the image byte for byte) holding a fake
+/// OpenSSH private key with `marker` in every line; `lines` sets how many clusters it spans.
+pub fn bundle_with(marker: &[u8], lines: usize) -> Vec<u8> {
+    let mut text = b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec();
+    for i in 0..lines {
+        text.extend_from_slice(marker);
+        text.extend_from_slice(format!("-{i:06}\n").as_bytes());
+    }
+    text.extend_from_slice(b"-----END OPENSSH PRIVATE KEY-----\n");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    gz.write_all(&text).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
