@@ -390,7 +390,6 @@ pub(crate) fn rotate_entity(
         SopsFile::parse(&doc_bytes, format).with_context(|| format!("parsing {doc_rel_s}"))?;
     let mut pins = Pins::load(&root).context("reading keypack.pins")?;
 
-    let is_host = matches!(target, RotateTarget::Host(_));
     let host_role = match &target {
         RotateTarget::Host(h) => Some(keypack_pins::Role::host_key(h.as_str())?),
         RotateTarget::User(_) => None,
@@ -432,28 +431,28 @@ pub(crate) fn rotate_entity(
         // Sized once: a `Vec<DataKey>` that grows moves the keys and frees the old buffer
         // unwiped (DataKey holds its bytes inline).
         let mut keys = Vec::with_capacity(files.len());
-        for key in files.iter().zip(results).map(|((label, f), r)| {
-                let plain = r.map_err(anyhow::Error::new).with_context(|| {
-                    // A file other than the document is only here because it lists the
-                    // host: say why keypack needs to open it.
-                    let why = if *label == doc_rel_s {
-                        String::new()
-                    } else {
-                        format!(
-                            "; it lists {name}'s age recipient, so the rotation must rewrap it \
-                             (nothing was written)"
-                        )
-                    };
+        for ((label, f), r) in files.iter().zip(results) {
+            let plain = r.map_err(anyhow::Error::new).with_context(|| {
+                // A file other than the document is only here because it lists the
+                // host: say why keypack needs to open it.
+                let why = if *label == doc_rel_s {
+                    String::new()
+                } else {
                     format!(
-                        "unwrapping the data key of {label} (sops lists: {}) with the identities in {}{why}",
-                        f.recipients().join(", "),
-                        identity_path.display()
+                        "; it lists {name}'s age recipient, so the rotation must rewrap it \
+                         (nothing was written)"
                     )
-                })?;
+                };
+                format!(
+                    "unwrapping the data key of {label} (sops lists: {}) with the identities in {}{why}",
+                    f.recipients().join(", "),
+                    identity_path.display()
+                )
+            })?;
+            keys.push(
                 DataKey::from_bytes(plain.expose_secret())
-                    .with_context(|| format!("the data key of {label}"))
-        }) {
-            keys.push(key?);
+                    .with_context(|| format!("the data key of {label}"))?,
+            );
         }
         Ok(keys)
     };
@@ -501,7 +500,7 @@ pub(crate) fn rotate_entity(
     drop(current);
 
     let keys: Vec<NewKey> = slots.iter().map(generate).collect::<Result<_, _>>()?;
-    let recipients_of_host = if is_host {
+    let recipients_of_host = if host_role.is_some() {
         let old = old_keys[0]
             .age_recipient()
             .context("the current host key's age recipient")?;
