@@ -9,7 +9,8 @@
 //! - [`extents`]: what to write (data extents, and zeros where a hole must read as zero);
 //! - `keys_only`: [`flash_keys_only`], the bundle switched onto a stick of the same build;
 //! - [`write`]: large aligned writes, one fsync, read-back verify by SHA-256 per region;
-//!   [`write::compare`] for [`verify_only`] (`--verify-only`: the same regions, nothing written).
+//!   [`write::compare`] for [`verify_only`] (`--verify-only`: the same regions compared byte for
+//!   byte, nothing written).
 //!
 //! Does **not**: write a regular file (use `cp --sparse`), choose the device for the user,
 //! update a stick's ISO in place (`keypack media update`), or parse exFAT (written whole).
@@ -197,7 +198,7 @@ pub struct Verified {
 
 /// Checks, without writing, that `device` (already checked, [`safety::check`], as device
 /// number `checked`) holds what [`flash`] would write for `image`: the same plan
-/// ([`extents::plan`]), compared region by region by SHA-256 ([`write::compare`]). The first
+/// ([`extents::plan`]), compared region by region, byte for byte ([`write::compare`]). The first
 /// differing region is [`FlashError::VerifyMismatch`]. Opened read-only: nothing is written.
 pub fn verify_only(
     image: &Image,

@@ -42,7 +42,7 @@ pub struct FlashArgs {
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
     /// Write nothing: check that the device holds what a flash would write (the same regions,
-    /// compared by SHA-256); exit 1 naming the first differing region. Asks nothing (`--yes`
+    /// compared byte for byte); exit 1 naming the first differing region. Asks nothing (`--yes`
     /// is accepted and changes nothing)
     #[arg(long, conflicts_with = "keys_only")]
     pub verify_only: bool,
@@ -169,7 +169,7 @@ fn verify_only(args: &FlashArgs, image: &Path, img: &Image, dev: DevNum) -> Resu
     let device = &args.device;
     let v = keypack_flash::verify_only(img, device, dev)?;
     eprintln!(
-        "verified {}: it holds the {}-byte image {} ({} regions, {} bytes compared by SHA-256)",
+        "verified {}: it holds the {}-byte image {} ({} regions, {} bytes compared)",
         device.display(),
         v.image_len,
         image.display(),
