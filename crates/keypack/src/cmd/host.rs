@@ -61,7 +61,8 @@ pub struct HostArgs {
 /// The `host` verbs.
 #[derive(Debug, clap::Subcommand)]
 pub enum HostCommand {
-    /// Generate a new host's ed25519 host key (and deploy key), encrypt them with sops, pin them
+    /// Generate a new host's ed25519 host key (and, with --deploy-key, a deploy key), encrypt
+    /// them with sops, pin them
     New(HostNewArgs),
     /// Replace a host's keys, its age recipient in .sops.yaml, and rewrap the sops files for it
     Rotate(HostRotateArgs),
