@@ -86,22 +86,25 @@ fn file_sha(
     Ok(Some((size, h.finalize().to_vec())))
 }
 
-/// Reads `name` (at most `max` bytes) from the data partition.
-fn read_small(
-    file: &File,
-    path: &Path,
-    found: &Found,
-    name: &str,
-    max: u64,
-) -> Result<Option<Zeroizing<Vec<u8>>>, FlashError> {
-    let fs = ReadFs::open(
+/// The data partition of `file` (laid out as `found`), mounted read-only.
+fn data_fs<'f>(file: &'f File, path: &'f Path, found: &Found) -> Result<ReadFs<'f>, FlashError> {
+    ReadFs::open(
         file,
         path,
         found.data.start * SECTOR,
         found.data.sectors * SECTOR,
         "the data partition",
     )
-    .map_err(ventoy)?;
+    .map_err(ventoy)
+}
+
+/// Reads `name` (at most `max` bytes) from the data partition `fs` of `path`.
+fn read_small(
+    fs: &ReadFs<'_>,
+    path: &Path,
+    name: &str,
+    max: u64,
+) -> Result<Option<Zeroizing<Vec<u8>>>, FlashError> {
     match fs.read(name, max).map_err(ventoy)? {
         fat::Bounded::Bytes(b) => Ok(Some(b)),
         fat::Bounded::Missing => Ok(None),
@@ -156,15 +159,7 @@ fn same_build(
         }
         Err(e) => return Err(e),
     }
-    let listed = ReadFs::open(
-        img,
-        image,
-        fi.data.start * SECTOR,
-        fi.data.sectors * SECTOR,
-        "the data partition",
-    )
-    .map_err(ventoy)?
-    .list(10_000);
+    let listed = data_fs(img, image, &fi)?.list(10_000);
     let mut same = Vec::new();
     for l in listed.iter().filter(|l| !l.dir) {
         if l.path == ARCHIVE_PATH || l.path == JSON_PATH {
@@ -201,10 +196,11 @@ pub(crate) fn keys_only(
 ) -> Result<KeysOnly, FlashError> {
     let (found, same_files) = same_build(img, image, plan, dev, device)?;
     let missing = |name: &str| not_same(device, format!("the image has no {name}"));
-    let archive = read_small(img, image, &found, ARCHIVE_PATH, MAX_ARCHIVE)?
-        .ok_or_else(|| missing(ARCHIVE_PATH))?;
-    let json =
-        read_small(img, image, &found, JSON_PATH, MAX_JSON)?.ok_or_else(|| missing(JSON_PATH))?;
+    let fs = data_fs(img, image, &found)?;
+    let archive =
+        read_small(&fs, image, ARCHIVE_PATH, MAX_ARCHIVE)?.ok_or_else(|| missing(ARCHIVE_PATH))?;
+    let json = read_small(&fs, image, JSON_PATH, MAX_JSON)?.ok_or_else(|| missing(JSON_PATH))?;
+    drop(fs);
     let off = found.data.start * SECTOR;
     // As the keys-only rebuild does: ventoy.json first (it names the archive path, which
     // does not change), then the bundle. `None`: the file is missing on the stick, or its
@@ -224,11 +220,13 @@ pub(crate) fn keys_only(
         .map_err(|e| FlashError::io("flushing", device, e))?;
     rustix::fs::fadvise(dev, 0, None, rustix::fs::Advice::DontNeed)
         .map_err(|e| FlashError::io("dropping the cache of", device, e.into()))?;
+    // Mounted after the switch and the cache drop: what the stick now holds.
+    let back_fs = data_fs(dev, device, &found)?;
     for (name, bytes, max) in [
         (ARCHIVE_PATH, &archive, MAX_ARCHIVE),
         (JSON_PATH, &json, MAX_JSON),
     ] {
-        let back = read_small(dev, device, &found, name, max)?;
+        let back = read_small(&back_fs, device, name, max)?;
         if back.as_deref().map(|b| &b[..]) != Some(&bytes[..]) {
             return Err(FlashError::io(
                 "verifying",
