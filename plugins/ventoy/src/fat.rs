@@ -803,14 +803,31 @@ impl<'f> Raw<'f> {
         Ok(seen)
     }
 
-    /// Lost clusters: marked used in the FAT (neither free nor bad) and reachable from no
-    /// directory entry.
-    fn lost(&self, fat: &[u32]) -> Result<Vec<bool>, VentoyError> {
-        let mut lost = self.reachable(fat)?;
-        for (c, flag) in lost.iter_mut().enumerate() {
-            *flag = c >= 2 && !*flag && fat[c] != 0 && fat[c] != BAD_CLUSTER;
+    /// Lost clusters, in ascending order: marked used in the FAT (neither free nor bad) and
+    /// reachable from no directory entry.
+    fn lost(&self, fat: &[u32]) -> Result<Vec<u32>, VentoyError> {
+        let reachable = self.reachable(fat)?;
+        Ok((2..reachable.len())
+            .filter(|&c| !reachable[c] && fat[c] != 0 && fat[c] != BAD_CLUSTER)
+            .map(|c| c as u32)
+            .collect())
+    }
+
+    /// Overwrites `clusters` with zeros (no sync): runs of adjacent clusters, up to 1 MiB per
+    /// write.
+    fn zero_clusters(&self, clusters: &[u32]) -> Result<(), VentoyError> {
+        let cs = self.bpb.cluster as usize;
+        let per_write = ((1usize << 20) / cs).max(1);
+        let zeros = vec![0u8; per_write.min(clusters.len()) * cs];
+        let mut rest = clusters;
+        while let Some(&first) = rest.first() {
+            let n = (1..per_write.min(rest.len()))
+                .find(|&i| rest[i] != first + i as u32)
+                .unwrap_or(per_write.min(rest.len()));
+            self.wr(self.bpb.cluster_offset(first), &zeros[..n * cs])?;
+            rest = &rest[n..];
         }
-        Ok(lost)
+        Ok(())
     }
 
     /// Zeroes every lost cluster, syncs, then frees them in every FAT copy and syncs again;
@@ -823,39 +840,19 @@ impl<'f> Raw<'f> {
     /// freeing first could leave the old key in free space, where nothing finds it.
     fn wipe_lost(&self, fat: &mut [u32]) -> Result<u64, VentoyError> {
         let lost = self.lost(fat)?;
-        let count = lost.iter().filter(|&&l| l).count() as u64;
-        if count == 0 {
+        if lost.is_empty() {
             return Ok(0);
         }
-        // Zero runs of adjacent clusters, up to 1 MiB per write.
-        let cs = self.bpb.cluster;
-        let per_write = ((1u64 << 20) / cs).max(1) as usize;
-        let zeros = vec![0u8; per_write * cs as usize];
-        let mut c = 2;
-        while c < lost.len() {
-            if !lost[c] {
-                c += 1;
-                continue;
-            }
-            let mut n = 1;
-            while n < per_write && c + n < lost.len() && lost[c + n] {
-                n += 1;
-            }
-            self.wr(self.bpb.cluster_offset(c as u32), &zeros[..n * cs as usize])?;
-            c += n;
-        }
+        self.zero_clusters(&lost)?;
         self.sync()?;
-        let frees: Vec<(u32, u32)> = (2..lost.len())
-            .filter(|&c| lost[c])
-            .map(|c| (c as u32, 0))
-            .collect();
+        let frees: Vec<(u32, u32)> = lost.iter().map(|&c| (c, 0)).collect();
         self.set_fat(fat, &frees)?;
         for &(c, _) in &frees {
             fat[c as usize] = 0;
         }
         self.write_fsinfo(fat)?;
         self.sync()?;
-        Ok(count)
+        Ok(lost.len() as u64)
     }
 
     /// FSInfo: the exact free count and the next free cluster, as `fsck.fat` expects them.
@@ -899,7 +896,7 @@ pub fn lost_clusters(
         return Ok(None);
     };
     let fat = raw.read_fat()?;
-    let clusters = raw.lost(&fat)?.iter().filter(|&&l| l).count() as u64;
+    let clusters = raw.lost(&fat)?.len() as u64;
     Ok(Some(LostClusters {
         clusters,
         bytes: clusters * raw.bpb.cluster,
@@ -970,10 +967,7 @@ pub fn wipe_file(
     }
     // A chain running past the data clusters would point into the next partition.
     clusters.retain(|&c| (c as usize) < limit);
-    let zeros = vec![0u8; raw.bpb.cluster as usize];
-    for &c in &clusters {
-        raw.wr(raw.bpb.cluster_offset(c), &zeros)?;
-    }
+    raw.zero_clusters(&clusters)?;
     raw.sync()?;
     Ok(Some(clusters.len() as u64))
 }
@@ -1092,10 +1086,7 @@ pub fn switch_file(
     // 4. Overwrite the old content (it held the previous keys: a key removed from the bundle
     //    must not stay readable in free clusters), then free the old chain. A crash in
     //    between leaves zeroed clusters marked used: lost space, no old keys.
-    let zeros = vec![0u8; raw.bpb.cluster as usize];
-    for &c in &old_chain {
-        raw.wr(raw.bpb.cluster_offset(c), &zeros)?;
-    }
+    raw.zero_clusters(&old_chain)?;
     raw.sync()?;
     crash_point("wipe");
     let frees: Vec<(u32, u32)> = old_chain.iter().map(|&c| (c, 0)).collect();
