@@ -121,6 +121,13 @@ fn sops_decrypt_as(file: &Path, identity: &str) -> Option<String> {
         .then(|| String::from_utf8(out.stdout).unwrap())
 }
 
+/// `repo.run(verb, extra)`, asserting it succeeds (its stderr in the message).
+fn run_ok(repo: &Repo, verb: &str, extra: &[&str]) -> std::process::Output {
+    let out = repo.run(verb, extra);
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
 /// The standard repository, when the real `sops` is there (else the test is skipped).
 fn sops_repo(test: &str) -> Option<Repo> {
     have_sops(test).then(standard_repo)
@@ -223,8 +230,7 @@ fn host_new_makes_keys_sops_reads_and_build_packs_with_pins() {
     repo.write(".sops.yaml", hosts_rule().as_bytes());
     // --dry-run: nothing written, the plan printed.
     let before = tree(&root);
-    let out = repo.run("host", &["new", "web3", "--deploy-key", "--dry-run"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(&repo, "host", &["new", "web3", "--deploy-key", "--dry-run"]);
     let text = stdout(&out);
     assert!(
         text.contains("would write hosts/web3.yaml") && text.contains(RECIPIENT),
@@ -234,8 +240,7 @@ fn host_new_makes_keys_sops_reads_and_build_packs_with_pins() {
     assert_eq!(tree(&root), before, "--dry-run writes nothing");
 
     // The real thing.
-    let out = repo.run("host", &["new", "web3", "--deploy-key"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(&repo, "host", &["new", "web3", "--deploy-key"]);
     let text = stdout(&out);
     let doc = root.join("hosts/web3.yaml");
 
@@ -367,8 +372,11 @@ fn host_new_json_and_age_override() {
         return;
     };
     // No .sops.yaml at all: --age decides.
-    let out = repo.run("host", &["new", "web4", "--json", "--age", RECIPIENT]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(
+        &repo,
+        "host",
+        &["new", "web4", "--json", "--age", RECIPIENT],
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["host"], "web4");
     assert_eq!(
@@ -394,11 +402,11 @@ fn host_new_json_and_age_override() {
     assert!(stderr(&out).contains(".sops.yaml"), "{}", stderr(&out));
     // A dry run in JSON: the files it would write, no keys shown, nothing written.
     let before = tree(&repo.root());
-    let out = repo.run(
+    let out = run_ok(
+        &repo,
         "host",
         &["new", "web5", "--json", "--dry-run", "--age", RECIPIENT],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["dry_run"], true);
     assert_eq!(
@@ -416,13 +424,11 @@ fn user_new_makes_a_key_sops_reads_and_pins_it() {
     };
     repo.write(".sops.yaml", hosts_rule().as_bytes());
     let before = tree(&repo.root());
-    let out = repo.run("user", &["new", "carol", "--dry-run"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(&repo, "user", &["new", "carol", "--dry-run"]);
     assert!(stdout(&out).contains("would write users/carol.yaml"));
     assert_eq!(tree(&repo.root()), before);
 
-    let out = repo.run("user", &["new", "carol", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(&repo, "user", &["new", "carol", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["user"], "carol");
     assert!(doc.get("age_recipient").is_none(), "{doc}");
@@ -444,8 +450,7 @@ fn user_new_makes_a_key_sops_reads_and_pins_it() {
     let data = public.split_whitespace().nth(1).unwrap();
     assert!(pins_text(&repo).contains(&format!("users/carol/id_ed25519 ssh-ed25519 {data}\n")));
     // verify packs it, pinned.
-    let out = repo.run("verify", &["-H", "web1", "-U", "carol", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(&repo, "verify", &["-H", "web1", "-U", "carol", "--json"]);
     // Existing users are refused (alice: a JSON document; bob: a per-key folder).
     for u in ["carol", "alice", "bob"] {
         let out = repo.run("user", &["new", u]);
@@ -514,8 +519,7 @@ fn host_rotate_replaces_the_recipient_and_rewraps_only_its_files() {
 
     // A dry run writes nothing but names what it would rewrap.
     let before = tree(&root);
-    let out = repo.run("host", &["rotate", "web1", "--dry-run"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(&repo, "host", &["rotate", "web1", "--dry-run"]);
     let text = stdout(&out);
     assert!(
         text.contains("would write secrets/web1/db.yaml  (rewrapped)"),
@@ -524,8 +528,7 @@ fn host_rotate_replaces_the_recipient_and_rewraps_only_its_files() {
     assert!(!text.contains("other.yaml"), "{text}");
     assert_eq!(tree(&root), before, "--dry-run writes nothing");
 
-    let out = repo.run("host", &["rotate", "web1", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(&repo, "host", &["rotate", "web1", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["host"], "web1");
     assert_eq!(doc["old_age_recipient"], old);
@@ -625,8 +628,7 @@ fn host_rotate_replaces_the_recipient_and_rewraps_only_its_files() {
         let line = format!("retired hosts/web1/{role} ssh-ed25519 {}\n", data(oldk));
         assert!(pins.contains(&line), "{pins}");
     }
-    let out = repo.run("verify", &["-H", "web1", "--require-pins"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(&repo, "verify", &["-H", "web1", "--require-pins"]);
 
     // Rolling back the host document is refused: the old key is retired.
     let web1_new = std::fs::read(&web1).unwrap();
@@ -637,8 +639,7 @@ fn host_rotate_replaces_the_recipient_and_rewraps_only_its_files() {
     std::fs::write(&web1, web1_new).unwrap();
 
     // A second rotation uses the pins (one batch) and rewraps db.yaml again.
-    let out = repo.run("host", &["rotate", "web1", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(&repo, "host", &["rotate", "web1", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["old_age_recipient"], new);
     assert_eq!(
@@ -655,8 +656,7 @@ fn user_rotate_replaces_and_retires_the_key() {
     };
     repo.write(".sops.yaml", hosts_rule().as_bytes());
     let hosts_before = tree(&repo.root().join("hosts"));
-    let out = repo.run("user", &["rotate", "alice"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(&repo, "user", &["rotate", "alice"]);
     // alice was a JSON document: it stays JSON.
     let file = repo.root().join("users/alice.json");
     let public = ssh_public_of(&sops_field(&file, "id_ed25519"));
@@ -728,12 +728,10 @@ fn host_new_follows_keypack_toml_folders_and_their_creation_rules() {
         format!("creation_rules:\n  - path_regex: ^machines/[^/]+\\.yaml$\n    age: {RECIPIENT}\n")
             .as_bytes(),
     );
-    let out = repo.run("host", &["new", "web9"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(&repo, "host", &["new", "web9"]);
     assert!(root.join("machines/web9.yaml").is_file());
     assert!(!root.join("hosts").exists());
-    let out = repo.run("verify", &["-H", "web9", "--require-pins"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(&repo, "verify", &["-H", "web9", "--require-pins"]);
     // web1 lives in machines/ now and is still found as existing.
     let out = repo.run("host", &["new", "web1"]);
     assert!(!out.status.success());
