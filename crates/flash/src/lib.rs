@@ -100,14 +100,9 @@ impl Image {
         })
     }
 
-    /// Length of the image.
-    pub fn len(&self) -> u64 {
+    /// Length of the image in bytes.
+    pub fn size(&self) -> u64 {
         self.len
-    }
-
-    /// Whether the image is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Bytes [`flash`] will write (for a progress bar's length).

@@ -235,7 +235,7 @@ pub fn flash(args: FlashArgs) -> Result<ExitCode> {
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
     let policy = safety::Policy {
         allow_fixed: args.allow_fixed,
-        image_len: img.len(),
+        image_len: img.size(),
     };
     safety::check(device, &info, &mountinfo, &swaps, policy)?;
     eprint!("{}", describe(device, &info));
