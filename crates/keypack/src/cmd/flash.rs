@@ -52,6 +52,9 @@ pub struct FlashArgs {
     pub keys_only: bool,
     /// Also print one JSON document on stdout when done: `device`, `image`, `image_bytes`,
     /// `written_bytes`, `data_bytes`, `zero_bytes`, `regions_verified`, `partition_table_reread`
+    /// (with --verify-only: `device`, `image`, `image_bytes`, `equal`, `regions_verified`,
+    /// `compared_bytes`; with --keys-only: `device`, `image`, `keys_only`, `bundle_bytes`,
+    /// `json_bytes`, `same_files`)
     #[arg(long)]
     pub json: bool,
 }
