@@ -421,7 +421,7 @@ fn read_and_parse(repo: &KeysRepo, path: &Path, extract: &Extract) -> Result<Par
     Ok(parsed)
 }
 
-fn sops_format(format: DocumentFormat) -> Format {
+pub(crate) fn sops_format(format: DocumentFormat) -> Format {
     match format {
         DocumentFormat::Yaml => Format::Yaml,
         DocumentFormat::Json => Format::Json,

@@ -365,12 +365,7 @@ pub(crate) fn rotate_entity(
         Some((path, Extract::DocumentField { format, .. }))
             if sources.iter().all(|s| &s.path == path) =>
         {
-            let f = match format {
-                keypack_repo::DocumentFormat::Yaml => Format::Yaml,
-                keypack_repo::DocumentFormat::Json => Format::Json,
-                keypack_repo::DocumentFormat::Dotenv => Format::Dotenv,
-            };
-            (path.clone(), f)
+            (path.clone(), crate::keys::sops_format(*format))
         }
         _ => bail!(
             "{kind} {name} keeps its keys in per-key files; `keypack {kind} rotate` rewrites a \
