@@ -350,19 +350,7 @@ fn assurance_children_get_no_secret_in_argv_or_environment() {
                 .any(|(w, _, _)| w.starts_with("wrapper qemu-system-x86_64"))
         );
     }
-    for (who, cmd, environ) in &seen {
-        for (what, bytes) in [("command line", cmd), ("environment", environ)] {
-            assert_eq!(
-                secrets.find_raw(bytes),
-                None,
-                "{who}: a secret in its {what}"
-            );
-            assert!(
-                memchr::memmem::find(bytes, pin.as_bytes()).is_none(),
-                "{who}: the PIN in its {what}"
-            );
-        }
-    }
+    assert_no_secret_in_children(&seen, &secrets, &pin);
     // `run`, `ssh` and `stop` wrote state (pidfile, QMP socket, serial log, firmware vars,
     // known_hosts) and the dry run wrote nothing: only the two artifacts hold key bytes.
     let image = env.state().join("web1/ventoy.img");
@@ -540,7 +528,17 @@ fn assurance_host_rotate_children_get_no_secret_in_argv_or_environment() {
         "the plugin was started for unwrapping and for wrapping to the card: {:?}",
         seen.iter().map(|s| &s.0).collect::<Vec<_>>()
     );
-    for (who, cmd, environ) in &seen {
+    assert_no_secret_in_children(&seen, &secrets, &pin);
+    eprintln!(
+        "checked {} child records ({plugin_starts} plugin starts): {:?}",
+        seen.len(),
+        seen.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+}
+
+/// Asserts that no child's command line or environment holds a secret or the PIN.
+fn assert_no_secret_in_children(seen: &Seen, secrets: &Secrets, pin: &str) {
+    for (who, cmd, environ) in seen {
         for (what, bytes) in [("command line", cmd), ("environment", environ)] {
             assert_eq!(
                 secrets.find_raw(bytes),
@@ -553,9 +551,4 @@ fn assurance_host_rotate_children_get_no_secret_in_argv_or_environment() {
             );
         }
     }
-    eprintln!(
-        "checked {} child records ({plugin_starts} plugin starts): {:?}",
-        seen.len(),
-        seen.iter().map(|s| &s.0).collect::<Vec<_>>()
-    );
 }
