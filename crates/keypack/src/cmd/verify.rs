@@ -65,7 +65,8 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             }
             Err(e) => {
                 failed += 1;
-                doc["error"] = json!(format!("{e:#}"));
+                // As in the text output: the message may quote names from the repository.
+                doc["error"] = json!(crate::cmd::escape::field(&format!("{e:#}")));
                 out.flush()?;
                 let text =
                     crate::cmd::escape::StreamEscaper::default().feed(format!("{e:#}").as_bytes());
