@@ -601,12 +601,4 @@ impl<'f> ExfatRead<'f> {
                 .map_or(Bounded::Missing, Bounded::Bytes),
         }
     }
-
-    /// Reads the file at `path` (ASCII case-insensitive), if present and at most `max` bytes.
-    pub fn read(&self, path: &str, max: u64) -> Option<Zeroizing<Vec<u8>>> {
-        match self.read_bounded(path, max) {
-            crate::fat::Bounded::Bytes(b) => Some(b),
-            _ => None,
-        }
-    }
 }

@@ -108,6 +108,7 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
         )),
     }
     let fs;
+    let xfs;
     let reader: Box<FileReader<'_>>;
     let exists: Box<Exists<'_>>;
     if let Ok(f) = ReadFs::open(&file, path, data_off, data_len, "the data partition") {
@@ -117,12 +118,11 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, VentoyError> {
         reader = Box::new(|p: &str, max: u64| fs.read(p, max));
         exists = Box::new(|p: &str| fs.exists(p));
     } else if let Some(x) = crate::exfat::ExfatRead::open(&file, data_off, data_len) {
+        xfs = x;
         info.data_fs = Ok("exFAT".into());
-        info.files = x.list(10_000);
-        let x = std::rc::Rc::new(x);
-        let y = x.clone();
-        reader = Box::new(move |p: &str, max: u64| Ok(x.read_bounded(p, max)));
-        exists = Box::new(move |p: &str| y.exists(p));
+        info.files = xfs.list(10_000);
+        reader = Box::new(|p: &str, max: u64| Ok(xfs.read_bounded(p, max)));
+        exists = Box::new(|p: &str| xfs.exists(p));
     } else {
         info.data_fs = Err("neither FAT nor exFAT (NTFS, ext4, …: mount it and look there)".into());
         return Ok(info);
