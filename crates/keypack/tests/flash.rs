@@ -154,6 +154,27 @@ impl Setup {
         self.state.join("web1/ventoy.img")
     }
 
+    /// Where the ISO starts in `img` (its first 4 KiB, found on a 512-byte boundary).
+    fn iso_offset(&self, img: &[u8]) -> u64 {
+        let iso = std::fs::read(&self.iso).unwrap();
+        (0..img.len() - 4096)
+            .step_by(512)
+            .find(|&o| img[o..o + 4096] == iso[..4096])
+            .expect("the ISO's first block is in the image") as u64
+    }
+
+    /// `keypack inspect` of `path` (the image or a stick), which must succeed: its stdout.
+    fn inspect(&self, path: &str) -> String {
+        let out = self.cmd(&["inspect", path]).output().unwrap();
+        let text = stdout(&out);
+        assert!(
+            out.status.success(),
+            "inspect {path}: {text}{}",
+            stderr(&out)
+        );
+        text
+    }
+
     fn flash(&self, dev: &str, extra: &[&str]) -> Output {
         let mut args = vec!["flash", "-H", "web1", dev];
         args.extend_from_slice(extra);
@@ -180,6 +201,19 @@ impl Setup {
         }
         path
     }
+}
+
+/// Flips the bits `mask` of the byte at `at` of `dev`, synced.
+fn flip(dev: &str, at: u64, mask: u8) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ mask], at).unwrap();
+    f.sync_all().unwrap();
 }
 
 fn sha(path: &str) -> Vec<u8> {
@@ -315,14 +349,7 @@ fn flash_writes_the_image_over_stale_bytes_and_the_stick_checks_clean() {
         "the ISO on the stick differs"
     );
     // keypack inspect reads the stick itself.
-    let out = s.cmd(&["inspect", &lo.0]).output().unwrap();
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "inspect {}: {text}{}",
-        lo.0,
-        stderr(&out)
-    );
+    let text = s.inspect(&lo.0);
     assert!(text.contains("etc/ssh/ssh_host_ed25519_key"), "{text}");
     assert!(text.contains("users/alice/.ssh/id_ed25519"), "{text}");
 }
@@ -474,14 +501,7 @@ fn flash_writes_a_gpt_image_with_its_backup_table() {
     let tail = img.len() - 33 * 512;
     assert!(img[tail..] == dev[tail..img.len()], "backup GPT differs");
     assert!(img[..1 << 20] == dev[..1 << 20], "first MiB differs");
-    let out = s.cmd(&["inspect", &lo.0]).output().unwrap();
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "inspect {}: {text}{}",
-        lo.0,
-        stderr(&out)
-    );
+    let text = s.inspect(&lo.0);
     assert!(text.contains("Ventoy disk, Gpt"), "{text}");
     if have("sfdisk") {
         // sfdisk checks both GPT copies (of the image's size: give it the image region).
@@ -600,21 +620,8 @@ fn flash_verify_only_passes_after_a_flash_and_names_a_flipped_region() {
     assert_eq!(sha(&lo.0), flashed, "--verify-only changed the device");
 
     // One byte inside the ISO (a data region of the image).
-    let iso = std::fs::read(&s.iso).unwrap();
-    let at = (0..img.len() - 4096)
-        .step_by(512)
-        .find(|&o| img[o..o + 4096] == iso[..4096])
-        .expect("the ISO's first block is in the image") as u64
-        + 100;
-    let dev = std::fs::OpenOptions::new().write(true).open(&lo.0).unwrap();
-    let mut b = [0u8; 1];
-    std::fs::File::open(&lo.0)
-        .unwrap()
-        .read_exact_at(&mut b, at)
-        .unwrap();
-    dev.write_all_at(&[b[0] ^ 0x01], at).unwrap();
-    dev.sync_all().unwrap();
-    drop(dev);
+    let at = s.iso_offset(&img) + 100;
+    flip(&lo.0, at, 0x01);
     let flipped = sha(&lo.0);
     let out = s.flash(&lo.0, &["--allow-fixed", "--verify-only"]);
     let err = stderr(&out);
@@ -678,12 +685,7 @@ fn flash_keys_only_switches_the_new_bundle_onto_a_stick_of_the_same_build() {
         "KEYPACK-NOTE: {test}: --keys-only wrote {wrote} bytes, the full flash {}",
         first - start
     );
-    let show = |path: &str| {
-        let out = s.cmd(&["inspect", path]).output().unwrap();
-        assert!(out.status.success(), "inspect {path}: {}", stderr(&out));
-        stdout(&out)
-    };
-    let on_stick = show(&lo.0);
+    let on_stick = s.inspect(&lo.0);
     assert!(on_stick.contains("users/bob/.ssh/id_ed25519"), "{on_stick}");
     assert!(!on_stick.contains("users/alice/"), "{on_stick}");
     // The entries and fingerprints are the image's (lines naming the file itself aside).
@@ -693,7 +695,7 @@ fn flash_keys_only_switches_the_new_bundle_onto_a_stick_of_the_same_build() {
             .map(str::to_owned)
             .collect()
     };
-    let want = entries(&show(s.image().to_str().unwrap()));
+    let want = entries(&s.inspect(s.image().to_str().unwrap()));
     assert!(!want.is_empty(), "no fingerprints shown");
     assert_eq!(entries(&on_stick), want);
     let dev = std::fs::read(&lo.0).unwrap();
@@ -705,17 +707,8 @@ fn flash_keys_only_switches_the_new_bundle_onto_a_stick_of_the_same_build() {
     );
 
     // Another ISO on the stick (one byte of it changed): refused, nothing written.
-    let iso = std::fs::read(&s.iso).unwrap();
-    let img = std::fs::read(s.image()).unwrap();
-    let at = (0..img.len() - 4096)
-        .step_by(512)
-        .find(|&o| img[o..o + 4096] == iso[..4096])
-        .unwrap() as u64
-        + 7;
-    let f = std::fs::OpenOptions::new().write(true).open(&lo.0).unwrap();
-    f.write_all_at(&[dev[at as usize] ^ 0x80], at).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
+    let at = s.iso_offset(&std::fs::read(s.image()).unwrap()) + 7;
+    flip(&lo.0, at, 0x80);
     let before = sha(&lo.0);
     let out = s.flash(&lo.0, &["--allow-fixed", "--yes", "--keys-only"]);
     let err = stderr(&out);
