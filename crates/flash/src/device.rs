@@ -76,8 +76,6 @@ pub struct DeviceInfo {
     pub parent_disk: Option<String>,
     /// sysfs `removable`.
     pub removable: bool,
-    /// The device sits below a USB controller in sysfs.
-    pub usb: bool,
     /// Size in bytes (sysfs `size` is in 512-byte sectors whatever the logical block size).
     pub size: u64,
     /// `device/vendor`, `device/model`, `device/serial` (or `serial`), trimmed; empty when
@@ -93,6 +91,13 @@ pub struct DeviceInfo {
     pub partitions: Vec<Partition>,
     /// What is stacked on the disk itself.
     pub holders: Vec<String>,
+}
+
+impl DeviceInfo {
+    /// The device sits below a USB controller in sysfs (its transport is `usb`).
+    pub fn usb(&self) -> bool {
+        self.transport == "usb"
+    }
 }
 
 fn read_trim(path: &Path) -> String {
@@ -192,7 +197,6 @@ pub fn read(sys: &Path, dev: DevNum) -> Result<DeviceInfo, FlashError> {
         dev,
         parent_disk,
         removable: read_trim(&disk_dir.join("removable")) == "1",
-        usb: real_str.contains("/usb"),
         size: sectors(&real.join("size")),
         vendor: read_trim(&disk_dir.join("device/vendor")),
         model: read_trim(&disk_dir.join("device/model")),
@@ -262,7 +266,7 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(info.name, "sdb");
         assert_eq!(info.parent_disk, None);
-        assert!(info.removable && info.usb);
+        assert!(info.removable && info.usb());
         assert_eq!(info.transport, "usb");
         assert_eq!(info.size, 2048000 * 512);
         assert_eq!(
@@ -301,7 +305,7 @@ pub(crate) mod tests {
         assert_eq!(info.name, "sda1");
         assert_eq!(info.parent_disk.as_deref(), Some("sda"));
         assert_eq!(info.transport, "ata");
-        assert!(!info.removable && !info.usb);
+        assert!(!info.removable && !info.usb());
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub fn check(
             holder,
         });
     }
-    if !info.removable && !info.usb && !policy.allow_fixed {
+    if !info.removable && !info.usb() && !policy.allow_fixed {
         return Err(FlashError::Fixed {
             device,
             name: info.name.clone(),
@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(err.to_string(), "/dev/sdb: sdb1 is in use by dm-0");
         let mut fixed = info.clone();
         fixed.removable = false;
-        fixed.usb = false;
+        fixed.transport = "ata";
         assert!(matches!(
             check(dev, &fixed, "", "", POLICY),
             Err(FlashError::Fixed { .. })
