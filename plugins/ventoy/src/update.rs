@@ -286,9 +286,8 @@ pub fn update_image(
     if json_exists {
         fat::switch_file(&file, image, off, JSON_PATH, &json_bytes)?;
     }
-    // Each switch zeroes and frees lost clusters before it starts; this catches any left when
-    // no switch ran (a fresh bundle or ventoy.json) and is a no-op otherwise.
-    fat::wipe_lost_clusters(&file, image, off)?;
+    // No separate wipe of lost clusters: every run switches at least one file (the bundle,
+    // under its own name or the temp name), and each switch zeroes and frees them first.
     Ok(warnings)
 }
 
