@@ -289,23 +289,15 @@ fn load(sel: &KeySelection) -> Result<LoadedSet> {
     let (identities, identity_path) = IdentitySet::discover(sel.identity.as_deref())?;
     let batch: Vec<AgeFile> = parsed
         .iter()
-        .map(|(path, p)| AgeFile {
-            label: path.display().to_string(),
-            alternatives: match p {
-                Parsed::Sops(file) => file
-                    .age_entries()
-                    .iter()
-                    .map(|e| e.enc.as_bytes())
-                    .collect(),
-                Parsed::Age(bytes) => vec![bytes.as_slice()],
+        .map(|(path, p)| match p {
+            Parsed::Sops(file) => sops_age_file(path.display().to_string(), file),
+            Parsed::Age(bytes) => AgeFile {
+                label: path.display().to_string(),
+                alternatives: vec![bytes.as_slice()],
             },
         })
         .collect();
-    let operations = identities.plugin_operations(&batch);
-    if operations > 0 {
-        eprintln!("{operations} YubiKey operation(s) needed");
-    }
-    let results = identities.decrypt_batch(&batch);
+    let results = unwrap_batch(&identities, &batch);
     drop(batch);
 
     for ((path, p), result) in parsed.into_iter().zip(results) {
@@ -619,4 +611,30 @@ fn add_all(
         }
     }
     (added, failures)
+}
+
+/// The age layer of a sops file as one entry of an identity batch: its stanzas, any of which
+/// may open it.
+pub(crate) fn sops_age_file<'a>(label: String, file: &'a SopsFile) -> AgeFile<'a> {
+    AgeFile {
+        label,
+        alternatives: file
+            .age_entries()
+            .iter()
+            .map(|e| e.enc.as_bytes())
+            .collect(),
+    }
+}
+
+/// Unwraps a whole batch in one identity session (one PIN, one plugin run for a YubiKey),
+/// after saying how many YubiKey operations (touches) it needs.
+pub(crate) fn unwrap_batch(
+    identities: &IdentitySet,
+    batch: &[AgeFile<'_>],
+) -> Vec<Result<SecretSlice<u8>, keypack_identity::IdentityError>> {
+    let operations = identities.plugin_operations(batch);
+    if operations > 0 {
+        eprintln!("{operations} YubiKey operation(s) needed");
+    }
+    identities.decrypt_batch(batch)
 }

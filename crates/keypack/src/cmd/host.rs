@@ -414,16 +414,9 @@ pub(crate) fn rotate_entity(
     let unwrap_keys = |files: Vec<(String, &SopsFile)>| -> Result<Vec<DataKey>> {
         let batch: Vec<AgeFile> = files
             .iter()
-            .map(|(label, f)| AgeFile {
-                label: label.clone(),
-                alternatives: f.age_entries().iter().map(|e| e.enc.as_bytes()).collect(),
-            })
+            .map(|(label, f)| crate::keys::sops_age_file(label.clone(), f))
             .collect();
-        let operations = identities.plugin_operations(&batch);
-        if operations > 0 {
-            eprintln!("{operations} YubiKey operation(s) needed");
-        }
-        let results = identities.decrypt_batch(&batch);
+        let results = crate::keys::unwrap_batch(&identities, &batch);
         // Sized once: a `Vec<DataKey>` that grows moves the keys and frees the old buffer
         // unwiped (DataKey holds its bytes inline).
         let mut keys = Vec::with_capacity(files.len());
