@@ -21,16 +21,6 @@ fn lost_of(img: &Path) -> (u64, Vec<String>) {
     (lost.clusters, info.problems.clone())
 }
 
-/// `fsck.fat -n` on partition 1 of `img`: (clean, report).
-fn fsck(img: &Path, tmp: &Path, tag: &str) -> (bool, String) {
-    let v = verify(&fs::read(img).unwrap(), fixture()).unwrap();
-    let part = tmp.join(format!("{tag}.p1"));
-    carve(img, v.p1.0, v.p1.1, &part);
-    let out = run(Command::new("fsck.fat").arg("-n").arg(&part));
-    let _ = fs::remove_file(&part);
-    out
-}
-
 /// Child-process half of `killed_update_leaves_no_removed_key_after_the_next_update`.
 #[test]
 #[ignore = "run by killed_update_leaves_no_removed_key_after_the_next_update in a child process"]
@@ -101,7 +91,7 @@ fn killed_update_leaves_no_removed_key_after_the_next_update() {
             problems.iter().any(|p| p.contains("lost clusters")),
             "{tag}: {problems:?}"
         );
-        let (_, report) = fsck(&img, tmp.path(), &tag);
+        let (_, report) = fsck_p1(&img, tmp.path(), &tag);
         assert!(
             report.contains(&format!("Reclaimed {lost} unused clusters")),
             "{tag}: inspect found {lost} lost clusters, fsck.fat: {report}"
@@ -148,7 +138,7 @@ fn killed_update_leaves_no_removed_key_after_the_next_update() {
             (0, vec![]),
             "{tag}: after the complete update"
         );
-        let (ok, report) = fsck(&img, tmp.path(), &tag);
+        let (ok, report) = fsck_p1(&img, tmp.path(), &tag);
         assert!(
             ok && !report.contains("unused clusters"),
             "{tag}: fsck.fat: {report}"
@@ -291,6 +281,6 @@ fn files_in_nested_folders_of_another_writer_are_not_lost() {
             "{name} changed"
         );
     }
-    let (ok, report) = fsck(&img, tmp.path(), "user");
+    let (ok, report) = fsck_p1(&img, tmp.path(), "user");
     assert!(ok, "fsck.fat: {report}");
 }

@@ -47,11 +47,7 @@ fn assert_clean(img: &Path, tmp: &Path, tag: &str, gone: &[u8], final_bundle: &[
         Some(0),
         "{tag}: lost clusters"
     );
-    let v = verify(&bytes, fixture()).unwrap();
-    let part = tmp.join(format!("{tag}.p1"));
-    carve(img, v.p1.0, v.p1.1, &part);
-    let (ok, report) = run(Command::new("fsck.fat").arg("-n").arg(&part));
-    let _ = fs::remove_file(&part);
+    let (ok, report) = fsck_p1(img, tmp, tag);
     assert!(
         ok && !report.contains("unused clusters"),
         "{tag}: fsck.fat: {report}"

@@ -489,3 +489,13 @@ pub fn bundle_with(marker: &[u8], lines: usize) -> Vec<u8> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// `fsck.fat -n` on partition 1 of `img` (carved into `tmp`): (clean, report).
+pub fn fsck_p1(img: &Path, tmp: &Path, tag: &str) -> (bool, String) {
+    let v = verify(&fs::read(img).unwrap(), fixture()).unwrap();
+    let part = tmp.join(format!("{tag}.p1"));
+    carve(img, v.p1.0, v.p1.1, &part);
+    let out = run(Command::new("fsck.fat").arg("-n").arg(&part));
+    let _ = fs::remove_file(&part);
+    out
+}
