@@ -149,7 +149,7 @@ fn same_build(
             kind: r.kind,
         })
         .collect();
-    match write::compare(img, image, dev, device, &efi) {
+    match write::compare(img, image, dev, device, &efi, &|_, _| {}) {
         Ok(_) => {}
         Err(FlashError::VerifyMismatch { .. }) => {
             return Err(not_same(

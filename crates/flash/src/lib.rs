@@ -8,7 +8,8 @@
 //! - [`safety`]: the refusals (partition, mounted, swap, held, fixed, too small);
 //! - [`extents`]: what to write (data extents, and zeros where a hole must read as zero);
 //! - `keys_only`: [`flash_keys_only`], the bundle switched onto a stick of the same build;
-//! - [`write`]: large aligned writes, one fsync, read-back verify by SHA-256 per region;
+//! - [`write`]: large aligned `O_DIRECT` writes, each piece read back (`O_DIRECT`) and
+//!   compared byte for byte on a second thread, one fsync (a buffered fallback);
 //!   [`write::compare`] for [`verify_only`] (`--verify-only`: the same regions compared byte for
 //!   byte, nothing written).
 //!
@@ -36,7 +37,7 @@ use std::path::{Path, PathBuf};
 pub use error::FlashError;
 pub use keys_only::KeysOnly;
 pub use rrpart::Reread;
-pub use write::Written;
+pub use write::{Phase, Written};
 
 /// Outcome of a flash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +120,7 @@ pub fn flash(
     image: &Image,
     device: &Path,
     checked: device::DevNum,
-    progress: &dyn Fn(u64),
+    progress: write::OnProgress<'_>,
 ) -> Result<Report, FlashError> {
     let dev = open_checked(device, checked, image.len, true)?;
     let written = write::write_and_verify(
@@ -199,16 +200,23 @@ pub fn verify_only(
     image: &Image,
     device: &Path,
     checked: device::DevNum,
+    progress: write::OnProgress<'_>,
 ) -> Result<Verified, FlashError> {
     let dev = open_checked(device, checked, image.len, false)?;
-    let regions = write::compare(&image.file, &image.path, &dev, device, &image.plan).map_err(
-        |e| match e {
-            FlashError::VerifyMismatch { device, start, end } => {
-                FlashError::Differs { device, start, end }
-            }
-            e => e,
-        },
-    )?;
+    let regions = write::compare(
+        &image.file,
+        &image.path,
+        &dev,
+        device,
+        &image.plan,
+        progress,
+    )
+    .map_err(|e| match e {
+        FlashError::VerifyMismatch { device, start, end } => {
+            FlashError::Differs { device, start, end }
+        }
+        e => e,
+    })?;
     Ok(Verified {
         image_len: image.len,
         regions,
@@ -247,14 +255,14 @@ mod tests {
             minor: 16,
         };
         let image = Image::open(&image).unwrap();
-        let err = flash(&image, &target, checked, &|_| {}).unwrap_err();
+        let err = flash(&image, &target, checked, &|_, _| {}).unwrap_err();
         assert!(matches!(err, FlashError::Changed { .. }), "{err}");
         assert!(
             err.to_string()
                 .contains("no longer the device that was checked (8:16")
         );
         assert_eq!(std::fs::read(&target).unwrap(), vec![0xAAu8; 16384]);
-        let err = verify_only(&image, &target, checked).unwrap_err();
+        let err = verify_only(&image, &target, checked, &|_, _| {}).unwrap_err();
         assert!(matches!(err, FlashError::Changed { .. }), "{err}");
     }
 }

@@ -310,6 +310,9 @@ fn flash_writes_the_image_over_stale_bytes_and_the_stick_checks_clean() {
         err.contains("transport virtual") && err.contains("partitions: none"),
         "{err}"
     );
+    // Not a terminal and no --json: no progress at all (no bar, no lines).
+    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    assert!(!err.contains("writing") && !err.contains('\r'), "{err}");
     assert!(err.contains("did not re-read the partition table"), "{err}");
     let dev = std::fs::read(&lo.0).unwrap();
     // Wherever the image holds data, the device holds the same.
@@ -354,6 +357,43 @@ fn flash_writes_the_image_over_stale_bytes_and_the_stick_checks_clean() {
     assert!(text.contains("users/alice/.ssh/id_ed25519"), "{text}");
 }
 
+/// `--json`'s stdout: the progress lines (each with `phase`) and the summary (the last line).
+fn json_out(out: &Output) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let mut docs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let summary = docs.pop().expect("no JSON on stdout");
+    assert!(summary.get("phase").is_none(), "{summary}");
+    for d in &docs {
+        let (done, total) = (d["bytes_done"].as_u64(), d["bytes_total"].as_u64());
+        assert!(
+            d["phase"].is_string() && d["bytes_per_second"].is_u64(),
+            "{d}"
+        );
+        assert!(done.unwrap() <= total.unwrap(), "{d}");
+    }
+    (docs, summary)
+}
+
+/// The phases of progress lines, in order, each once.
+fn phases(lines: &[serde_json::Value]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in lines {
+        let p = l["phase"].as_str().unwrap().to_owned();
+        if out.last() != Some(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The last progress line of `phase`.
+fn last_of<'a>(lines: &'a [serde_json::Value], phase: &str) -> &'a serde_json::Value {
+    lines.iter().rev().find(|l| l["phase"] == phase).unwrap()
+}
+
 #[test]
 fn flash_writes_far_less_than_the_image_holds() {
     let test = "flash_writes_far_less_than_the_image_holds";
@@ -369,7 +409,13 @@ fn flash_writes_far_less_than_the_image_holds() {
     let err = stderr(&out);
     assert!(out.status.success(), "keypack flash: {err}");
     let n = written(&err);
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (progress, doc) = json_out(&out);
+    // Progress as JSON lines: the write phase (counting every byte written), then the fsync.
+    assert_eq!(phases(&progress), ["write", "sync"], "{progress:?}");
+    let w = last_of(&progress, "write");
+    assert_eq!(w["bytes_done"], n, "{w}");
+    assert_eq!(w["bytes_total"], n, "{w}");
+    assert_eq!(progress[0]["bytes_done"], 0, "{progress:?}");
     assert_eq!(doc["written_bytes"], n, "{doc}");
     assert_eq!(doc["image_bytes"], len, "{doc}");
     assert_eq!(doc["partition_table_reread"], false, "{doc}");
@@ -614,7 +660,13 @@ fn flash_verify_only_passes_after_a_flash_and_names_a_flipped_region() {
         err.contains("verified ") && !err.contains("wrote "),
         "{err}"
     );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (progress, doc) = json_out(&out);
+    assert_eq!(phases(&progress), ["verify"], "{progress:?}");
+    assert_eq!(
+        last_of(&progress, "verify")["bytes_done"],
+        doc["compared_bytes"],
+        "{progress:?}"
+    );
     assert_eq!(doc["equal"], true, "{doc}");
     assert!(doc["regions_verified"].as_u64().unwrap() > 0, "{doc}");
     assert_eq!(sha(&lo.0), flashed, "--verify-only changed the device");
@@ -673,7 +725,7 @@ fn flash_keys_only_switches_the_new_bundle_onto_a_stick_of_the_same_build() {
     let out = s.flash(&lo.0, &["--allow-fixed", "--yes", "--keys-only", "--json"]);
     let err = stderr(&out);
     assert!(out.status.success(), "flash --keys-only: {err}");
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, doc) = json_out(&out);
     assert_eq!(doc["same_files"][0], "/keypack-nixos.iso", "{doc}");
     let wrote = bytes_written(&lo.0) - first;
     assert!(

@@ -40,6 +40,7 @@ pub mod child;
 mod error;
 mod medium;
 pub mod output;
+pub mod progress;
 pub mod runner;
 #[cfg(feature = "testing")]
 pub mod testing;

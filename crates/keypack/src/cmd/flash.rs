@@ -16,9 +16,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use keypack_flash::device::{DevNum, DeviceInfo};
-use keypack_flash::{FlashError, Image, Reread, safety};
+use keypack_flash::{FlashError, Image, Phase, Reread, safety};
 use keypack_layout::HostName;
 use keypack_plugin::Boot;
+use keypack_plugin::progress::Progress;
 
 use crate::cmd::escape::field;
 use crate::state;
@@ -50,7 +51,10 @@ pub struct FlashArgs {
     /// same build's ISO, crash-consistent, as a keys-only rebuild does; refused otherwise
     #[arg(long)]
     pub keys_only: bool,
-    /// Also print one JSON document on stdout when done: `device`, `image`, `image_bytes`,
+    /// Progress as JSON lines on stdout instead of a bar, one object per line: `phase`
+    /// (`write`, `sync`, `verify`), `bytes_done` (from 0 in each phase), `bytes_total`,
+    /// `bytes_per_second` (the phase's average so far); at most two lines a second, and one at
+    /// each phase's end. Then, as the last line, one JSON document: `device`, `image`, `image_bytes`,
     /// `written_bytes`, `data_bytes`, `zero_bytes`, `regions_verified`, `partition_table_reread`
     /// (with --verify-only: `device`, `image`, `image_bytes`, `equal`, `regions_verified`,
     /// `compared_bytes`; with --keys-only: `device`, `image`, `keys_only`, `bundle_bytes`,
@@ -168,9 +172,17 @@ fn confirm(device: &Path, info: &DeviceInfo, what: &str) -> Result<(), FlashErro
 /// `keypack flash --verify-only`: the same checks as a flash (a mounted stick is refused too:
 /// its file system may change blocks while they are compared), no confirmation (nothing is
 /// written; the device is opened read-only).
-fn verify_only(args: &FlashArgs, image: &Path, img: &Image, dev: DevNum) -> Result<ExitCode> {
+fn verify_only(
+    args: &FlashArgs,
+    info: &DeviceInfo,
+    image: &Path,
+    img: &Image,
+    dev: DevNum,
+) -> Result<ExitCode> {
     let device = &args.device;
-    let v = keypack_flash::verify_only(img, device, dev)?;
+    let steps = Steps::new(args, info, img);
+    let v = keypack_flash::verify_only(img, device, dev, &|phase, n| steps.step(phase, n))?;
+    steps.progress.finish();
     eprintln!(
         "verified {}: it holds the {}-byte image {} ({} regions, {} bytes compared)",
         device.display(),
@@ -224,6 +236,42 @@ fn keys_only(args: &FlashArgs, image: &Path, img: &Image, dev: DevNum) -> Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// The progress of a flash, fed by `keypack_flash`'s `(phase, bytes)` callback: JSON lines
+/// with `--json`, else a bar on a terminal (labelled with the device's escaped kernel name),
+/// else nothing.
+struct Steps {
+    progress: Progress,
+    current: std::cell::Cell<Option<Phase>>,
+    planned: u64,
+}
+
+impl Steps {
+    fn new(args: &FlashArgs, info: &DeviceInfo, img: &Image) -> Steps {
+        let progress = if args.json {
+            Progress::json_lines()
+        } else {
+            Progress::bar(&field(&info.name))
+        };
+        Steps {
+            progress,
+            current: std::cell::Cell::new(None),
+            planned: img.planned_bytes(),
+        }
+    }
+
+    fn step(&self, phase: Phase, n: u64) {
+        if self.current.get() != Some(phase) {
+            self.current.set(Some(phase));
+            let total = match phase {
+                Phase::Sync => 0,
+                Phase::Write | Phase::Verify => self.planned,
+            };
+            self.progress.phase(phase.as_str(), total);
+        }
+        self.progress.inc(n);
+    }
+}
+
 /// `keypack flash`.
 pub fn flash(args: FlashArgs) -> Result<ExitCode> {
     let image = image_of(&args)?;
@@ -243,7 +291,7 @@ pub fn flash(args: FlashArgs) -> Result<ExitCode> {
     safety::check(device, &info, &mountinfo, &swaps, policy)?;
     eprint!("{}", describe(device, &info));
     if args.verify_only {
-        return verify_only(&args, &image, &img, dev);
+        return verify_only(&args, &info, &image, &img, dev);
     }
     if args.keys_only {
         if !args.yes {
@@ -254,16 +302,9 @@ pub fn flash(args: FlashArgs) -> Result<ExitCode> {
     if !args.yes {
         confirm(device, &info, "everything will be lost on")?;
     }
-    let label = image
-        .file_name()
-        .map(|n| field(&n.to_string_lossy()))
-        .unwrap_or_default();
-    let bar = keypack_media_ventoy::progress::Progress::bytes(
-        &format!("{label} to {}", field(&info.name)),
-        img.planned_bytes(),
-    );
-    let report = keypack_flash::flash(&img, device, dev, &|n| bar.inc(n))?;
-    bar.finish();
+    let steps = Steps::new(&args, &info, &img);
+    let report = keypack_flash::flash(&img, device, dev, &|phase, n| steps.step(phase, n))?;
+    steps.progress.finish();
     let w = report.written;
     eprintln!(
         "wrote {} bytes ({} data, {} zeros) of the {}-byte image {} to {}; verified {} regions",
