@@ -10,8 +10,11 @@
 //! cluster or an ISO block that is a hole in the image would otherwise keep stale bytes, and
 //! the ISO's loop-mounted file system would read them.
 //!
-//! Does not parse exFAT (its allocation bitmap): an exFAT partition (an ISO over 4 GiB) is
-//! written whole. Does not trust anything it cannot parse: unknown means "write it".
+//! The same rule for an exFAT partition (an ISO over 4 GiB, or `--exfat`): a hole is skipped
+//! only inside clusters its allocation bitmap marks free ([`free_exfat_clusters`]); the boot
+//! region, the FAT, the bitmap, the up-case table, every folder and every allocated cluster
+//! are written. Does not parse TexFAT (two FATs and two bitmaps), which is then written whole.
+//! Does not trust anything it cannot parse: unknown means "write it".
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -201,6 +204,109 @@ pub fn free_clusters(file: &File, part: Range) -> std::io::Result<Vec<Range>> {
     Ok(out)
 }
 
+/// Largest exFAT allocation bitmap read (one bit per cluster: 2^32 clusters).
+const MAX_BITMAP: u64 = 512 << 20;
+
+/// Free clusters of the exFAT file system in `part` (clusters whose bit in the allocation
+/// bitmap is 0), merged into byte ranges; empty when it is not exFAT, has two FATs (TexFAT),
+/// or anything on the way to the bitmap does not check out.
+pub fn free_exfat_clusters(file: &File, part: Range) -> std::io::Result<Vec<Range>> {
+    let (off, end) = part;
+    if end - off < 512 {
+        return Ok(Vec::new());
+    }
+    let mut s = [0u8; 512];
+    file.read_exact_at(&mut s, off)?;
+    let u32at =
+        |b: &[u8], o: usize| u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
+    let u64at = |b: &[u8], o: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(a)
+    };
+    if &s[3..11] != b"EXFAT   " || s[510..512] != [0x55, 0xAA] || !(9..=12).contains(&s[108]) {
+        return Ok(Vec::new());
+    }
+    let sector = 1u64 << s[108];
+    // BytesPerSectorShift + SectorsPerClusterShift is at most 25 (32 MiB clusters).
+    if u32::from(s[108]) + u32::from(s[109]) > 25 || s[110] != 1 {
+        return Ok(Vec::new());
+    }
+    let cluster_len = sector << s[109];
+    let volume = u64at(&s, 72).saturating_mul(sector);
+    let fat_at = u32at(&s, 80) * sector;
+    let fat_len = u32at(&s, 84) * sector;
+    let heap_at = u32at(&s, 88) * sector;
+    let clusters = u32at(&s, 92);
+    let root = u32at(&s, 96);
+    let heap_end = heap_at.saturating_add(clusters.saturating_mul(cluster_len));
+    if volume > end - off
+        || heap_end > volume
+        || fat_at.saturating_add(fat_len) > heap_at
+        || (clusters + 2) * 4 > fat_len
+        || !(2..clusters + 2).contains(&root)
+    {
+        return Ok(Vec::new());
+    }
+    // A cluster chain through the FAT (a FAT entry per cluster; reads one entry at a time:
+    // the chains followed here, the root folder's and the bitmap's, are a few clusters long).
+    let next = |c: u64| -> std::io::Result<Option<u64>> {
+        let mut e = [0u8; 4];
+        file.read_exact_at(&mut e, off + fat_at + c * 4)?;
+        let n = u64::from(u32::from_le_bytes(e));
+        Ok((2..clusters + 2).contains(&n).then_some(n))
+    };
+    let cluster_at = |c: u64| off + heap_at + (c - 2) * cluster_len;
+    // The allocation bitmap's entry (type 0x81) in the root folder (its first 64 clusters).
+    let mut bitmap = None;
+    let mut c = Some(root);
+    'root: for _ in 0..64 {
+        let Some(cl) = c else { break };
+        let mut buf = vec![0u8; cluster_len as usize];
+        file.read_exact_at(&mut buf, cluster_at(cl))?;
+        for e in buf.chunks_exact(32) {
+            match e[0] {
+                0x00 => break 'root,
+                0x81 => {
+                    bitmap = Some((u32at(e, 20), u64at(e, 24)));
+                    break 'root;
+                }
+                _ => {}
+            }
+        }
+        c = next(cl)?;
+    }
+    let Some((first, len)) = bitmap else {
+        return Ok(Vec::new());
+    };
+    if len < clusters.div_ceil(8) || len > MAX_BITMAP || !(2..clusters + 2).contains(&first) {
+        return Ok(Vec::new());
+    }
+    // Read the bitmap along its chain (a bitmap written contiguously has its FAT chain too:
+    // the exFAT spec requires it for the bitmap, which has no NoFatChain flag).
+    let mut bits = vec![0u8; len as usize];
+    let mut c = Some(first);
+    for piece in bits.chunks_mut(cluster_len as usize) {
+        let Some(cl) = c else {
+            return Ok(Vec::new());
+        };
+        file.read_exact_at(piece, cluster_at(cl))?;
+        c = next(cl)?;
+    }
+    let mut out: Vec<Range> = Vec::new();
+    for i in 0..clusters {
+        if bits[(i / 8) as usize] & (1 << (i % 8)) != 0 {
+            continue;
+        }
+        let start = cluster_at(i + 2);
+        match out.last_mut() {
+            Some(last) if last.1 == start => last.1 += cluster_len,
+            _ => out.push((start, start + cluster_len)),
+        }
+    }
+    Ok(out)
+}
+
 /// `a` minus `b`, both sorted and non-overlapping.
 pub fn subtract(a: &[Range], b: &[Range]) -> Vec<Range> {
     let mut out = Vec::new();
@@ -225,12 +331,13 @@ pub fn subtract(a: &[Range], b: &[Range]) -> Vec<Range> {
 }
 
 /// The plan for `file` (`len` bytes): data extents as [`Kind::Data`], and every hole outside
-/// free FAT clusters as [`Kind::Zero`], in offset order.
+/// free FAT or exFAT clusters as [`Kind::Zero`], in offset order.
 pub fn plan(file: &File, len: u64) -> std::io::Result<Vec<Region>> {
     let data = data_extents(file, len)?;
     let mut free = Vec::new();
     for part in partitions(file, len)? {
         free.extend(free_clusters(file, part)?);
+        free.extend(free_exfat_clusters(file, part)?);
     }
     free.sort_unstable();
     let holes = subtract(&[(0, len)], &data);

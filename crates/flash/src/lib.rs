@@ -14,7 +14,7 @@
 //!   byte, nothing written).
 //!
 //! Does **not**: write a regular file (use `cp --sparse`), choose the device for the user,
-//! update a stick's ISO in place (`keypack media update`), or parse exFAT (written whole).
+//! update a stick's ISO in place (`keypack media update`), or parse TexFAT (written whole).
 //!
 //! Why an exclusive open ([`open_exclusive`]): for a block device `O_EXCL` fails with EBUSY
 //! while it or a partition is mounted, and stops an automounter from mounting it during the

@@ -267,7 +267,12 @@ fn fat_meta(img: &[u8], off: usize) -> usize {
     ((le(b, 14, 2) + le(b, 16, 1) * fat + root) * bps) as usize
 }
 
-fn fsck(dev: &str, (start, sectors): (u64, u64), scratch: &Path, name: &str) {
+fn fsck(dev: &str, part: (u64, u64), scratch: &Path, name: &str) {
+    fsck_with("fsck.fat", dev, part, scratch, name)
+}
+
+/// Copies partition `(start, sectors)` of `dev` to `scratch/name` and runs `checker -n` on it.
+fn fsck_with(checker: &str, dev: &str, (start, sectors): (u64, u64), scratch: &Path, name: &str) {
     let part = scratch.join(name);
     let f = std::fs::File::create(&part).unwrap();
     let src = std::fs::File::open(dev).unwrap();
@@ -280,14 +285,10 @@ fn fsck(dev: &str, (start, sectors): (u64, u64), scratch: &Path, name: &str) {
         f.write_all_at(&buf[..n], at).unwrap();
         at += n as u64;
     }
-    let out = Command::new("fsck.fat")
-        .arg("-n")
-        .arg(&part)
-        .output()
-        .unwrap();
+    let out = Command::new(checker).arg("-n").arg(&part).output().unwrap();
     assert!(
         out.status.success(),
-        "fsck.fat -n {name}: {}{}",
+        "{checker} -n {name}: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -355,6 +356,83 @@ fn flash_writes_the_image_over_stale_bytes_and_the_stick_checks_clean() {
     let text = s.inspect(&lo.0);
     assert!(text.contains("etc/ssh/ssh_host_ed25519_key"), "{text}");
     assert!(text.contains("users/alice/.ssh/id_ed25519"), "{text}");
+}
+
+/// An image with an exFAT data partition (`--exfat`), flashed over stale random bytes: the
+/// free clusters of its allocation bitmap are skipped (stale bytes stay there), everything
+/// else is the image's, the stick verifies, `fsck.exfat -n` finds both file systems clean and
+/// the ISO reads back whole.
+#[test]
+fn flash_skips_free_exfat_clusters_and_the_stick_checks_clean() {
+    let test = "flash_skips_free_exfat_clusters_and_the_stick_checks_clean";
+    if !prereqs(test) {
+        return;
+    }
+    if !have("fsck.exfat") {
+        skip(test, "fsck.exfat is not installed (exfatprogs)");
+        return;
+    }
+    let s = Setup::built_with(&["--exfat"]);
+    let img = std::fs::read(s.image()).unwrap();
+    let len = img.len() as u64;
+    // The ISO's zero MiB (2–3 MiB) as a hole of the image, as a copy that keeps holes (btrfs,
+    // XFS) leaves it: allocated clusters, so the stick must get zeros there, not stale bytes.
+    let at = s.iso_offset(&img);
+    assert!(
+        img[(at + (2 << 20)) as usize..(at + (3 << 20)) as usize]
+            .iter()
+            .all(|&b| b == 0)
+    );
+    rustix::fs::fallocate(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(s.image())
+            .unwrap(),
+        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+        at + (2 << 20),
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(s.image()).unwrap(), img);
+    let [data, efi] = partitions(&img);
+    assert_eq!(img[0x1BE + 4], 0x07, "partition 1 is not exFAT");
+    let backing = s.stale("stick", len);
+    let lo = Loop::attach(&backing).unwrap();
+    let out = s.flash(&lo.0, &["--allow-fixed", "--yes"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "keypack flash: {err}");
+    let n = written(&err);
+    let dev = std::fs::read(&lo.0).unwrap();
+    // The data partition is mostly free space (32 MiB of slack): it was not written.
+    let (d0, d1) = ((data.0 * 512) as usize, ((data.0 + data.1) * 512) as usize);
+    let stale = dev[d0..d1]
+        .chunks(4096)
+        .zip(img[d0..d1].chunks(4096))
+        .filter(|(a, b)| a != b)
+        .count() as u64
+        * 4096;
+    assert!(stale >= 16 << 20, "only {stale} stale bytes left: {err}");
+    assert!(n + stale <= len, "wrote {n}, {stale} stale, image {len}");
+    // Wherever the image holds data, the device holds the same.
+    for (i, (a, b)) in img.chunks(4096).zip(dev.chunks(4096)).enumerate() {
+        if a.iter().any(|&x| x != 0) {
+            assert!(a == b, "block {i} differs from the image");
+        }
+    }
+    // The ISO (contiguous on exFAT) reads back whole, its hole as zeros.
+    let iso = std::fs::read(&s.iso).unwrap();
+    let at = s.iso_offset(&img) as usize;
+    assert!(
+        dev[at..at + iso.len()] == iso[..],
+        "the ISO on the stick differs"
+    );
+    let scratch = s.repo.scratch();
+    fsck_with("fsck.exfat", &lo.0, data, &scratch, "data.part");
+    fsck(&lo.0, efi, &scratch, "efi.part");
+    let text = s.inspect(&lo.0);
+    assert!(text.contains("etc/ssh/ssh_host_ed25519_key"), "{text}");
+    let out = s.flash(&lo.0, &["--allow-fixed", "--verify-only"]);
+    assert!(out.status.success(), "--verify-only: {}", stderr(&out));
 }
 
 /// `--json`'s stdout: the progress lines (each with `phase`) and the summary (the last line).
