@@ -10,7 +10,7 @@
 //! Reference: `ventoy.md` §2.4 and §2.6, Ventoy `INSTALL/ventoy_pack.sh`.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use crate::VentoyError;
@@ -174,14 +174,23 @@ impl Blobs {
         })
     }
 
-    /// Streams the decompressed core image into `out` (and checks its length again).
+    /// Streams the decompressed core image into `out` (and checks its length again). It is
+    /// smaller than the decoder's window ([`crate::unxz::WINDOW`]), so nothing is read back.
     pub fn write_core(&self, out: &mut dyn Write) -> Result<(), VentoyError> {
-        xz_into(&self.core_xz, CORE_LEN, out)
+        const _: () = assert!(CORE_LEN <= crate::unxz::WINDOW as u64);
+        let never = |_: u64, _: &mut [u8]| Err(io::Error::other("core.img read back"));
+        xz_into(&self.core_xz, CORE_LEN, out, &never)
     }
 
-    /// Streams the decompressed VTOYEFI partition into `out` (and checks its length again).
-    pub fn write_efi(&self, out: &mut dyn Write) -> Result<(), VentoyError> {
-        xz_into(&self.efi_xz, EFI_LEN, out)
+    /// Streams the decompressed VTOYEFI partition into `out` (and checks its length again);
+    /// `back(pos, buf)` reads bytes `out` has received, from `pos` on (the image file: the
+    /// decoder's dictionary beyond its window, [`crate::unxz`]).
+    pub fn write_efi(
+        &self,
+        out: &mut dyn Write,
+        back: &dyn Fn(u64, &mut [u8]) -> io::Result<()>,
+    ) -> Result<(), VentoyError> {
+        xz_into(&self.efi_xz, EFI_LEN, out, back)
     }
 
     /// Checks that the disk image's `grub/grub.cfg` (`grub`: its `VENTOY_VERSION`, read by the
@@ -233,38 +242,53 @@ fn check_boot_img(path: &Path, img: &[u8]) -> Result<(), VentoyError> {
     Ok(())
 }
 
-fn xz_into(path: &Path, expected: u64, out: &mut dyn Write) -> Result<(), VentoyError> {
+fn xz_into(
+    path: &Path,
+    expected: u64,
+    out: &mut dyn Write,
+    back: &dyn Fn(u64, &mut [u8]) -> io::Result<()>,
+) -> Result<(), VentoyError> {
     let file = File::open(path).map_err(|e| VentoyError::io("reading", path, e))?;
-    let input = BufReader::with_capacity(1 << 16, file);
-    let mut reader = lzma_rust2::XzReader::new(input, true);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(VentoyError::Blob {
-                    path: path.to_path_buf(),
-                    problem: format!("cannot be decompressed as xz: {e}"),
-                });
-            }
-        };
-        total += n as u64;
-        if total > expected {
-            break;
-        }
-        out.write_all(&buf[..n])
-            .map_err(|e| VentoyError::io("writing the image for", path, e))?;
+    let mut input = BufReader::with_capacity(1 << 16, file);
+    // Write errors come back through the decoder: tell them apart from damaged input.
+    let failed_write = std::cell::Cell::new(None);
+    let mut sink = Sink {
+        out,
+        failed: &failed_write,
+    };
+    let total = crate::unxz::decompress(&mut input, &mut sink, back, expected);
+    if let Some(e) = failed_write.take() {
+        return Err(VentoyError::io("writing the image for", path, e));
     }
-    if total != expected {
-        return Err(VentoyError::Blob {
+    match total {
+        Ok(n) if n == expected => Ok(()),
+        Ok(_) => Err(VentoyError::Blob {
             path: path.to_path_buf(),
             problem: format!("decompresses to a size other than the {expected} bytes it must have"),
-        });
+        }),
+        Err(e) => Err(VentoyError::Blob {
+            path: path.to_path_buf(),
+            problem: format!("cannot be decompressed as xz: {e}"),
+        }),
     }
-    Ok(())
+}
+
+/// A writer that remembers its first error.
+struct Sink<'a> {
+    out: &'a mut dyn Write,
+    failed: &'a std::cell::Cell<Option<io::Error>>,
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf).inspect_err(|e| {
+            self.failed
+                .set(Some(io::Error::new(e.kind(), e.to_string())));
+        })
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// The uncompressed size recorded in the xz index (no decompression).

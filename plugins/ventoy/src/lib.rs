@@ -25,6 +25,7 @@ pub mod json;
 pub mod layout;
 pub mod partio;
 pub mod progress;
+mod unxz;
 mod update;
 
 use std::fs::{File, OpenOptions};
@@ -574,11 +575,17 @@ fn full_build(
     let efi_off = layout.efi_offset();
     std::thread::scope(|scope| {
         let efi = scope.spawn(|| {
-            blobs.write_efi(&mut At {
-                file,
-                pos: efi_off,
-                end: efi_off + layout::EFI_LEN,
-            })?;
+            // The decoder's dictionary past its 1 MiB window is the partition written so far
+            // (At writes through at once; the zero blocks it skips read as zero in this fresh
+            // file), so memory stays flat for any release's dictionary size.
+            blobs.write_efi(
+                &mut At {
+                    file,
+                    pos: efi_off,
+                    end: efi_off + layout::EFI_LEN,
+                },
+                &|pos, buf| file.read_exact_at(buf, efi_off + pos),
+            )?;
             let grub = fat::check_efi(file, &tmp, efi_off, layout::EFI_LEN).map_err(|e| {
                 VentoyError::Blob {
                     path: blobs.efi_xz.clone(),
