@@ -1,0 +1,143 @@
+//! Test ISOs that follow the keyed-ISO convention (`plugins/iso/README.md`): made with
+//! `grub-mkrescue` (GRUB as the UEFI El Torito image, reading `/boot/grub/grub.cfg`) plus
+//! isolinux as the BIOS El Torito image, both loading `/keypack/keys.img` as the last initrd
+//! after the test guest's own initrd.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The volume label of the test ISOs.
+pub const LABEL: &str = "keypack-e2e-iso";
+/// GRUB's x86_64 EFI platform folder (package grub-efi-amd64-bin).
+pub const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+/// isolinux's boot image (package isolinux).
+pub const ISOLINUX_BIN: &str = "/usr/lib/ISOLINUX/isolinux.bin";
+/// isolinux's core module (package syslinux-common).
+pub const LDLINUX_C32: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
+
+/// What is missing to make a convention ISO, if anything.
+pub fn missing_tools() -> Option<String> {
+    for tool in ["grub-mkrescue", "xorriso", "mformat"] {
+        if !crate::tools::have(tool) {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    for path in [GRUB_EFI_DIR, ISOLINUX_BIN, LDLINUX_C32] {
+        if !Path::new(path).exists() {
+            return Some(format!("{path} is missing (scripts/bootstrap installs it)"));
+        }
+    }
+    None
+}
+
+/// GRUB's configuration (UEFI): one entry, the area as its last initrd.
+pub fn grub_cfg(cmdline: &str) -> String {
+    format!(
+        "set timeout=0\nset default=0\nmenuentry 'keypack e2e' {{\n  linux /boot/bzImage {cmdline}\n  initrd /boot/initrd /keypack/keys.img\n}}\n"
+    )
+}
+
+/// isolinux's configuration (BIOS): one entry, the area as its last initrd.
+pub fn isolinux_cfg(cmdline: &str) -> String {
+    format!(
+        "DEFAULT boot\nPROMPT 0\nTIMEOUT 1\nLABEL boot\n  KERNEL /boot/bzImage\n  APPEND {cmdline} initrd=/boot/initrd,/keypack/keys.img\n"
+    )
+}
+
+/// Makes `dir/NAME` from the guest's kernel and initrd with a zero-filled area of `area_len`
+/// bytes, and returns its path.
+pub fn make_convention_iso(
+    dir: &Path,
+    name: &str,
+    kernel: &Path,
+    initrd: &Path,
+    area_len: usize,
+) -> Result<PathBuf> {
+    let tree = dir.join(format!("{name}-tree"));
+    let cmdline = format!("init=/init root=LABEL={LABEL} console=ttyS0");
+    let files: [(&str, Vec<u8>); 6] = [
+        ("boot/bzImage", std::fs::read(kernel)?),
+        ("boot/initrd", std::fs::read(initrd)?),
+        ("keypack/keys.img", vec![0u8; area_len]),
+        ("boot/grub/grub.cfg", grub_cfg(&cmdline).into_bytes()),
+        ("isolinux/isolinux.cfg", isolinux_cfg(&cmdline).into_bytes()),
+        ("isolinux/isolinux.bin", std::fs::read(ISOLINUX_BIN)?),
+    ];
+    for (p, bytes) in files {
+        let to = tree.join(p);
+        std::fs::create_dir_all(to.parent().expect("parent"))?;
+        std::fs::write(&to, bytes).with_context(|| format!("writing {}", to.display()))?;
+    }
+    std::fs::copy(LDLINUX_C32, tree.join("isolinux/ldlinux.c32"))?;
+    let iso = dir.join(name);
+    // grub-mkrescue passes mkisofs options through to xorriso: the isolinux BIOS image is added
+    // as a second El Torito entry beside GRUB's UEFI image.
+    let out = Command::new("grub-mkrescue")
+        .args(["-d", GRUB_EFI_DIR, "-o"])
+        .arg(&iso)
+        .arg(&tree)
+        .args([
+            "-b",
+            "isolinux/isolinux.bin",
+            "-c",
+            "isolinux/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "-V",
+            LABEL,
+        ])
+        .output()
+        .context("running grub-mkrescue")?;
+    if !out.status.success() {
+        bail!(
+            "grub-mkrescue failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(iso)
+}
+
+/// `(offset, length)` of `/keypack/keys.img` in `iso` as xorriso reports it (`report_lba`).
+pub fn xorriso_area(iso: &Path) -> Result<(u64, u64)> {
+    let out = Command::new("xorriso")
+        .args(["-indev"])
+        .arg(iso)
+        .args(["-find", "/keypack/keys.img", "-exec", "report_lba"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "File data lba:  0 ,     1234 ,      512 ,    1048576 , '/keypack/keys.img'"
+    let line = text
+        .lines()
+        .find(|l| l.contains("keys.img") && l.contains("lba"))
+        .with_context(|| format!("no report_lba line for the area: {text}"))?;
+    let fields: Vec<u64> = line
+        .split(':')
+        .nth(1)
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|f| f.trim().parse().ok())
+        .collect();
+    match fields.as_slice() {
+        [_, lba, _, len, ..] => Ok((lba * 2048, *len)),
+        _ => bail!("cannot read {line:?}"),
+    }
+}
+
+/// The area's bytes as `xorriso -osirrox` extracts them.
+pub fn xorriso_extract_area(iso: &Path, to: &Path) -> Result<Vec<u8>> {
+    let _ = std::fs::remove_file(to);
+    let out = Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(iso)
+        .args(["-extract", "/keypack/keys.img"])
+        .arg(to)
+        .output()?;
+    if !out.status.success() {
+        bail!("xorriso -extract: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(std::fs::read(to)?)
+}
