@@ -1,7 +1,11 @@
-//! Test ISOs that follow the keyed-ISO convention (`plugins/iso/README.md`): made with
-//! `grub-mkrescue` (GRUB as the UEFI El Torito image, reading `/boot/grub/grub.cfg`) plus
-//! isolinux as the BIOS El Torito image, both loading `/keypack/keys.img` as the last initrd
-//! after the test guest's own initrd.
+//! Test ISOs that follow the keyed-ISO convention (`plugins/iso/README.md`): isolinux as the
+//! BIOS El Torito image and GRUB (`grub-mkstandalone`, reading `/boot/grub/grub.cfg`) as the
+//! UEFI one, put together by `xorriso -as mkisofs`, both loading `/keypack/keys.img` as the
+//! last initrd after the test guest's own initrd.
+//!
+//! Why not `grub-mkrescue`: it makes GRUB's EFI image the first El Torito entry and appends
+//! further `-b` images after it, and BIOS firmware (SeaBIOS) only boots the first ("initial")
+//! entry, so its isolinux entry was never used (tried: "could not read the boot disk").
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +23,14 @@ pub const LDLINUX_C32: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
 
 /// What is missing to make a convention ISO, if anything.
 pub fn missing_tools() -> Option<String> {
-    for tool in ["grub-mkrescue", "xorriso", "mformat"] {
+    for tool in [
+        "grub-mkstandalone",
+        "xorriso",
+        "mformat",
+        "mmd",
+        "mcopy",
+        "truncate",
+    ] {
         if !crate::tools::have(tool) {
             return Some(format!("{tool} is not installed"));
         }
@@ -46,8 +57,14 @@ pub fn isolinux_cfg(cmdline: &str) -> String {
     )
 }
 
+/// GRUB's built-in configuration in the standalone EFI binary: find the ISO by its area and
+/// read the ISO's own `/boot/grub/grub.cfg`.
+const GRUB_EMBEDDED_CFG: &str = "search --no-floppy --set=root --file /keypack/keys.img\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n";
+
 /// Makes `dir/NAME` from the guest's kernel and initrd with a zero-filled area of `area_len`
-/// bytes, and returns its path.
+/// bytes, and returns its path. Laid out as nixpkgs' ISO is: isolinux as the first El Torito
+/// entry (BIOS firmware boots only the first, "initial" entry), then a FAT image holding GRUB
+/// (`grub-mkstandalone`, `EFI/BOOT/BOOTX64.EFI`) as the UEFI entry, written by xorriso.
 pub fn make_convention_iso(
     dir: &Path,
     name: &str,
@@ -71,14 +88,65 @@ pub fn make_convention_iso(
         std::fs::write(&to, bytes).with_context(|| format!("writing {}", to.display()))?;
     }
     std::fs::copy(LDLINUX_C32, tree.join("isolinux/ldlinux.c32"))?;
+    let work = dir.join(format!("{name}-efi"));
+    std::fs::create_dir_all(&work)?;
+    let embedded = work.join("embedded.cfg");
+    std::fs::write(&embedded, GRUB_EMBEDDED_CFG)?;
+    let efi_bin = work.join("BOOTX64.EFI");
+    let efi_img = tree.join("boot/efi.img");
+    let efi_img_s = efi_img.display().to_string();
+    let efi_bin_s = efi_bin.display().to_string();
+    let graft = format!("boot/grub/grub.cfg={}", embedded.display());
+    let steps: [Vec<&str>; 5] = [
+        vec![
+            "grub-mkstandalone",
+            "-O",
+            "x86_64-efi",
+            "-d",
+            GRUB_EFI_DIR,
+            "--locales=",
+            "--fonts=",
+            "--themes=",
+            "--install-modules=normal linux search search_fs_file iso9660 configfile echo test part_msdos part_gpt fat gzio",
+            "-o",
+            &efi_bin_s,
+            &graft,
+        ],
+        vec!["truncate", "-s", "4M", &efi_img_s],
+        vec!["mformat", "-i", &efi_img_s, "-v", "EFIBOOT", "::"],
+        vec!["mmd", "-i", &efi_img_s, "::/EFI", "::/EFI/BOOT"],
+        vec![
+            "mcopy",
+            "-i",
+            &efi_img_s,
+            &efi_bin_s,
+            "::/EFI/BOOT/BOOTX64.EFI",
+        ],
+    ];
+    for step in steps {
+        let out = Command::new(step[0])
+            .args(&step[1..])
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .with_context(|| format!("running {}", step[0]))?;
+        if !out.status.success() {
+            bail!(
+                "{} failed: {}",
+                step[0],
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
     let iso = dir.join(name);
-    // grub-mkrescue passes mkisofs options through to xorriso: the isolinux BIOS image is added
-    // as a second El Torito entry beside GRUB's UEFI image.
-    let out = Command::new("grub-mkrescue")
-        .args(["-d", GRUB_EFI_DIR, "-o"])
-        .arg(&iso)
-        .arg(&tree)
+    let out = Command::new("xorriso")
         .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-R",
+            "-J",
+            "-V",
+            LABEL,
             "-b",
             "isolinux/isolinux.bin",
             "-c",
@@ -87,16 +155,18 @@ pub fn make_convention_iso(
             "-boot-load-size",
             "4",
             "-boot-info-table",
-            "-V",
-            LABEL,
+            "-eltorito-alt-boot",
+            "-e",
+            "boot/efi.img",
+            "-no-emul-boot",
+            "-o",
         ])
+        .arg(&iso)
+        .arg(&tree)
         .output()
-        .context("running grub-mkrescue")?;
+        .context("running xorriso")?;
     if !out.status.success() {
-        bail!(
-            "grub-mkrescue failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("xorriso failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(iso)
 }

@@ -1,5 +1,5 @@
 //! End to end through the keyed ISO (issue #16): the test guest's kernel and base initrd on an
-//! ISO made with `grub-mkrescue` (GRUB for UEFI) plus isolinux (BIOS), both loading the
+//! ISO laid out as nixpkgs' (isolinux for BIOS, GRUB for UEFI, put together by xorriso), both loading the
 //! zero-filled `/keypack/keys.img` as their last initrd → `keypack build --media iso` →
 //! `keypack run --wait-ssh` boots it as a CD-ROM under OVMF and under SeaBIOS → `load-keys`
 //! installs the keys and pinned `keypack ssh` gets the packed host key. The area read back with

@@ -250,8 +250,12 @@ fn a_keys_only_rebuild_rewrites_the_area_in_place() {
     let found = area::locate(&iso).unwrap();
     let output = dir.path().join("web1.iso");
 
-    // A large bundle first, so the smaller second one must cover (zero) its tail.
-    let big = sealed_bundle_with_users(&["alice", "bob", "carol"]);
+    // A large bundle first (more than one 4 KiB piece), so the smaller second one must cover
+    // (zero) its tail.
+    let names: Vec<String> = (0..30).map(|i| format!("user{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let big = sealed_bundle_with_users(&names);
+    assert!(keypack_media_initrd::keys_cpio_gz(&big).unwrap().len() > 4096);
     let (_, mode) = build(&big, "web1", &opts(&iso, &output, Some(&state))).unwrap();
     assert_eq!(mode, BuildMode::Full);
     let ino = std::fs::metadata(&output).unwrap().ino();
