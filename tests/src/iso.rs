@@ -58,8 +58,9 @@ pub fn isolinux_cfg(cmdline: &str) -> String {
 }
 
 /// GRUB's built-in configuration in the standalone EFI binary: find the ISO by its area and
-/// read the ISO's own `/boot/grub/grub.cfg`.
-const GRUB_EMBEDDED_CFG: &str = "search --no-floppy --set=root --file /keypack/keys.img\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n";
+/// read the ISO's own `/boot/grub/grub.cfg`. The prefix stays on the built-in memdisk, where
+/// the modules are (the ISO has none).
+const GRUB_EMBEDDED_CFG: &str = "search --no-floppy --set=root --file /keypack/keys.img\nconfigfile ($root)/boot/grub/grub.cfg\n";
 
 /// Makes `dir/NAME` from the guest's kernel and initrd with a zero-filled area of `area_len`
 /// bytes, and returns its path. Laid out as nixpkgs' ISO is: isolinux as the first El Torito

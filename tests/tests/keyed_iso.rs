@@ -643,3 +643,132 @@ fn nix_module_flake_and_plugin_agree_on_the_area() {
             && errors.contains("\"keypack.keysArea.sizeKiB\"")
     );
 }
+
+/// Evaluates `nix/iso-keys.nix` with Debian's `nix-instantiate` (2.8: too old for nixpkgs, so
+/// `lib`, `pkgs.runCommand` and the ISO are stubbed) and runs the builder script it produces on a
+/// NixOS-shaped ISO: on by default with 1 MiB, the assertion refuses odd sizes, off gives back
+/// nixpkgs' ISO untouched, and the derivation's own script writes an ISO keypack accepts.
+#[test]
+fn nix_module_evaluates_and_its_builder_writes_a_keyed_iso() {
+    const T: &str = "nix_module_evaluates_and_its_builder_writes_a_keyed_iso";
+    let Some(nix) = keypack_e2e::tools::which("nix-instantiate") else {
+        return skip(
+            T,
+            "nix-instantiate is not installed (apt-get install nix-bin)",
+        );
+    };
+    if let Some(why) = iso::missing_tools() {
+        return skip(T, &why);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stub = dir.path().join("stub.nix");
+    std::fs::write(&stub, STUB_NIX).unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(plain.join("iso")).unwrap();
+    let shaped = nixos_shaped_iso(dir.path());
+    std::fs::rename(&shaped, plain.join("iso/nixos.iso")).unwrap();
+    let module = repo_root().join("nix/iso-keys.nix").canonicalize().unwrap();
+    let eval = |enable: bool, size: u32| -> serde_json::Value {
+        let expr = format!(
+            "import {} {} {enable} {size} \"{}\"",
+            stub.display(),
+            module.display(),
+            plain.display()
+        );
+        let out = Command::new(&nix)
+            .args([
+                "--eval",
+                "--strict",
+                "--json",
+                "--readonly-mode",
+                "-E",
+                &expr,
+            ])
+            .env("NIX_STATE_DIR", dir.path().join("nix-state"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{expr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let on = eval(true, 1024);
+    assert_eq!(on["options"]["enable"]["default"], true);
+    assert_eq!(on["options"]["sizeKiB"]["default"], 1024);
+    assert_eq!(on["assertions"], serde_json::json!([true]));
+    assert_eq!(
+        eval(true, 3)["assertions"],
+        serde_json::json!([false]),
+        "odd sizes are refused"
+    );
+    assert_eq!(
+        eval(false, 1024)["iso"],
+        plain.display().to_string(),
+        "off: nixpkgs' ISO as is"
+    );
+    let script = on["iso"]["script"].as_str().unwrap();
+    assert_eq!(
+        on["iso"]["attrs"]["nativeBuildInputs"],
+        serde_json::json!(["xorriso", "mtools"])
+    );
+    // The store path of iso-keys.sh is computed, not created, in read-only mode: run the
+    // repository's copy in its place.
+    let store_script = script
+        .split_whitespace()
+        .find(|w| w.ends_with("-iso-keys.sh"))
+        .expect("the builder runs iso-keys.sh");
+    let script = script.replace(
+        store_script,
+        &repo_root().join("nix/iso-keys.sh").display().to_string(),
+    );
+    let out_dir = dir.path().join("out");
+    let run = Command::new("bash")
+        .arg("-euc")
+        .arg(&script)
+        .env("out", &out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "builder: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let keyed = out_dir.join("iso/nixos.iso");
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let out = Command::new(&keypack)
+        .args(["inspect", "--json"])
+        .arg(&keyed)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["state"], "empty", "{doc}");
+    assert_eq!(doc["area"]["bytes"], 1 << 20);
+}
+
+/// A stand-in for the parts of nixpkgs `nix/iso-keys.nix` uses.
+const STUB_NIX: &str = r#"module: enable: sizeKiB: plainIso:
+let
+  lib = {
+    mkOption = o: o;
+    types = { bool = "bool"; ints.positive = "positive"; };
+    mod = a: b: a - (a / b) * b;
+  };
+  pkgs = {
+    xorriso = "xorriso";
+    mtools = "mtools";
+    runCommand = name: attrs: script: { inherit name attrs script; };
+  };
+  config = {
+    keypack.keysArea = { inherit enable sizeKiB; };
+    system.build.isoImage = plainIso;
+  };
+  m = import module { inherit config lib pkgs; };
+in
+{
+  options = m.options.keypack.keysArea;
+  assertions = map (a: a.assertion) m.config.assertions;
+  iso = m.config.system.build.keypackIso;
+}
+"#;
