@@ -108,7 +108,8 @@
           default = rust.keypack;
           inherit (rust) keypack;
           load-keys = pkgs.pkgsStatic.callPackage ./nix/pkgs/load-keys.nix { };
-          iso = (isoFor (systemOf pkgs)).config.system.build.isoImage;
+          # nixpkgs' ISO with the keys area (nix/iso-keys.nix) for `keypack build --media iso`.
+          iso = (isoFor (systemOf pkgs)).config.system.build.keypackIso;
         }
       );
 

@@ -6,6 +6,7 @@
 {
   imports = [
     ./boot.nix
+    ./iso-keys.nix
     ./load-keys.nix
     ./ssh.nix
     ./network.nix

@@ -13,5 +13,6 @@
 #![forbid(unsafe_code)]
 
 pub mod guest;
+pub mod iso;
 pub mod repo;
 pub mod tools;

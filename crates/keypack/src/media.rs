@@ -8,7 +8,11 @@ use keypack_plugin::Medium;
 use keypack_plugin::runner::Runner;
 
 /// Every media plugin, the default first.
-pub static MEDIA: &[&dyn Medium] = &[&keypack_media_ventoy::Ventoy, &keypack_media_initrd::Initrd];
+pub static MEDIA: &[&dyn Medium] = &[
+    &keypack_media_ventoy::Ventoy,
+    &keypack_media_initrd::Initrd,
+    &keypack_media_iso::IsoMedium,
+];
 
 /// Every runner plugin (listed by `keypack plugins`; `run` uses the first).
 pub static RUNNERS: &[&dyn Runner] = &[&keypack_runner_qemu::Qemu];

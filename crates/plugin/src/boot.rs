@@ -46,6 +46,13 @@ pub enum Boot {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cdrom: Option<PathBuf>,
     },
+    /// A bootable ISO (El Torito: UEFI and/or BIOS), attached read-only as a CD-ROM and booted
+    /// from (the keyed ISO). Added after version 1 shipped: older descriptions never hold it,
+    /// so they stay readable unchanged.
+    Cdrom {
+        /// Path of the ISO.
+        image: PathBuf,
+    },
 }
 
 /// Firmware a boot needs.

@@ -74,6 +74,12 @@ pub trait Medium: Sync {
     fn augment_args(&self, cmd: clap::Command) -> clap::Command;
     /// The default file name of the artifact in the host's state folder (`disk.img`, …).
     fn default_artifact_name(&self) -> &'static str;
+    /// The artifact's file name in `host`'s state folder; [`Medium::default_artifact_name`]
+    /// unless the medium names it after the host (`web1.iso`).
+    fn artifact_name(&self, host: &HostName) -> String {
+        let _ = host;
+        self.default_artifact_name().to_owned()
+    }
     /// Whether the medium needs [`BuildInputs::iso`]; when `false`, `keypack build` does not
     /// run `nix build` for one.
     fn needs_iso(&self) -> bool {

@@ -86,8 +86,8 @@ pub fn build_into(
     for d in [&out_dir, &state_dir] {
         crate::output::ensure_private_dir(d).expect("private test folder");
     }
-    let output = out_dir.join(medium.default_artifact_name());
     let host = test_host();
+    let output = out_dir.join(medium.artifact_name(&host));
     let args: Vec<&str> = check.args.iter().map(String::as_str).collect();
     let matches = medium_matches(medium, &args);
     let inputs = BuildInputs::new(&host, &output, &state_dir, &matches)
@@ -191,7 +191,7 @@ pub fn check_medium_with(medium: &dyn Medium, check: &Check<'_>) -> BootDescript
 /// Every file a description names.
 pub fn description_paths(desc: &BootDescription) -> Vec<PathBuf> {
     match &desc.boot {
-        Boot::Disk { image } => vec![image.clone()],
+        Boot::Disk { image } | Boot::Cdrom { image } => vec![image.clone()],
         Boot::Kernel {
             kernel, initrds, ..
         } => std::iter::once(kernel.clone())

@@ -1,5 +1,5 @@
-//! A writer for the "new ASCII" (newc, magic `070701`) cpio format, the only one the Linux
-//! initramfs unpacker reads.
+//! A writer (and a small reader, for `keypack inspect`) of the "new ASCII" (newc, magic
+//! `070701`) cpio format, the only one the Linux initramfs unpacker reads.
 //!
 //! Supports: directories and regular files, fixed inode numbers, owner, mode and mtime; the
 //! `TRAILER!!!` record. Does not support: symlinks, device nodes, hard links, the `070702` CRC
@@ -99,6 +99,66 @@ fn push_hex8(out: &mut Vec<u8>, v: u32) {
     }
 }
 
+/// One record read back by [`read_archive`]; `data` borrows from the caller's buffer.
+pub struct ReadRecord<'a> {
+    /// Path as stored (without a leading `/`), lossily decoded.
+    pub path: String,
+    /// Full `st_mode`.
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Contents.
+    pub data: &'a [u8],
+}
+
+/// Reads the records of one newc archive up to its `TRAILER!!!` (not returned). Errors say
+/// what is malformed, never what a record holds.
+pub fn read_archive(bytes: &[u8]) -> Result<Vec<ReadRecord<'_>>, String> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    loop {
+        let head = bytes
+            .get(pos..pos + HEADER_LEN)
+            .ok_or_else(|| format!("archive ends inside a header at byte {pos}"))?;
+        if &head[..6] != b"070701" && &head[..6] != b"070702" {
+            return Err(format!("no newc magic at byte {pos}"));
+        }
+        let field = |i: usize| -> Result<u32, String> {
+            let text = std::str::from_utf8(&head[6 + 8 * i..14 + 8 * i])
+                .map_err(|_| format!("a header field at byte {pos} is not hex"))?;
+            u32::from_str_radix(text, 16)
+                .map_err(|_| format!("a header field at byte {pos} is not hex"))
+        };
+        let (mode, uid, gid, size, name_len) =
+            (field(1)?, field(2)?, field(3)?, field(6)?, field(11)?);
+        let name_start = pos + HEADER_LEN;
+        let name_end = name_start + name_len as usize;
+        let name = bytes
+            .get(name_start..name_end)
+            .ok_or_else(|| format!("a name at byte {name_start} runs past the archive"))?;
+        let name = name.strip_suffix(&[0]).unwrap_or(name);
+        let data_start = name_end + pad4(HEADER_LEN + name_len as usize);
+        let data_end = data_start + size as usize;
+        let data = bytes
+            .get(data_start..data_end)
+            .ok_or_else(|| format!("data at byte {data_start} runs past the archive"))?;
+        let path = String::from_utf8_lossy(name).into_owned();
+        if path == TRAILER {
+            return Ok(out);
+        }
+        out.push(ReadRecord {
+            path,
+            mode,
+            uid,
+            gid,
+            data,
+        });
+        pos = data_end + pad4(size as usize);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +184,12 @@ mod tests {
         assert!(out.starts_with(b"07070100000001000041ED"));
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("TRAILER!!!"));
+        let back = read_archive(&out).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(
+            (back[1].path.as_str(), back[1].mode, back[1].data),
+            ("etc/a", S_IFREG | 0o600, &b"hello"[..])
+        );
+        assert!(read_archive(&out[..out.len() - 8]).is_err());
     }
 }

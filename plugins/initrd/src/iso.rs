@@ -22,7 +22,8 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-const SECTOR: u64 = 2048;
+/// Bytes per ISO 9660 logical sector.
+pub const SECTOR: u64 = 2048;
 /// Directories larger than this are refused (a crafted ISO cannot make us allocate much).
 const MAX_DIR_LEN: u32 = 16 << 20;
 /// Volume descriptors read at most before giving up on a terminator.
@@ -88,6 +89,17 @@ impl Entry {
     /// Whether the file is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// `(first sector, length in bytes)` of each extent, in order (for media that write into
+    /// a file's extent in place, like the keyed ISO's area).
+    pub fn extents(&self) -> &[(u32, u32)] {
+        &self.extents
+    }
+
+    /// Whether it is a folder.
+    pub fn is_dir(&self) -> bool {
+        self.dir
     }
 }
 
@@ -165,6 +177,11 @@ impl IsoImage {
             img.roots.push((j, true));
         }
         Ok(img)
+    }
+
+    /// The image's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
     /// The image's path.

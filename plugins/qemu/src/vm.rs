@@ -393,6 +393,17 @@ impl Vm {
                 "-drive",
                 &format!("file={},format=raw,if=virtio", opt_path(image)),
             ]),
+            // The only boot device, so SeaBIOS and OVMF both boot it (El Torito BIOS or UEFI
+            // image); read-only, as a real CD.
+            Boot::Cdrom { image } => push(&[
+                "-drive",
+                &format!(
+                    "file={},format=raw,if=ide,media=cdrom,readonly=on",
+                    opt_path(image)
+                ),
+                "-boot",
+                "order=d",
+            ]),
             Boot::Kernel {
                 kernel,
                 initrds,
@@ -432,6 +443,7 @@ impl Vm {
         }
         match &desc.boot {
             Boot::Disk { image } => need_file("disk image", image)?,
+            Boot::Cdrom { image } => need_file("cdrom ISO", image)?,
             Boot::Kernel {
                 kernel,
                 initrds,
@@ -1055,6 +1067,48 @@ mod tests {
         let old = r#"{"kind":"kernel","kernel":"/k","initrds":[],"cmdline":""}"#;
         let boot: Boot = serde_json::from_str(old).unwrap();
         assert!(matches!(boot, Boot::Kernel { cdrom: None, .. }));
+    }
+
+    #[test]
+    fn cdrom_boot_attaches_the_iso_read_only_and_boots_it_under_bios_or_uefi() {
+        let vm = Vm::new("web1", Path::new("/state/web1"));
+        let d = desc(Boot::Cdrom {
+            image: "/state/web1/web1,x.iso".into(),
+        });
+        let bios = vm.qemu_args(&d, "tcg", None, 2222, &Options::default());
+        let joined = bios.join(" ");
+        assert!(
+            joined.contains(
+                "-drive file=/state/web1/web1,,x.iso,format=raw,if=ide,media=cdrom,readonly=on -boot order=d"
+            ),
+            "{joined}"
+        );
+        assert!(
+            !joined.contains("-kernel") && !joined.contains("pflash"),
+            "{joined}"
+        );
+        let fw = Uefi {
+            code: "/fw/OVMF_CODE.fd".into(),
+            vars: Some("/fw/OVMF_VARS.fd".into()),
+        };
+        let uefi = vm
+            .qemu_args(&d, "tcg", Some(&fw), 2222, &Options::default())
+            .join(" ");
+        assert!(
+            uefi.contains("if=pflash,format=raw,unit=0,readonly=on,file=/fw/OVMF_CODE.fd"),
+            "{uefi}"
+        );
+        assert!(
+            uefi.contains("media=cdrom,readonly=on -boot order=d"),
+            "{uefi}"
+        );
+        // Descriptions of the other kinds, written before this one existed, still parse, and
+        // the new kind round-trips.
+        let disk: Boot = serde_json::from_str(r#"{"kind":"disk","image":"/d.img"}"#).unwrap();
+        assert!(matches!(disk, Boot::Disk { .. }));
+        let json = serde_json::to_string(&d.boot).unwrap();
+        assert_eq!(json, r#"{"kind":"cdrom","image":"/state/web1/web1,x.iso"}"#);
+        assert_eq!(serde_json::from_str::<Boot>(&json).unwrap(), d.boot);
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub fn build(args: BuildArgs, matches: &clap::ArgMatches, ignore_cache: bool) ->
         }
         // A state folder inside the keys repository is refused like -o there.
         None => {
-            let o = host_dir.join(medium.default_artifact_name());
+            let o = host_dir.join(medium.artifact_name(&host));
             super::pack::refuse_inside_repo(&o, &args.keys.selection())?;
             o
         }

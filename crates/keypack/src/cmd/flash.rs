@@ -81,6 +81,11 @@ fn image_of(args: &FlashArgs) -> Result<PathBuf> {
     }
     match desc.boot {
         Boot::Disk { image } => Ok(image),
+        Boot::Cdrom { image } => bail!(
+            "the last build of {} is a keyed ISO ({}); pass it as --image to write it to a stick",
+            args.host,
+            image.display()
+        ),
         Boot::Kernel { .. } => bail!(
             "the last build of {} ({} medium) is a kernel and initrds, not a disk image; build a \
              Ventoy image (`keypack build -H {} --media ventoy`) or pass --image",

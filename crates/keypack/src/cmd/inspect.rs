@@ -17,7 +17,8 @@ const MAX_BUNDLE_SIZE: u64 = 16 * 1024 * 1024;
 /// Flags of `keypack inspect`.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// A keys.tar.gz written by `keypack pack`, or a disk image written by `keypack build`
+    /// A keys.tar.gz written by `keypack pack`, or a disk image or keyed ISO written by
+    /// `keypack build`
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Print one JSON document on stdout instead of text (fields in the README); strings from
@@ -36,6 +37,9 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
         read_up_to(&mut file, &mut magic).with_context(|| format!("reading {}", path.display()))?;
     if n < 2 || magic != [0x1f, 0x8b] {
         drop(file);
+        if keypack_media_iso::is_iso9660(path) {
+            return crate::cmd::inspect_iso::inspect_iso(path, args.json);
+        }
         return crate::cmd::inspect_image::inspect_image(path, args.json);
     }
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -20,7 +20,17 @@ use crate::keys;
 #[derive(Debug, clap::Subcommand)]
 pub enum MediaCommand {
     /// Put a new ISO and bundle on an existing Ventoy stick or image.
-    Update(MediaUpdateArgs),
+    Update(Box<MediaUpdateArgs>),
+    /// Zero the keys area of a keyed ISO (`keypack build --media iso`), in place.
+    Reset(MediaResetArgs),
+}
+
+/// Flags of `keypack media reset`.
+#[derive(Debug, clap::Args)]
+pub struct MediaResetArgs {
+    /// A keyed ISO written by `keypack build --media iso`
+    #[arg(value_name = "ISO")]
+    pub iso: PathBuf,
 }
 
 /// Flags of `keypack media update`.
@@ -54,8 +64,24 @@ pub struct MediaUpdateArgs {
 /// `keypack media …`.
 pub fn media(cmd: MediaCommand) -> Result<ExitCode> {
     match cmd {
-        MediaCommand::Update(args) => update(args),
+        MediaCommand::Update(args) => update(*args),
+        MediaCommand::Reset(args) => reset(args),
     }
+}
+
+/// `keypack media reset ISO`: the area's bytes in use are overwritten with zeros and fsynced;
+/// the ISO then boots without keys. Nothing else of the file changes.
+fn reset(args: MediaResetArgs) -> Result<ExitCode> {
+    let (area, used) = keypack_media_iso::reset(&args.iso)
+        .with_context(|| format!("resetting {}", args.iso.display()))?;
+    eprintln!(
+        "reset {}: {} of the area's {} bytes (at offset {}) zeroed; it boots without keys now",
+        args.iso.display(),
+        used,
+        area.len,
+        area.offset
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn update(args: MediaUpdateArgs) -> Result<ExitCode> {

@@ -7,6 +7,7 @@ pub mod flash;
 pub mod host;
 pub mod inspect;
 pub mod inspect_image;
+pub mod inspect_iso;
 pub mod iso;
 pub mod media;
 pub mod pack;

@@ -439,6 +439,9 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
                 println!("  ssh:      127.0.0.1:{} -> guest :22", r.ssh_port);
                 match &r.boot {
                     Boot::Disk { image } => println!("  image:    {}", image.display()),
+                    Boot::Cdrom { image } => {
+                        println!("  cdrom:    {} (booted, read-only)", image.display())
+                    }
                     Boot::Kernel {
                         kernel,
                         initrds,

@@ -1,0 +1,774 @@
+//! End to end through the keyed ISO (issue #16): the test guest's kernel and base initrd on an
+//! ISO laid out as nixpkgs' (isolinux for BIOS, GRUB for UEFI, put together by xorriso), both loading the
+//! zero-filled `/keypack/keys.img` as their last initrd → `keypack build --media iso` →
+//! `keypack run --wait-ssh` boots it as a CD-ROM under OVMF and under SeaBIOS → `load-keys`
+//! installs the keys and pinned `keypack ssh` gets the packed host key. The area read back with
+//! `xorriso -osirrox` is the gzip cpio (gunzipped and listed by GNU cpio), every other byte is
+//! the input's; a keys-only rebuild writes in place; `keypack media reset` gives back the input
+//! ISO byte for byte, which then boots without keys and says so.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use keypack_e2e::tools::{cargo_bin, have, skip};
+use keypack_e2e::{guest, iso};
+
+const HOST: &str = "web1";
+
+struct Env {
+    keypack: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn host_state(&self) -> PathBuf {
+        self.path("state").join(HOST)
+    }
+    fn kp(&self, args: &[&str]) -> Output {
+        let out = Command::new(&self.keypack)
+            .args(args)
+            .env("KEYPACK_STATE_DIR", self.path("state"))
+            .env("KEYPACK_KEYS_REPO", self.path("repo"))
+            .env("SOPS_AGE_KEY_FILE", self.path("age.txt"))
+            .env_remove("KEYPACK_IDENTITY")
+            .env_remove("KEYPACK_MEDIA")
+            .output()
+            .expect("run keypack");
+        eprintln!(
+            "$ keypack {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kp(args);
+        assert!(
+            out.status.success(),
+            "keypack {args:?} failed: {}\nserial log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.serial()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+    fn serial(&self) -> String {
+        std::fs::read_to_string(self.host_state().join("serial.log")).unwrap_or_default()
+    }
+    fn run(&self, firmware: &str, wait_ssh: bool) {
+        let mut args = vec![
+            "run",
+            "-H",
+            HOST,
+            firmware,
+            "--accel",
+            "tcg",
+            "--port",
+            "auto",
+            "--memory",
+            "512",
+            "--cpus",
+            "1",
+            "--timeout",
+            "420",
+        ];
+        if wait_ssh {
+            args.push("--wait-ssh");
+        }
+        self.ok(&args);
+    }
+    /// Boots with `firmware`, checks the served host key is the packed one, stops.
+    fn boot_and_check(&self, firmware: &str, client: &Path, host_pub: &str, iso: &Path) {
+        self.run(firmware, true);
+        let st: serde_json::Value =
+            serde_json::from_str(&self.ok(&["status", "-H", HOST, "--json"])).unwrap();
+        let pid = st["pid"].as_u64().unwrap();
+        let cmdline =
+            String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+                .replace('\0', " ");
+        assert!(
+            cmdline.contains(&format!(
+                "file={},format=raw,if=ide,media=cdrom,readonly=on -boot order=d",
+                iso.display()
+            )),
+            "booted as a read-only CD-ROM: {cmdline}"
+        );
+        assert!(
+            !cmdline.contains("-kernel"),
+            "no direct kernel boot: {cmdline}"
+        );
+        assert_eq!(
+            cmdline.contains("pflash"),
+            firmware == "--uefi",
+            "{firmware}: {cmdline}"
+        );
+        let c = client.display().to_string();
+        let served = self.ok(&[
+            "ssh",
+            "-H",
+            HOST,
+            "-i",
+            &c,
+            "--",
+            "-o",
+            "BatchMode=yes",
+            "cat",
+            "/etc/ssh/ssh_host_ed25519_key.pub",
+        ]);
+        assert_eq!(key_data(&served), key_data(host_pub), "{firmware}");
+        let log = self.ok(&["log", "-H", HOST]);
+        assert!(log.contains("Found injected keys"), "{firmware}: {log}");
+        self.ok(&["stop", "-H", HOST]);
+        std::fs::remove_file(self.host_state().join("serial.log")).unwrap();
+    }
+}
+
+impl Drop for Env {
+    /// A failed assertion must not leave a VM running.
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.host_state().join("qemu.pid")) {
+            let pid = pid.trim();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*self.dir.path().to_string_lossy())
+                && let Ok(pid) = pid.parse::<u32>()
+            {
+                let _ = keypack_e2e::tools::signal_pid(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+fn key_data(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Bytes of `a` and `b` outside `[off, off+len)` are equal (and the files equally long).
+fn same_outside(a: &[u8], b: &[u8], off: u64, len: u64) -> bool {
+    let (off, end) = (off as usize, (off + len) as usize);
+    a.len() == b.len() && a[..off] == b[..off] && a[end..] == b[end..]
+}
+
+/// `gzip -dc | cpio -it` of the area's bytes (independent readers); trailing zeros make gzip
+/// warn ("trailing garbage ignored", exit 2), which is what the kernel skips as well.
+fn cpio_listing(area: &[u8], dir: &Path) -> Vec<String> {
+    let file = dir.join("area.bin");
+    std::fs::write(&file, area).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("gzip -dc < \"$1\" 2>/dev/null | cpio -it --quiet")
+        .arg("sh")
+        .arg(&file)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
+    const T: &str = "keyed_iso_boots_as_a_cdrom_under_uefi_and_bios";
+    for tool in [
+        "qemu-system-x86_64",
+        "sops",
+        "ssh",
+        "ssh-keyscan",
+        "ssh-keygen",
+        "cpio",
+        "dpkg",
+        "dropbear",
+        "dropbearconvert",
+        "busybox",
+        "gzip",
+    ] {
+        if !have(tool) {
+            return skip(T, &format!("{tool} is not installed"));
+        }
+    }
+    if let Some(why) = iso::missing_tools() {
+        return skip(T, &why);
+    }
+    let kernel = match guest::kernel() {
+        Ok(k) => k,
+        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    };
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let env = Env {
+        keypack,
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let state = env.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let host_pub = keypack_e2e::repo::make_repo(env.dir.path(), HOST, &[])
+        .expect("sops keys repository")
+        .host_public_key;
+    let client = env.path("client");
+    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").expect("keygen");
+    let base = env.path("base.cpio.gz");
+    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
+    let input =
+        iso::make_convention_iso(env.dir.path(), "guest.iso", &kernel.vmlinuz, &base, 1 << 20)
+            .expect("convention ISO");
+    let input_bytes = std::fs::read(&input).unwrap();
+    let (offset, len) = iso::xorriso_area(&input).unwrap();
+    assert_eq!(len, 1 << 20);
+
+    // Build: HOST.iso in the state folder, 0600, booted as a CD-ROM.
+    env.ok(&[
+        "build",
+        "-H",
+        HOST,
+        "--media",
+        "iso",
+        "--iso",
+        &input.display().to_string(),
+    ]);
+    let keyed = env.host_state().join(format!("{HOST}.iso"));
+    let boot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.host_state().join("boot.json")).unwrap())
+            .unwrap();
+    assert_eq!(boot["medium"], "iso");
+    assert_eq!(boot["boot"]["kind"], "cdrom");
+    assert_eq!(boot["boot"]["image"], keyed.display().to_string());
+    assert_eq!(boot["firmware"], "any");
+    let meta = std::fs::metadata(&keyed).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+
+    // The area holds the gzip cpio (parents first), zero-padded; nothing else changed.
+    let keyed_bytes = std::fs::read(&keyed).unwrap();
+    assert_eq!(iso::xorriso_area(&keyed).unwrap(), (offset, len));
+    assert!(
+        same_outside(&keyed_bytes, &input_bytes, offset, len),
+        "bytes outside the area changed"
+    );
+    let area = iso::xorriso_extract_area(&keyed, &env.path("area.img")).unwrap();
+    assert_eq!(&area[..], &keyed_bytes[offset as usize..][..len as usize]);
+    assert_eq!(
+        &area[..2],
+        &[0x1f, 0x8b],
+        "a gzip stream at the area's start"
+    );
+    assert!(
+        area[area.len() - 4096..].iter().all(|&b| b == 0),
+        "zero padding"
+    );
+    assert_eq!(
+        cpio_listing(&area, env.dir.path()),
+        [
+            "etc",
+            "etc/ssh",
+            "etc/ssh/ssh_host_ed25519_key",
+            "etc/ssh/ssh_host_ed25519_key.pub"
+        ],
+    );
+
+    // inspect: the area, its state, the host key's fingerprint; never key bytes.
+    let doc: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "--json", &keyed.display().to_string()]))
+            .unwrap();
+    assert_eq!(doc["kind"], "keyed-iso");
+    assert_eq!(doc["state"], "keys");
+    assert_eq!(doc["area"]["offset"], offset);
+    assert_eq!(doc["area"]["bytes"], len);
+    let fp = {
+        let pubfile = env.path("host.pub");
+        std::fs::write(&pubfile, &host_pub).unwrap();
+        let out = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(&pubfile)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let pub_entry = doc["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "etc/ssh/ssh_host_ed25519_key.pub")
+        .unwrap();
+    assert_eq!(pub_entry["fingerprint"], fp);
+    let text = env.ok(&["inspect", &keyed.display().to_string()]);
+    assert!(text.contains("state: keys") && text.contains(&fp), "{text}");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    let input_doc: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "--json", &input.display().to_string()]))
+            .unwrap();
+    assert_eq!(input_doc["state"], "empty");
+
+    env.boot_and_check("--uefi", &client, &host_pub, &keyed);
+    env.boot_and_check("--bios", &client, &host_pub, &keyed);
+
+    // Same ISO, build again: only the area is rewritten, in the same file.
+    env.ok(&[
+        "build",
+        "-H",
+        HOST,
+        "--media",
+        "iso",
+        "--iso",
+        &input.display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::metadata(&keyed).unwrap().ino(),
+        meta.ino(),
+        "written in place"
+    );
+    assert!(same_outside(
+        &std::fs::read(&keyed).unwrap(),
+        &input_bytes,
+        offset,
+        len
+    ));
+
+    // Reset: the input ISO, byte for byte; it boots without keys and says so.
+    env.ok(&["media", "reset", &keyed.display().to_string()]);
+    assert!(
+        std::fs::read(&keyed).unwrap() == input_bytes,
+        "reset gives back the input ISO"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "--json", &keyed.display().to_string()]))
+            .unwrap();
+    assert_eq!(doc["state"], "empty");
+    env.run("--bios", false);
+    let start = Instant::now();
+    while !env.serial().contains("No injected keys found") {
+        assert!(
+            start.elapsed() < Duration::from_secs(420),
+            "the unfilled ISO never said it has no keys:\n{}",
+            env.serial()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let log = env.serial();
+    assert!(!log.contains("Found injected keys"), "{log}");
+    env.ok(&["stop", "-H", HOST]);
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A NixOS-shaped ISO as nixpkgs' iso-image module lays it out: GRUB's configuration at
+/// /EFI/boot/grub.cfg and again inside the El Torito FAT image /boot/efi.img, isolinux's at
+/// /isolinux/isolinux.cfg with an `INITRD` line and an `initrd=` argument, hybrid MBR + GPT.
+fn nixos_shaped_iso(dir: &Path) -> PathBuf {
+    let tree = dir.join("nixos-tree");
+    let grub = "set timeout=10\n\
+menuentry 'NixOS Installer ' --class installer {\n  terminal_output console\n  linux /boot/bzImage ${isoboot} init=/nix/store/x/init root=LABEL=nixos\n  initrd /boot/initrd\n}\n\
+submenu \"HiDPI\" --class hidpi {\n  menuentry 'NixOS (serial)' --class serial {\n    linux /boot/bzImage ${isoboot} console=ttyS0\n    initrd /boot/initrd\n  }\n}\n";
+    let isolinux = "SERIAL 0 115200\nDEFAULT boot\nLABEL boot\nLINUX /boot/bzImage\nAPPEND init=/nix/store/x/init root=LABEL=nixos\nINITRD /boot/initrd\n\
+LABEL boot-serial\nLINUX /boot/bzImage\nAPPEND init=/nix/store/x/init console=ttyS0 initrd=/boot/initrd\n";
+    for (p, text) in [
+        ("EFI/boot/grub.cfg", grub),
+        ("isolinux/isolinux.cfg", isolinux),
+        ("boot/bzImage", "kernel"),
+        ("boot/initrd", "initrd"),
+    ] {
+        std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
+        std::fs::write(tree.join(p), text).unwrap();
+    }
+    std::fs::copy(iso::ISOLINUX_BIN, tree.join("isolinux/isolinux.bin")).unwrap();
+    std::fs::copy(iso::LDLINUX_C32, tree.join("isolinux/ldlinux.c32")).unwrap();
+    let efi = tree.join("boot/efi.img");
+    let efi_s = efi.display().to_string();
+    let grub_s = tree.join("EFI/boot/grub.cfg").display().to_string();
+    let cmds: [&[&str]; 4] = [
+        &["truncate", "-s", "2M", &efi_s],
+        &["mformat", "-i", &efi_s, "-v", "EFIBOOT", "::"],
+        &["mmd", "-i", &efi_s, "::/EFI", "::/EFI/boot"],
+        &["mcopy", "-i", &efi_s, &grub_s, "::/EFI/boot/grub.cfg"],
+    ];
+    for cmd in cmds {
+        let out = Command::new(cmd[0])
+            .args(&cmd[1..])
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out_iso = dir.join("nixos.iso");
+    let out = Command::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-R",
+            "-J",
+            "-V",
+            "nixos-shaped",
+            "-b",
+            "isolinux/isolinux.bin",
+            "-c",
+            "isolinux/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "-isohybrid-mbr",
+            "/usr/lib/ISOLINUX/isohdpfx.bin",
+            "-eltorito-alt-boot",
+            "-e",
+            "boot/efi.img",
+            "-no-emul-boot",
+            "-isohybrid-gpt-basdat",
+            "-o",
+        ])
+        .arg(&out_iso)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "xorriso: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out_iso
+}
+
+fn el_torito(iso: &Path) -> Vec<String> {
+    let out = Command::new("xorriso")
+        .arg("-indev")
+        .arg(iso)
+        .args(["-report_el_torito", "plain"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("El Torito boot img") || l.starts_with("El Torito img path"))
+        .map(|l| {
+            // Drop the LBA column (the images move when the ISO is rewritten).
+            let mut cols: Vec<&str> = l.split_whitespace().collect();
+            if l.starts_with("El Torito boot img") {
+                cols.pop();
+            }
+            cols.join(" ")
+        })
+        .collect()
+}
+
+/// nix/iso-keys.sh, the script the flake's ISO derivation runs (Nix ≥ 2.18 cannot run here, so
+/// the derivation itself is not built in CI; its script is), on a NixOS-shaped ISO: the area is
+/// added, contiguous and zero; every initrd of all three configurations loads it last; the
+/// El Torito entries and the hybrid MBR survive; `keypack`'s own area finder accepts it.
+#[test]
+fn nix_iso_keys_adds_the_area_to_every_boot_entry() {
+    const T: &str = "nix_iso_keys_adds_the_area_to_every_boot_entry";
+    if let Some(why) = iso::missing_tools() {
+        return skip(T, &why);
+    }
+    for tool in [
+        "mcopy", "mformat", "mmd", "mtype", "truncate", "bash", "sed",
+    ] {
+        if !have(tool) {
+            return skip(T, &format!("{tool} is not installed"));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = nixos_shaped_iso(dir.path());
+    let output = dir.path().join("keyed-nixos.iso");
+    let script = repo_root().join("nix/iso-keys.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&input)
+        .arg("1024")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "iso-keys.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (offset, len) = iso::xorriso_area(&output).unwrap();
+    assert_eq!(len, 1 << 20);
+    let area = iso::xorriso_extract_area(&output, &dir.path().join("a.img")).unwrap();
+    assert!(area.iter().all(|&b| b == 0));
+    let bytes = std::fs::read(&output).unwrap();
+    assert!(
+        bytes[offset as usize..][..len as usize]
+            .iter()
+            .all(|&b| b == 0),
+        "one extent at the reported LBA"
+    );
+    assert_eq!(
+        el_torito(&output),
+        el_torito(&input),
+        "El Torito entries replayed"
+    );
+    assert_eq!(&bytes[510..512], &[0x55, 0xaa], "the hybrid MBR survives");
+
+    let extract = |path: &str| -> String {
+        let to = dir.path().join("x");
+        let _ = std::fs::remove_file(&to);
+        let out = Command::new("xorriso")
+            .args(["-osirrox", "on", "-indev"])
+            .arg(&output)
+            .args(["-extract", path])
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path}");
+        std::fs::read_to_string(&to).unwrap_or_default()
+    };
+    let efi_img = dir.path().join("efi.img");
+    let _ = extract("/boot/efi.img");
+    std::fs::rename(dir.path().join("x"), &efi_img).unwrap();
+    let inner = Command::new("mtype")
+        .arg("-i")
+        .arg(&efi_img)
+        .arg("::/EFI/boot/grub.cfg")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    let inner = String::from_utf8_lossy(&inner.stdout).into_owned();
+    for (name, cfg) in [
+        ("/EFI/boot/grub.cfg", extract("/EFI/boot/grub.cfg")),
+        ("efi.img grub.cfg", inner),
+    ] {
+        let initrds: Vec<&str> = cfg
+            .lines()
+            .filter(|l| l.trim_start().starts_with("initrd "))
+            .collect();
+        let linuxes = cfg
+            .lines()
+            .filter(|l| l.trim_start().starts_with("linux "))
+            .count();
+        assert_eq!(initrds.len(), 2, "{name}: {cfg}");
+        assert_eq!(
+            initrds.len(),
+            linuxes,
+            "{name}: every entry has an initrd line"
+        );
+        for l in initrds {
+            assert_eq!(l.trim(), "initrd /boot/initrd /keypack/keys.img", "{name}");
+        }
+    }
+    let isolinux = extract("/isolinux/isolinux.cfg");
+    assert!(
+        isolinux.contains("\nINITRD /boot/initrd,/keypack/keys.img\n"),
+        "{isolinux}"
+    );
+    assert!(
+        isolinux.contains(" initrd=/boot/initrd,/keypack/keys.img\n"),
+        "{isolinux}"
+    );
+    assert_eq!(
+        isolinux.matches("/keypack/keys.img").count(),
+        2,
+        "{isolinux}"
+    );
+
+    // keypack accepts it as a keyed ISO (empty area).
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let out = Command::new(&keypack)
+        .args(["inspect", "--json"])
+        .arg(&output)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["state"], "empty", "{doc}");
+    assert_eq!(doc["area"]["offset"], offset);
+
+    // The script refuses sizes that are not whole sectors, and an ISO without configurations.
+    for (args, expected) in [
+        (
+            vec![input.display().to_string(), "3".into()],
+            "positive multiple of 2 KiB",
+        ),
+        (
+            vec![output.display().to_string(), "0".into()],
+            "positive multiple of 2 KiB",
+        ),
+    ] {
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(&args)
+            .arg(dir.path().join("bad.iso"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expected),
+            "{args:?}"
+        );
+    }
+}
+
+/// The module, the flake and the plugin agree on names: the option the medium's errors name
+/// exists with its documented default, the flake's `packages.iso` is the ISO with the area,
+/// and nix/default.nix imports the module.
+#[test]
+fn nix_module_flake_and_plugin_agree_on_the_area() {
+    let module = std::fs::read_to_string(repo_root().join("nix/iso-keys.nix")).unwrap();
+    let squashed: String = module.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(squashed.contains(
+        "options.keypack.keysArea={enable=lib.mkOption{type=lib.types.bool;default=true;"
+    ));
+    assert!(squashed.contains("sizeKiB=lib.mkOption{type=lib.types.ints.positive;default=1024;"));
+    assert!(squashed.contains("system.build.keypackIso=ifcfg.enablethen"));
+    assert!(squashed.contains("${./iso-keys.sh}"));
+    let flake: String = std::fs::read_to_string(repo_root().join("flake.nix"))
+        .unwrap()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    assert!(flake.contains("iso=(isoFor(systemOfpkgs)).config.system.build.keypackIso;"));
+    let default = std::fs::read_to_string(repo_root().join("nix/default.nix")).unwrap();
+    assert!(default.contains("./iso-keys.nix"));
+    let errors = std::fs::read_to_string(repo_root().join("plugins/iso/src/error.rs")).unwrap();
+    assert!(
+        errors.contains("\"keypack.keysArea.enable\"")
+            && errors.contains("\"keypack.keysArea.sizeKiB\"")
+    );
+}
+
+/// Evaluates `nix/iso-keys.nix` with Debian's `nix-instantiate` (2.8: too old for nixpkgs, so
+/// `lib`, `pkgs.runCommand` and the ISO are stubbed) and runs the builder script it produces on a
+/// NixOS-shaped ISO: on by default with 1 MiB, the assertion refuses odd sizes, off gives back
+/// nixpkgs' ISO untouched, and the derivation's own script writes an ISO keypack accepts.
+#[test]
+fn nix_module_evaluates_and_its_builder_writes_a_keyed_iso() {
+    const T: &str = "nix_module_evaluates_and_its_builder_writes_a_keyed_iso";
+    let Some(nix) = keypack_e2e::tools::which("nix-instantiate") else {
+        return skip(
+            T,
+            "nix-instantiate is not installed (apt-get install nix-bin)",
+        );
+    };
+    if let Some(why) = iso::missing_tools() {
+        return skip(T, &why);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stub = dir.path().join("stub.nix");
+    std::fs::write(&stub, STUB_NIX).unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(plain.join("iso")).unwrap();
+    let shaped = nixos_shaped_iso(dir.path());
+    std::fs::rename(&shaped, plain.join("iso/nixos.iso")).unwrap();
+    let module = repo_root().join("nix/iso-keys.nix").canonicalize().unwrap();
+    let eval = |enable: bool, size: u32| -> serde_json::Value {
+        let expr = format!(
+            "import {} {} {enable} {size} \"{}\"",
+            stub.display(),
+            module.display(),
+            plain.display()
+        );
+        let out = Command::new(&nix)
+            .args([
+                "--eval",
+                "--strict",
+                "--json",
+                "--readonly-mode",
+                "-E",
+                &expr,
+            ])
+            .env("NIX_STATE_DIR", dir.path().join("nix-state"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{expr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let on = eval(true, 1024);
+    assert_eq!(on["options"]["enable"]["default"], true);
+    assert_eq!(on["options"]["sizeKiB"]["default"], 1024);
+    assert_eq!(on["assertions"], serde_json::json!([true]));
+    assert_eq!(
+        eval(true, 3)["assertions"],
+        serde_json::json!([false]),
+        "odd sizes are refused"
+    );
+    assert_eq!(
+        eval(false, 1024)["iso"],
+        plain.display().to_string(),
+        "off: nixpkgs' ISO as is"
+    );
+    let script = on["iso"]["script"].as_str().unwrap();
+    assert_eq!(
+        on["iso"]["attrs"]["nativeBuildInputs"],
+        serde_json::json!(["xorriso", "mtools"])
+    );
+    // The store path of iso-keys.sh is computed, not created, in read-only mode: run the
+    // repository's copy in its place.
+    let store_script = script
+        .split_whitespace()
+        .find(|w| w.ends_with("-iso-keys.sh"))
+        .expect("the builder runs iso-keys.sh");
+    let script = script.replace(
+        store_script,
+        &repo_root().join("nix/iso-keys.sh").display().to_string(),
+    );
+    let out_dir = dir.path().join("out");
+    let run = Command::new("bash")
+        .arg("-euc")
+        .arg(&script)
+        .env("out", &out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "builder: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let keyed = out_dir.join("iso/nixos.iso");
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let out = Command::new(&keypack)
+        .args(["inspect", "--json"])
+        .arg(&keyed)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["state"], "empty", "{doc}");
+    assert_eq!(doc["area"]["bytes"], 1 << 20);
+}
+
+/// A stand-in for the parts of nixpkgs `nix/iso-keys.nix` uses.
+const STUB_NIX: &str = r#"module: enable: sizeKiB: plainIso:
+let
+  lib = {
+    mkOption = o: o;
+    types = { bool = "bool"; ints.positive = "positive"; };
+    mod = a: b: a - (a / b) * b;
+  };
+  pkgs = {
+    xorriso = "xorriso";
+    mtools = "mtools";
+    runCommand = name: attrs: script: { inherit name attrs script; };
+  };
+  config = {
+    keypack.keysArea = { inherit enable sizeKiB; };
+    system.build.isoImage = plainIso;
+  };
+  m = import module { inherit config lib pkgs; };
+in
+{
+  options = m.options.keypack.keysArea;
+  assertions = map (a: a.assertion) m.config.assertions;
+  iso = m.config.system.build.keypackIso;
+}
+"#;
