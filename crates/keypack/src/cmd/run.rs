@@ -264,6 +264,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 keypack_runner_qemu::vm::JOINED_INITRD
             );
         }
+        if super::seal::sealed_blob_of(&desc)?.is_some() {
+            eprintln!(
+                "note: this build is sealed; `keypack run` asks for the passphrase, checks it, and adds -fw_cfg {} (a sealed memfd as QEMU's stdout)",
+                keypack_runner_qemu::vm::PASSPHRASE_FW_CFG
+            );
+        }
         if let Some(template) = &prepared.vars_template {
             eprintln!(
                 "note: {} does not exist yet; `keypack run` copies it from {} (--dry-run writes nothing)",

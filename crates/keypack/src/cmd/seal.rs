@@ -34,8 +34,7 @@ impl SealArgs {
             None => Ok(None),
             Some(SealKind::Passphrase) => {
                 let what = format!("sealed keys of host {host}");
-                let p = keypack_identity::new_passphrase(&what)
-                    .context("--seal passphrase: nothing was decrypted or written")?;
+                let p = keypack_identity::new_passphrase(&what).context("--seal passphrase")?;
                 Ok(Some(p))
             }
         }
