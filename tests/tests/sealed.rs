@@ -380,7 +380,7 @@ fn sealed_initrd_build_run_ssh_wrong_passphrases_and_no_key_material_on_the_medi
     // installed, the console says so, and the guest's /init goes on to start dropbear.
     let joined = env.path("joined-initrd");
     let mut bytes = std::fs::read(&base).unwrap();
-    while bytes.len() % 4 != 0 {
+    while !bytes.len().is_multiple_of(4) {
         bytes.push(0);
     }
     bytes.extend_from_slice(&raw_gz);

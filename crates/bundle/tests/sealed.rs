@@ -109,7 +109,7 @@ fn archive_holds_the_pub_files_and_the_blob_only() {
     // The manifest still lists every key, the private ones marked as sealed.
     let m = bundle.manifest();
     assert_eq!(m.entries.len(), 6);
-    assert!(m.entries.iter().all(|e| e.sealed == !e.public));
+    assert!(m.entries.iter().all(|e| e.sealed != e.public));
     assert_eq!(m.sealed.as_ref().unwrap().work_factor, TEST_LOG_N);
     assert_eq!(m.extra.len(), 1);
     // Media building their own container see only plaintext-safe files.

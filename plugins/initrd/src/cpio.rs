@@ -99,34 +99,6 @@ fn push_hex8(out: &mut Vec<u8>, v: u32) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn length_is_exact_and_aligned() {
-        let records = [
-            Record {
-                path: "etc",
-                mode: S_IFDIR | 0o755,
-                data: &[],
-            },
-            Record {
-                path: "etc/a",
-                mode: S_IFREG | 0o600,
-                data: b"hello",
-            },
-        ];
-        let mut out = Vec::new();
-        write_archive(&mut out, &records, 0);
-        assert_eq!(out.len(), archive_len(&records));
-        assert_eq!(out.len() % 4, 0);
-        assert!(out.starts_with(b"07070100000001000041ED"));
-        let text = String::from_utf8_lossy(&out);
-        assert!(text.contains("TRAILER!!!"));
-    }
-}
-
 /// Finds the regular file `path` in a newc archive read from `r` and returns its contents when
 /// it is at most `limit` bytes (`None`: not there, too large, or not a newc archive). Reads
 /// record by record, skipping other contents, and stops at the trailer. For `keypack run`,
@@ -179,4 +151,32 @@ fn skip(r: &mut dyn std::io::Read, n: u64) -> std::io::Result<()> {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_is_exact_and_aligned() {
+        let records = [
+            Record {
+                path: "etc",
+                mode: S_IFDIR | 0o755,
+                data: &[],
+            },
+            Record {
+                path: "etc/a",
+                mode: S_IFREG | 0o600,
+                data: b"hello",
+            },
+        ];
+        let mut out = Vec::new();
+        write_archive(&mut out, &records, 0);
+        assert_eq!(out.len(), archive_len(&records));
+        assert_eq!(out.len() % 4, 0);
+        assert!(out.starts_with(b"07070100000001000041ED"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("TRAILER!!!"));
+    }
 }
