@@ -13,16 +13,17 @@ use secrecy::SecretString;
 /// (a hardware token, a TPM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SealKind {
-    /// One age file (scrypt passphrase recipient) holding the private keys; the passphrase is
-    /// asked twice, and on the target at boot
+    // One age file (scrypt passphrase recipient) holding the private keys; the passphrase is
+    // asked twice, and on the target at boot. (A plain comment: a documented value would switch
+    // every verb's --help to the long layout.)
     Passphrase,
 }
 
 /// The `--seal` flag.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SealArgs {
-    /// Seal the private keys on the medium: only the .pub files stay readable, the private
-    /// keys are in keypack/sealed.age (age, scrypt); load-keys asks for the passphrase at boot
+    /// Seal the private keys on the medium (`passphrase`: asked twice; one age file, scrypt, in
+    /// keypack/sealed.age beside the readable .pub files; load-keys asks for it at boot)
     #[arg(long, value_name = "KIND", value_enum)]
     pub seal: Option<SealKind>,
 }
