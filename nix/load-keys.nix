@@ -10,6 +10,12 @@
 # - emergency shells: a system that receives injected keys holds them in its initrd, so the
 #   initrd's root shell on failure is off (systemd: emergencyAccess; scripted: panic instead of
 #   the shell_on_fail prompt) unless keypack.loadKeys.initrdEmergencyAccess says otherwise.
+# - sealed bundles (keypack build --seal passphrase): load-keys asks for the passphrase. Under
+#   systemd stage 1 through systemd-ask-password (an absolute store path, run as a child), which
+#   reaches the console and Plymouth through systemd's password agents: the unit is ordered
+#   after the console agent and plymouth-start and has no start timeout while it waits. Under
+#   the scripted stage 1 on the console. From QEMU's firmware config first when present
+#   (`keypack run`), which needs the qemu_fw_cfg module (keypack.loadKeys.qemuFwCfg).
 # - stage 2: users' keys, staged by stage 1 under /run/keypack/users/<u>/, are installed into
 #   each user's ~/.ssh by name once users exist, before sshd.
 {
@@ -22,6 +28,7 @@ let
   cfg = config.keypack.loadKeys;
   systemdStage1 = config.boot.initrd.systemd.enable;
   loadKeys = "${cfg.package}/bin/load-keys";
+  askPassword = "${config.boot.initrd.systemd.package}/bin/systemd-ask-password";
 in
 {
   options.keypack.loadKeys = {
@@ -48,6 +55,15 @@ in
         injected keys, as NixOS's debugging setups have it.
       '';
     };
+    qemuFwCfg = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = ''
+        Load the qemu_fw_cfg module in the initrd, so a sealed bundle's passphrase handed over
+        by `keypack run` (QEMU's -fw_cfg opt/io.keypack.passphrase) reaches load-keys. Harmless
+        on machines without QEMU's firmware config.
+      '';
+    };
     stageDir = lib.mkOption {
       type = lib.types.str;
       default = "/run/keypack";
@@ -58,16 +74,29 @@ in
 
   config = lib.mkIf cfg.enable (
     lib.mkMerge [
+      (lib.mkIf cfg.qemuFwCfg {
+        boot.initrd.kernelModules = [ "qemu_fw_cfg" ];
+      })
+
       (lib.mkIf systemdStage1 {
         # Priority 55: above the installer's image-media overrides (60) and plain definitions,
         # below lib.mkForce; the option above is the way to change it.
         boot.initrd.systemd.emergencyAccess = lib.mkOverride 55 cfg.initrdEmergencyAccess;
         # An ExecStart store path is not copied into the initrd by itself.
-        boot.initrd.systemd.storePaths = [ loadKeys ];
+        boot.initrd.systemd.storePaths = [
+          loadKeys
+          askPassword
+        ];
         boot.initrd.systemd.services.load-keys = {
           description = "Copy keypack-injected SSH keys into /sysroot";
           wantedBy = [ "initrd.target" ];
-          after = [ "initrd-fs.target" ];
+          after = [
+            "initrd-fs.target"
+            # A sealed bundle's passphrase prompt must reach the console and Plymouth.
+            "systemd-ask-password-console.path"
+            "plymouth-start.service"
+          ];
+          wants = [ "systemd-ask-password-console.path" ];
           before = [
             "initrd-nixos-activation.service"
             "initrd-switch-root.target"
@@ -78,7 +107,9 @@ in
           };
           serviceConfig = {
             Type = "oneshot";
-            ExecStart = "${loadKeys} --stage-dir ${cfg.stageDir} / /sysroot";
+            ExecStart = "${loadKeys} --stage-dir ${cfg.stageDir} --ask-password ${askPassword} / /sysroot";
+            # Waiting for a sealed bundle's passphrase (load-keys bounds each prompt itself).
+            TimeoutStartSec = "infinity";
             StandardOutput = "journal+console";
             StandardError = "journal+console";
           };

@@ -7,7 +7,8 @@
 //! `.deb` instead (offline machines). The base initrd is built per call (it holds the test's
 //! authorized key) into a folder the caller chooses.
 //!
-//! The guest's `/init`: mounts proc/sys/dev, loads the virtio modules, runs
+//! The guest's `/init`: mounts proc/sys/dev, loads the virtio modules (and `qemu_fw_cfg`, where
+//! a sealed build's passphrase arrives), runs
 //! `load-keys / /newroot` (its `=== Stage 1: … ===` lines go to the serial console), bind-mounts
 //! `/newroot/etc/ssh` over `/etc/ssh` so what SSH serves is what `load-keys` installed, converts
 //! the host key for dropbear and starts it on port 22. With `keypack_e2e.other_key` on the
@@ -35,6 +36,8 @@ pub const MODULES: &[&str] = &[
     "virtio-rng",
     "button",
     "evdev",
+    // QEMU's firmware config in sysfs: `keypack run` hands a sealed build's passphrase there.
+    "qemu_fw_cfg",
 ];
 
 /// A kernel with its modules, cached.
@@ -74,7 +77,10 @@ pub fn kernel() -> Result<Kernel> {
         vmlinuz: cache.join("vmlinuz"),
         modules: cache.join("modules"),
     };
-    if k.vmlinuz.is_file() && k.modules.join("virtio_net.ko").is_file() {
+    if k.vmlinuz.is_file()
+        && k.modules.join("virtio_net.ko").is_file()
+        && k.modules.join("qemu_fw_cfg.ko").is_file()
+    {
         return Ok(k);
     }
     std::fs::create_dir_all(&cache)?;

@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use flate2::{Compression, GzBuilder};
-use keypack_layout::{KeyRole, PRIVATE_MODE, PUBLIC_MODE};
-use secrecy::{ExposeSecret, SecretSlice};
+use keypack_layout::{KeyRole, PRIVATE_MODE, PUBLIC_MODE, SEALED_BLOB_MODE, SEALED_BLOB_PATH};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use ssh_key::{HashAlg, PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
 use crate::BundleError;
+use crate::seal::{self, SealInfo};
 
 /// One file of a sealed bundle, as listed in its [`Manifest`]. Holds no secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,13 +38,33 @@ pub struct ManifestEntry {
     pub fingerprint: String,
     /// The OpenSSH public key line (`ssh-ed25519 AAAA… comment`); public by nature.
     pub public_key: String,
+    /// `true` when the file is inside the sealed blob (a private key of a sealed bundle), not
+    /// in the archive in plaintext.
+    pub sealed: bool,
+}
+
+/// A file of the archive that is not a key: the sealed blob, marker files under `keypack/`.
+/// Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraEntry {
+    /// Path inside the archive (`keypack/sealed.age`).
+    pub path: String,
+    /// Unix mode bits.
+    pub mode: u32,
+    /// File size in bytes.
+    pub size: u64,
 }
 
 /// The list of entries of a sealed bundle, in archive order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Manifest {
-    /// Entries, sorted by path.
+    /// Every key file of the bundle, sorted by path (with `sealed` set for those inside the
+    /// sealed blob).
     pub entries: Vec<ManifestEntry>,
+    /// Files that are not keys, stored in plaintext (the sealed blob, markers).
+    pub extra: Vec<ExtraEntry>,
+    /// How the private keys are sealed, for a sealed bundle.
+    pub sealed: Option<SealInfo>,
 }
 
 impl Manifest {
@@ -77,6 +98,7 @@ struct PendingKey {
 pub struct BundleBuilder {
     keys: BTreeMap<KeyRole, PendingKey>,
     allow_shared_keys: bool,
+    passphrase: Option<(SecretString, u8)>,
 }
 
 impl BundleBuilder {
@@ -91,6 +113,26 @@ impl BundleBuilder {
     /// same fingerprint twice is what catches that.
     pub fn allow_shared_keys(&mut self, allow: bool) -> &mut Self {
         self.allow_shared_keys = allow;
+        self
+    }
+
+    /// Seals the private keys (`--seal passphrase`): [`Self::seal`] then puts their tar into one
+    /// age file encrypted to `passphrase` (scrypt, work factor
+    /// [`seal::DEFAULT_SCRYPT_WORK_FACTOR`]) at [`SEALED_BLOB_PATH`]; only the `.pub` files
+    /// and other plaintext entries stay beside it.
+    pub fn seal_with_passphrase(&mut self, passphrase: SecretString) -> &mut Self {
+        self.passphrase = Some((passphrase, seal::DEFAULT_SCRYPT_WORK_FACTOR));
+        self
+    }
+
+    /// Like [`Self::seal_with_passphrase`] with another scrypt work factor (tests use a small
+    /// one to stay fast; products use the default).
+    pub fn seal_with_passphrase_work_factor(
+        &mut self,
+        passphrase: SecretString,
+        log_n: u8,
+    ) -> &mut Self {
+        self.passphrase = Some((passphrase, log_n));
         self
     }
 
@@ -156,14 +198,61 @@ impl BundleBuilder {
             files.push((public_entry, SecretSlice::from(public_bytes)));
         }
         files.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-        let archive = write_archive(&files, mtime)?;
+        let mut extra: Vec<(ExtraEntry, Box<[u8]>)> = Vec::new();
+        let mut sealed = None;
+        if let Some((passphrase, log_n)) = self.passphrase {
+            // Only the private keys go into the blob; they never reach the archive in plaintext.
+            let (private, public): (Vec<_>, Vec<_>) =
+                files.into_iter().partition(|(e, _)| !e.public);
+            let tar = seal::private_tar(&private, mtime)?;
+            let blob = seal::encrypt(&tar, passphrase, log_n)?;
+            drop(tar);
+            sealed = Some(SealInfo {
+                kind: seal::SEAL_KIND,
+                work_factor: log_n,
+                path: SEALED_BLOB_PATH,
+            });
+            extra.push((
+                ExtraEntry {
+                    path: SEALED_BLOB_PATH.into(),
+                    mode: SEALED_BLOB_MODE,
+                    size: blob.len() as u64,
+                },
+                blob,
+            ));
+            files = public;
+            let mut entries: Vec<ManifestEntry> = private
+                .into_iter()
+                .map(|(mut e, _)| {
+                    e.sealed = true;
+                    e
+                })
+                .chain(files.iter().map(|(e, _)| e.clone()))
+                .collect();
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+            let archive = write_archive(&files, &extra, mtime)?;
+            return Ok(SealedBundle {
+                archive,
+                manifest: Manifest {
+                    entries,
+                    extra: extra.iter().map(|(e, _)| e.clone()).collect(),
+                    sealed,
+                },
+                files,
+                extra,
+            });
+        }
+        let archive = write_archive(&files, &extra, mtime)?;
         let manifest = Manifest {
             entries: files.iter().map(|(e, _)| e.clone()).collect(),
+            extra: extra.iter().map(|(e, _)| e.clone()).collect(),
+            sealed,
         };
         Ok(SealedBundle {
             archive,
             manifest,
             files,
+            extra,
         })
     }
 }
@@ -183,7 +272,24 @@ fn entry(role: &KeyRole, public: bool, size: usize, key: &PendingKey) -> Manifes
         size: size as u64,
         fingerprint: key.fingerprint.clone(),
         public_key: key.public_line.clone(),
+        sealed: false,
     }
+}
+
+/// The ustar header of every file keypack writes: regular file, root:root, fixed mtime.
+pub(crate) fn file_header(size: u64, mode: u32, mtime: u64) -> Result<tar::Header, BundleError> {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(size);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime);
+    header.set_entry_type(tar::EntryType::Regular);
+    header
+        .set_username("root")
+        .and_then(|_| header.set_groupname("root"))
+        .map_err(BundleError::Archive)?;
+    Ok(header)
 }
 
 /// Parses an OpenSSH private key and returns its public line and SHA256 fingerprint.
@@ -220,13 +326,21 @@ fn check_stored_public(path: &str, stored: &str, derived: &str) -> Result<(), Bu
 
 fn write_archive(
     files: &[(ManifestEntry, SecretSlice<u8>)],
+    extra: &[(ExtraEntry, Box<[u8]>)],
     mtime: u64,
 ) -> Result<SecretSlice<u8>, BundleError> {
+    // Every file in path order: keys and extra entries interleaved.
+    let mut all: Vec<(&str, u32, &[u8])> = files
+        .iter()
+        .map(|(e, c)| (e.path.as_str(), e.mode, c.expose_secret()))
+        .chain(extra.iter().map(|(e, c)| (e.path.as_str(), e.mode, &c[..])))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(b.0));
     // Upper bound of the gzip output: tar (512-byte header + padded data per file + 1 KiB end
     // + record padding to 10 KiB) plus deflate's stored-block worst case and gzip framing.
-    let tar_len: usize = files
+    let tar_len: usize = all
         .iter()
-        .map(|(e, _)| 512 + (e.size as usize).div_ceil(512) * 512)
+        .map(|(_, _, c)| 512 + c.len().div_ceil(512) * 512)
         .sum::<usize>()
         + 1024;
     let tar_len = tar_len.div_ceil(10240) * 10240;
@@ -239,19 +353,9 @@ fn write_archive(
             .write(&mut *out, Compression::best());
         let mut tar = tar::Builder::new(gz);
         tar.mode(tar::HeaderMode::Deterministic);
-        for (meta, content) in files {
-            let mut header = tar::Header::new_ustar();
-            header.set_size(meta.size);
-            header.set_mode(meta.mode);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mtime(mtime);
-            header.set_entry_type(tar::EntryType::Regular);
-            header
-                .set_username("root")
-                .and_then(|_| header.set_groupname("root"))
-                .map_err(BundleError::Archive)?;
-            tar.append_data(&mut header, &meta.path, content.expose_secret())
+        for (path, mode, content) in all {
+            let mut header = file_header(content.len() as u64, mode, mtime)?;
+            tar.append_data(&mut header, path, content)
                 .map_err(BundleError::Archive)?;
         }
         let mut gz = tar.into_inner().map_err(BundleError::Archive)?;
@@ -277,6 +381,7 @@ pub struct SealedBundle {
     archive: SecretSlice<u8>,
     manifest: Manifest,
     files: Vec<(ManifestEntry, SecretSlice<u8>)>,
+    extra: Vec<(ExtraEntry, Box<[u8]>)>,
 }
 
 impl SealedBundle {
@@ -298,7 +403,14 @@ impl SealedBundle {
 
     /// Each file with its content, in archive order, for media that need another container
     /// format (the initrd medium's cpio). Same audit rule as [`Self::expose_archive`].
+    /// A sealed bundle gives only its `.pub` files here: the private keys are in the blob.
     pub fn expose_files(&self) -> impl Iterator<Item = (&ManifestEntry, &[u8])> {
         self.files.iter().map(|(e, c)| (e, c.expose_secret()))
+    }
+
+    /// The archive's files that are not keys (the sealed blob, markers), in path order, for
+    /// media that build their own container (the initrd medium's cpio). Not secret.
+    pub fn extra_files(&self) -> impl Iterator<Item = (&ExtraEntry, &[u8])> {
+        self.extra.iter().map(|(e, c)| (e, &c[..]))
     }
 }

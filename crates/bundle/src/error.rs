@@ -74,6 +74,9 @@ pub enum BundleError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// age refused to set up the passphrase encryption.
+    #[error("sealing the private keys failed")]
+    Seal,
     /// The archive is not a gzip-compressed tar, or is corrupt.
     #[error("not a readable keys.tar.gz")]
     Archive(#[source] io::Error),

@@ -16,8 +16,13 @@
 mod build;
 mod error;
 mod read;
+mod seal;
 
-pub use build::{BundleBuilder, Manifest, ManifestEntry, SealedBundle};
+pub use build::{BundleBuilder, ExtraEntry, Manifest, ManifestEntry, SealedBundle};
 pub use error::BundleError;
 pub use keypack_layout::KeyRole;
-pub use read::{ArchiveEntry, archive_problems, read_archive};
+pub use read::{ArchiveEntry, archive_problems, read_archive, sealed_blob_in_archive};
+pub use seal::{
+    DEFAULT_SCRYPT_WORK_FACTOR, MAX_SCRYPT_WORK_FACTOR, SEAL_KIND, SealInfo, UnsealError,
+    blob_work_factor, check_passphrase, seal_info, unseal,
+};

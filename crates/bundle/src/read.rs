@@ -9,12 +9,16 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 use flate2::read::GzDecoder;
-use keypack_layout::{KnownFile, MAX_KEY_FILE_SIZE, classify};
+use keypack_layout::{
+    KnownFile, MAX_KEY_FILE_SIZE, MAX_SEALED_BLOB_SIZE, SEALED_BLOB_MODE, SEALED_BLOB_PATH,
+    classify,
+};
 use ssh_key::{HashAlg, PublicKey};
 use zeroize::Zeroizing;
 
 use crate::BundleError;
 use crate::build::derive_public;
+use crate::seal::{SealInfo, seal_info};
 
 /// One entry of an archive as read back. Holds no secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +41,8 @@ pub struct ArchiveEntry {
     pub fingerprint: Option<String>,
     /// Problems found: unknown path, wrong mode, owner not root, not a regular file.
     pub problems: Vec<String>,
+    /// For the sealed blob ([`SEALED_BLOB_PATH`]): how it is sealed, as its header says.
+    pub sealed: Option<SealInfo>,
 }
 
 /// Reads every entry of a `keys.tar.gz`.
@@ -62,7 +68,30 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveEntry>, BundleError> {
         let known = classify(&raw_path);
         let mut problems = Vec::new();
         let mut fingerprint = None;
+        let mut sealed = None;
         match (&known, kind) {
+            (None, '-') if raw_path == SEALED_BLOB_PATH => {
+                if mode & 0o7777 != SEALED_BLOB_MODE {
+                    problems.push(format!(
+                        "mode {:04o}, expected {SEALED_BLOB_MODE:04o}",
+                        mode
+                    ));
+                }
+                if size > MAX_SEALED_BLOB_SIZE {
+                    problems.push("larger than any sealed blob".into());
+                } else {
+                    // Ciphertext: not secret, but read bounded all the same.
+                    let mut content = Vec::with_capacity(size as usize);
+                    (&mut entry)
+                        .take(MAX_SEALED_BLOB_SIZE)
+                        .read_to_end(&mut content)
+                        .map_err(BundleError::Archive)?;
+                    sealed = seal_info(&content);
+                    if sealed.is_none() {
+                        problems.push("not a passphrase-sealed age file".into());
+                    }
+                }
+            }
             (None, _) => problems.push("path is not part of the keypack layout".into()),
             (Some(_), k) if k != '-' => problems.push("not a regular file".into()),
             (Some(file), _) => {
@@ -97,6 +126,7 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveEntry>, BundleError> {
             known,
             fingerprint,
             problems,
+            sealed,
         });
     }
     Ok(out)
@@ -158,9 +188,50 @@ pub fn archive_problems(entries: &[ArchiveEntry]) -> Vec<String> {
             (None, None) => {}
         }
     }
+    // In a sealed bundle the private keys are inside the blob: a `.pub` alone is expected.
+    let is_sealed = entries.iter().any(|e| e.sealed.is_some());
+    if is_sealed {
+        problems.retain(|p| !p.ends_with(": missing (only the .pub is stored)"));
+        for entry in entries
+            .iter()
+            .filter(|e| e.known.as_ref().is_some_and(|k| !k.public))
+        {
+            problems.push(format!(
+                "{}: a private key in plaintext beside the sealed blob",
+                entry.path
+            ));
+        }
+    }
     let host = keypack_layout::KeyRole::Host.private_path();
     if !pairs.contains_key(&host) {
         problems.push(format!("{host}: missing (a bundle needs a host key)"));
     }
     problems
+}
+
+/// The sealed blob ([`SEALED_BLOB_PATH`]) of a `keys.tar.gz`, or `None` for an unsealed one.
+/// `keypack run` checks the passphrase against it before it boots. Ciphertext only: no key
+/// byte is read into memory.
+pub fn sealed_blob_in_archive(bytes: &[u8]) -> Result<Option<Vec<u8>>, BundleError> {
+    let mut archive = tar::Archive::new(GzDecoder::new(bytes));
+    for entry in archive.entries().map_err(BundleError::Archive)? {
+        let mut entry = entry.map_err(BundleError::Archive)?;
+        if &*entry.path_bytes() != SEALED_BLOB_PATH.as_bytes() {
+            continue;
+        }
+        let size = entry.header().size().map_err(BundleError::Archive)?;
+        if size > MAX_SEALED_BLOB_SIZE {
+            return Err(BundleError::UnexpectedEntry {
+                path: SEALED_BLOB_PATH.into(),
+                reason: "larger than any sealed blob",
+            });
+        }
+        let mut blob = Vec::with_capacity(size as usize);
+        (&mut entry)
+            .take(MAX_SEALED_BLOB_SIZE)
+            .read_to_end(&mut blob)
+            .map_err(BundleError::Archive)?;
+        return Ok(Some(blob));
+    }
+    Ok(None)
 }

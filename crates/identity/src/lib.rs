@@ -53,7 +53,10 @@ pub use file::{
     MAX_IDENTITY_FILE_SIZE, YubiKeyStub, decode_yubikey_stub, yubikey_recipient_from_point,
     yubikey_recipient_tag,
 };
-pub use prompt::{NO_PROMPT_ENV, PIN_FD_ENV};
+pub use prompt::{
+    NO_PROMPT_ENV, PIN_FD_ENV, PassphraseError, new_passphrase, new_passphrase_with_answers,
+    passphrase,
+};
 
 use agefile::{KnownKey, OwnedStanza};
 use file::PluginIdentity;
@@ -165,7 +168,7 @@ impl IdentitySet {
     /// Test and automation only: read PINs and confirmations from `answers`, one per line
     /// (what `KEYPACK_PIN_FD` does with a descriptor).
     pub fn set_answers(&mut self, answers: Box<dyn Read + Send>) {
-        self.prompter = Prompter::Lines(Mutex::new(answers));
+        self.prompter = Prompter::lines(answers);
     }
 
     /// Never ask anything (a PIN request then fails with [`IdentityError::PinRequired`]).

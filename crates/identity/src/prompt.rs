@@ -8,10 +8,14 @@
 //!
 //! PINs come back as [`SecretString`] built with an exact-size allocation, so no resized
 //! copy is left behind; the line buffer is zeroized.
+//!
+//! The sealing passphrase (`--seal passphrase`) is asked by the same code ([`new_passphrase`]
+//! asks twice and compares, [`passphrase`] once), so it has the same sources and the same
+//! guarantees: never argv, never an environment value.
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -29,9 +33,14 @@ pub const NO_PROMPT_ENV: &str = "KEYPACK_NO_PROMPT";
 
 const MAX_LINE: usize = 256;
 
+/// The `KEYPACK_PIN_FD` reader, opened once per process: a PIN prompt and a passphrase prompt
+/// then read successive lines (a reopened `/dev/fd/N` of a regular file would start over).
+type SharedLines = Arc<Mutex<Box<dyn Read + Send>>>;
+static PIN_FD_LINES: OnceLock<Option<SharedLines>> = OnceLock::new();
+
 pub(crate) enum Prompter {
     /// Read answers line by line (an inherited descriptor, or a reader given by the embedder).
-    Lines(Mutex<Box<dyn Read + Send>>),
+    Lines(SharedLines),
     /// pinentry if available, else the terminal.
     Interactive,
     /// No way to ask.
@@ -41,14 +50,21 @@ pub(crate) enum Prompter {
 impl Prompter {
     pub(crate) fn from_env() -> Prompter {
         if let Some(fd) = std::env::var_os(PIN_FD_ENV) {
-            let fd = fd.to_string_lossy().trim().to_owned();
-            if !fd.is_empty()
-                && fd.bytes().all(|b| b.is_ascii_digit())
-                && let Ok(f) = File::open(format!("/dev/fd/{fd}"))
-            {
-                return Prompter::Lines(Mutex::new(Box::new(f)));
-            }
-            return Prompter::None;
+            let shared = PIN_FD_LINES.get_or_init(|| {
+                let fd = fd.to_string_lossy().trim().to_owned();
+                if !fd.is_empty()
+                    && fd.bytes().all(|b| b.is_ascii_digit())
+                    && let Ok(f) = File::open(format!("/dev/fd/{fd}"))
+                {
+                    let reader: Box<dyn Read + Send> = Box::new(f);
+                    return Some(Arc::new(Mutex::new(reader)));
+                }
+                None
+            });
+            return match shared {
+                Some(lines) => Prompter::Lines(Arc::clone(lines)),
+                None => Prompter::None,
+            };
         }
         if std::env::var_os(NO_PROMPT_ENV).is_some_and(|v| v == "1") {
             return Prompter::None;
@@ -62,8 +78,18 @@ impl Prompter {
         matches!(self, Prompter::Interactive) && has_tty()
     }
 
+    /// A prompter reading answers from `answers`, one per line.
+    pub(crate) fn lines(answers: Box<dyn Read + Send>) -> Prompter {
+        Prompter::Lines(Arc::new(Mutex::new(answers)))
+    }
+
     /// Ask for a PIN. `None` when there is no way to ask or the user cancelled.
     pub(crate) fn pin(&self, description: &str) -> Option<SecretString> {
+        self.secret(description, "PIN")
+    }
+
+    /// Ask for a secret (`label`: pinentry's prompt, "PIN" or "Passphrase").
+    fn secret(&self, description: &str, label: &str) -> Option<SecretString> {
         match self {
             Prompter::None => None,
             Prompter::Lines(f) => {
@@ -85,7 +111,7 @@ impl Prompter {
                     let mut input = input;
                     input
                         .with_description(description)
-                        .with_prompt("PIN")
+                        .with_prompt(label)
                         .with_timeout(60);
                     if let Ok(pin) = input.interact() {
                         return Some(pin);
@@ -212,4 +238,105 @@ fn secret_from_bytes(bytes: &[u8]) -> Option<SecretString> {
     let s = std::str::from_utf8(bytes).ok()?;
     // `String::from(&str)` allocates exactly `len`, so `into_boxed_str` does not reallocate.
     Some(SecretString::from(String::from(s)))
+}
+
+/// Why no sealing passphrase was obtained. Never holds the passphrase.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PassphraseError {
+    /// No pinentry, no terminal, no `KEYPACK_PIN_FD` (or the user cancelled).
+    #[error(
+        "no passphrase given (pinentry, the terminal or {PIN_FD_ENV}; never argv or the environment)"
+    )]
+    NotGiven,
+    /// The two entries differ.
+    #[error("the two passphrases do not match; nothing was written")]
+    Mismatch,
+    /// An empty passphrase.
+    #[error("an empty passphrase seals nothing")]
+    Empty,
+}
+
+/// Asks for a new passphrase twice (`--seal passphrase`) and returns it when both entries
+/// match. `what` says what it protects ("sealed keys of host web1").
+pub fn new_passphrase(what: &str) -> Result<SecretString, PassphraseError> {
+    let prompter = Prompter::from_env();
+    new_passphrase_from(&prompter, what)
+}
+
+/// [`new_passphrase`] with answers from `answers`, one per line (tests, embedders).
+pub fn new_passphrase_with_answers(
+    answers: Box<dyn Read + Send>,
+    what: &str,
+) -> Result<SecretString, PassphraseError> {
+    new_passphrase_from(&Prompter::lines(answers), what)
+}
+
+fn new_passphrase_from(prompter: &Prompter, what: &str) -> Result<SecretString, PassphraseError> {
+    use secrecy::ExposeSecret;
+    let first = prompter
+        .secret(&format!("New passphrase for the {what}"), "Passphrase")
+        .ok_or(PassphraseError::NotGiven)?;
+    if first.expose_secret().is_empty() {
+        return Err(PassphraseError::Empty);
+    }
+    let second = prompter
+        .secret(
+            &format!("Repeat the passphrase for the {what}"),
+            "Passphrase",
+        )
+        .ok_or(PassphraseError::NotGiven)?;
+    if !constant_time_eq(
+        first.expose_secret().as_bytes(),
+        second.expose_secret().as_bytes(),
+    ) {
+        return Err(PassphraseError::Mismatch);
+    }
+    Ok(first)
+}
+
+/// Asks for an existing passphrase once (`keypack run` of a sealed build).
+pub fn passphrase(what: &str) -> Result<SecretString, PassphraseError> {
+    use secrecy::ExposeSecret;
+    let p = Prompter::from_env()
+        .secret(&format!("Passphrase for the {what}"), "Passphrase")
+        .ok_or(PassphraseError::NotGiven)?;
+    if p.expose_secret().is_empty() {
+        return Err(PassphraseError::Empty);
+    }
+    Ok(p)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn answers(text: &'static str) -> Box<dyn Read + Send> {
+        Box::new(text.as_bytes())
+    }
+
+    #[test]
+    fn a_new_passphrase_is_asked_twice_and_must_match() {
+        let p =
+            new_passphrase_with_answers(answers("s3cret words\ns3cret words\n"), "keys").unwrap();
+        assert_eq!(p.expose_secret(), "s3cret words");
+        let e = new_passphrase_with_answers(answers("s3cret words\ns3cret wordz\n"), "keys")
+            .unwrap_err();
+        assert!(matches!(e, PassphraseError::Mismatch));
+        assert!(!format!("{e} {e:?}").contains("s3cret"));
+        assert!(matches!(
+            new_passphrase_with_answers(answers("only once\n"), "keys"),
+            Err(PassphraseError::NotGiven)
+        ));
+        assert!(matches!(
+            new_passphrase_with_answers(answers("\n\n"), "keys"),
+            Err(PassphraseError::Empty)
+        ));
+    }
 }

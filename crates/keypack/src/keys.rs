@@ -66,10 +66,18 @@ pub struct KeyReport {
 
 /// Decrypts the selection and seals it into a bundle. The bundle's memory is locked where the
 /// `RLIMIT_MEMLOCK` allows (a warning otherwise).
-pub fn pack_bundle(sel: &KeySelection) -> Result<SealedBundle> {
+///
+/// With `passphrase` (`--seal passphrase`) the private keys are sealed to it.
+pub fn pack_bundle_sealed(
+    sel: &KeySelection,
+    passphrase: Option<secrecy::SecretString>,
+) -> Result<SealedBundle> {
     let loaded = load(sel)?;
     let mut builder = BundleBuilder::new();
     builder.allow_shared_keys(sel.allow_shared_key);
+    if let Some(passphrase) = passphrase {
+        builder.seal_with_passphrase(passphrase);
+    }
     let (root, require_pins) = (loaded.root.clone(), loaded.require_pins);
     let (added, mut failures) = add_all(&mut builder, loaded);
     if failures.is_empty() {

@@ -338,6 +338,79 @@ fn assurance_children_get_no_secret_in_argv_or_environment() {
         "run --dry-run wrote into the state folder"
     );
 
+    // `--seal passphrase`: the passphrase (asked twice on KEYPACK_PIN_FD before the PIN) and
+    // `run` of the sealed build (passphrase once, checked, handed to QEMU in a memfd) reach
+    // no child's command line or environment.
+    const PASSPHRASE: &str = "children-scan sealing passphrase 0815";
+    let sealed_answers = base.join("scratch/sealed-answers");
+    // Its own artifact: the unsealed keys.cpio.gz stays for the residue check below (this one
+    // holds no key byte, so that check also shows the sealed medium is clean).
+    let sealed_cpio = env.state().join("web1/sealed.cpio.gz");
+    std::fs::write(
+        &sealed_answers,
+        format!("{PASSPHRASE}\n{PASSPHRASE}\n{pin}\n"),
+    )
+    .unwrap();
+    let mut sealed_build = env.keypack(
+        &[
+            "build",
+            "-H",
+            "web1",
+            "-U",
+            "alice",
+            "--keys-repo",
+            root.to_str().unwrap(),
+            "-i",
+            identity.to_str().unwrap(),
+            "--media",
+            "initrd",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            base_initrd.to_str().unwrap(),
+            "--seal",
+            "passphrase",
+            "-o",
+            sealed_cpio.to_str().unwrap(),
+        ],
+        &path,
+        false,
+    );
+    sealed_build
+        .env("KEYPACK_PIN_FD", "0")
+        .stdin(Stdio::from(std::fs::File::open(&sealed_answers).unwrap()));
+    let (out, s) = observe(sealed_build, Duration::from_secs(300));
+    seen.extend(s);
+    assert!(out.status.success(), "sealed build: {}", stderr(&out));
+    if ran_qemu {
+        let run_answers = base.join("scratch/run-answers");
+        std::fs::write(&run_answers, format!("{PASSPHRASE}\n")).unwrap();
+        let mut run = env.keypack(
+            &[
+                "run", "-H", "web1", "--accel", "tcg", "--port", "auto", "--memory", "256",
+            ],
+            &path,
+            false,
+        );
+        run.env("KEYPACK_PIN_FD", "0")
+            .stdin(Stdio::from(std::fs::File::open(&run_answers).unwrap()));
+        let (out, s) = observe(run, Duration::from_secs(300));
+        seen.extend(s);
+        // The fake kernel makes QEMU exit at once ("kernel too old"): what matters is that it
+        // was started with the passphrase handed over, which the wrapper records below.
+        let err = stderr(&out);
+        assert!(
+            out.status.success() || err.contains("QEMU failed"),
+            "sealed run: {err}"
+        );
+        if out.status.success() {
+            let stop = env.keypack(&["stop", "-H", "web1", "--timeout", "2"], &path, false);
+            let (out, s) = observe(stop, Duration::from_secs(60));
+            seen.extend(s);
+            assert!(out.status.success(), "stop: {}", stderr(&out));
+        }
+    }
+
     seen.extend(wrapper_records(&log));
     assert!(
         seen.iter()
@@ -351,6 +424,15 @@ fn assurance_children_get_no_secret_in_argv_or_environment() {
         );
     }
     assert_no_secret_in_children(&seen, &secrets, &pin);
+    assert_no_secret_in_children(&seen, &secrets, PASSPHRASE);
+    if ran_qemu {
+        assert!(
+            seen.iter()
+                .any(|(w, cmd, _)| w.starts_with("wrapper qemu-system-x86_64")
+                    && memchr::memmem::find(cmd, b"opt/io.keypack.passphrase").is_some()),
+            "the sealed run's QEMU (with -fw_cfg) was not observed"
+        );
+    }
     // `run`, `ssh` and `stop` wrote state (pidfile, QMP socket, serial log, firmware vars,
     // known_hosts) and the dry run wrote nothing: only the two artifacts hold key bytes.
     let image = env.state().join("web1/ventoy.img");

@@ -466,3 +466,95 @@ fn assurance_host_new_and_rotate_leave_keys_only_as_ciphertext() {
     );
     std::fs::remove_file(&planted).unwrap();
 }
+
+/// `--seal passphrase` (issue 14): a sealed initrd build leaves **no** file with key bytes, the
+/// artifact included (it holds only the `.pub` files and the age blob), and no file anywhere in
+/// the tree or the machine's temp folders holds the passphrase, asked twice on
+/// `KEYPACK_PIN_FD`. Positive control: the same scanner finds the keys in an unsealed build.
+#[test]
+fn assurance_sealed_build_leaves_no_key_and_no_passphrase_in_any_file() {
+    let test = "assurance_sealed_build_leaves_no_key_and_no_passphrase_in_any_file";
+    if !have_sops(test) {
+        return;
+    }
+    const PASSPHRASE: &str = "residue-scan sealing passphrase 2026";
+    let c = Case::new();
+    let (k, i) = fake_kernel_and_initrd(&c.repo.scratch());
+    let root = c.repo.root();
+    let answers = c.repo.scratch().join("answers");
+    std::fs::write(&answers, format!("{PASSPHRASE}\n{PASSPHRASE}\n")).unwrap();
+    let args = [
+        "build",
+        "-H",
+        "web1",
+        "--keys-repo",
+        root.to_str().unwrap(),
+        "-i",
+        AGE_KEY,
+        "--media",
+        "initrd",
+        "-U",
+        "alice",
+        "--kernel",
+        k.to_str().unwrap(),
+        "--initrd",
+        i.to_str().unwrap(),
+        "--seal",
+        "passphrase",
+    ];
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let out = c
+        .env
+        .keypack_private_tmp(&args, &path, true)
+        .env("KEYPACK_PIN_FD", "0")
+        .stdin(std::fs::File::open(&answers).unwrap())
+        .output()
+        .expect("keypack runs");
+    assert!(out.status.success(), "sealed build: {}", stderr(&out));
+    std::fs::remove_file(&answers).unwrap();
+    let art = c.env.state().join("web1/keys.cpio.gz");
+    assert!(art.is_file());
+    let hits = files_with_secrets(c.repo.tmp.path(), &c.secrets);
+    assert!(
+        hits.is_empty(),
+        "key bytes in a sealed build's files: {hits:?}"
+    );
+    if !private_tmp() {
+        let world = world_temp_files_with_secrets(c.started, c.repo.tmp.path(), &c.secrets);
+        assert!(
+            world.is_empty(),
+            "key bytes in the machine's temp folders: {world:?}"
+        );
+    }
+    for file in files_under(c.repo.tmp.path()) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            memchr::memmem::find(&bytes, PASSPHRASE.as_bytes()).is_none(),
+            "{} holds the passphrase",
+            file.display()
+        );
+    }
+    for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            memchr::memmem::find(bytes, PASSPHRASE.as_bytes()).is_none(),
+            "the passphrase on {what}"
+        );
+        assert_eq!(c.secrets.find_deep(bytes), None, "a key on {what}");
+    }
+    c.assert_state_dirs_private();
+    // Positive control: an unsealed build of the same keys is seen by the scanner.
+    c.keypack(
+        "build",
+        &[
+            "--media",
+            "initrd",
+            "-U",
+            "alice",
+            "--kernel",
+            k.to_str().unwrap(),
+            "--initrd",
+            i.to_str().unwrap(),
+        ],
+    );
+    c.assert_only(std::slice::from_ref(&art));
+}

@@ -74,7 +74,8 @@ impl Scanner {
 
 static SCANNER: OnceLock<Scanner> = OnceLock::new();
 static SCANNER_YK: OnceLock<Scanner> = OnceLock::new();
-/// Which scanner the allocator uses: 0 none, 1 `SCANNER`, 2 `SCANNER_YK`.
+static SCANNER_SEAL: OnceLock<Scanner> = OnceLock::new();
+/// Which scanner the allocator uses: 0 none, 1 `SCANNER`, 2 `SCANNER_YK`, 3 `SCANNER_SEAL`.
 static WHICH: AtomicUsize = AtomicUsize::new(0);
 static ARMED: AtomicBool = AtomicBool::new(false);
 static HITS: AtomicUsize = AtomicUsize::new(0);
@@ -121,6 +122,7 @@ unsafe impl GlobalAlloc for Checking {
             && let Some(scanner) = match WHICH.load(Ordering::Relaxed) {
                 1 => SCANNER.get(),
                 2 => SCANNER_YK.get(),
+                3 => SCANNER_SEAL.get(),
                 _ => None,
             }
         {
@@ -219,7 +221,7 @@ const KNOWN: &[(&str, &str)] = &[
         "age::primitives::stream::Stream::decrypt_chunk",
         "age 0.12 decrypts a STREAM chunk in a Vec and shrinks it with into_boxed_slice: the old \
          48-byte block (ciphertext + tag, now the 32-byte plaintext sops data key) is freed \
-         unwiped (upstream)",
+         unwiped; so is the private keys' tar of a sealed bundle opened to check it (upstream)",
     ),
     (
         "flate2::gz::write::GzEncoder",
@@ -231,7 +233,7 @@ const KNOWN: &[(&str, &str)] = &[
         "age 0.12's STREAM writer buffers the plaintext in a private 64 KiB Vec (`chunk`) that \
          `finish` frees unwiped: when keypack-sops wraps a sops data key for a recipient \
          (`SopsRecipient::wrap`, in `encrypt_document` and `rewrap`) that block holds the \
-         32-byte data key (upstream)",
+         32-byte data key, and with `--seal passphrase` the private keys' tar (upstream)",
     ),
     (
         "age_core::plugin::Connection<R,W>::send",
@@ -250,6 +252,16 @@ fn sops_format(f: DocumentFormat) -> Format {
 
 /// keys.rs's pipeline, condensed (no error collection: the test repo is good).
 fn pack(root: &Path, identity: &Path) -> keypack_bundle::SealedBundle {
+    pack_sealed(root, identity, None)
+}
+
+/// [`pack`], sealed to `passphrase` when given (`--seal passphrase`; a small scrypt work factor
+/// keeps the test fast, the code path is the product's).
+fn pack_sealed(
+    root: &Path,
+    identity: &Path,
+    passphrase: Option<secrecy::SecretString>,
+) -> keypack_bundle::SealedBundle {
     let repo = KeysRepo::open(root).unwrap();
     let users = [
         UserName::new("alice").unwrap(),
@@ -326,6 +338,9 @@ fn pack(root: &Path, identity: &Path) -> keypack_bundle::SealedBundle {
                 .add_key(s.role.clone(), private, public.as_deref())
                 .unwrap();
         }
+    }
+    if let Some(p) = passphrase {
+        builder.seal_with_passphrase_work_factor(p, 12);
     }
     builder.seal(0).unwrap()
 }
@@ -467,6 +482,7 @@ fn assurance_heap_freed_blocks_hold_no_secret_except_known_library_sites() {
     ARMED.store(false, Ordering::SeqCst);
 
     check_hits("X25519 identity: pack + Ventoy + initrd");
+    sealed_scenario(&repo.root(), identity, &kernel, &initrd, &out);
     yubikey_scenario();
     lifecycle_scenario();
 }
@@ -604,6 +620,75 @@ fn yubikey_scenario() {
         "three sops files and one age file unwrapped by the card"
     );
     check_hits("YubiKey identity (mock plugin, PIN): pack");
+}
+
+/// `--seal passphrase`: the passphrase asked twice (the prompt code, answers one per line as
+/// `KEYPACK_PIN_FD` gives them), the bundle sealed, the initrd medium built from it, the
+/// passphrase checked against the blob as `keypack run` does, and the blob opened as
+/// `load-keys` does. Needles: the keys and the passphrase (short needle).
+fn sealed_scenario(root: &Path, identity: &Path, kernel: &Path, initrd: &Path, out: &Path) {
+    const PASSPHRASE: &str = "heap-scan sealing passphrase 4711";
+    let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
+    for (label, bytes) in &SCANNER.get().unwrap().needles {
+        if label.contains("PEM line") || label.ends_with("(raw)") {
+            needles.push((label.clone(), bytes.clone()));
+        }
+    }
+    let table = table_for(&needles);
+    assert!(
+        SCANNER_SEAL
+            .set(Scanner {
+                needles,
+                table,
+                short: vec![PASSPHRASE.as_bytes().to_vec()],
+            })
+            .is_ok()
+    );
+    let answers = format!("{PASSPHRASE}\n{PASSPHRASE}\n");
+    WHICH.store(3, Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
+    {
+        // The answers are wiped by their owner too, like a descriptor's line buffer.
+        let reader: Box<dyn std::io::Read + Send> = Box::new(WipedAnswers(
+            zeroize::Zeroizing::new(answers.into_bytes()),
+            0,
+        ));
+        let passphrase =
+            keypack_identity::new_passphrase_with_answers(reader, "heap test").unwrap();
+        let bundle = pack_sealed(root, identity, Some(passphrase));
+        assert!(bundle.manifest().sealed.is_some());
+        let iargs = keypack_media_initrd::InitrdArgs {
+            kernel: Some(kernel.to_path_buf()),
+            initrd: Some(initrd.to_path_buf()),
+            append: None,
+        };
+        let cpio = out.join("sealed.cpio.gz");
+        keypack_media_initrd::build(&bundle, &iargs, "web1", &cpio).unwrap();
+        let blob = keypack_media_initrd::sealed_blob_in_initrd(&cpio)
+            .unwrap()
+            .expect("the sealed blob in the initrd medium");
+        let check = secrecy::SecretString::from(PASSPHRASE.to_owned());
+        keypack_bundle::check_passphrase(&blob, check).unwrap();
+        let open = secrecy::SecretString::from(PASSPHRASE.to_owned());
+        let tar = keypack_bundle::unseal(&blob, open).unwrap();
+        assert!(!tar.is_empty());
+        drop(tar);
+        drop(bundle);
+    }
+    ARMED.store(false, Ordering::SeqCst);
+    check_hits("--seal passphrase: ask twice + seal + initrd + run's check + unseal");
+}
+
+/// Answers for the prompt in a buffer that is wiped when dropped.
+struct WipedAnswers(zeroize::Zeroizing<Vec<u8>>, usize);
+
+impl std::io::Read for WipedAnswers {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.0.len() - self.1);
+        buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+        self.1 += n;
+        Ok(n)
+    }
 }
 
 /// Adds carol as a plain age file, `users/carol/id_ed25519.age` (armored, encrypted with the

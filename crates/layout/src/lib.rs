@@ -38,6 +38,15 @@ pub const USER_KEY_NAME: &str = "id_ed25519";
 /// about 400 bytes, so anything near this bound is not a key.
 pub const MAX_KEY_FILE_SIZE: u64 = 16 * 1024;
 
+/// Path, inside a bundle sealed with `--seal passphrase`, of the one age file (scrypt recipient)
+/// that holds the private keys' tar; the `.pub` files stay beside it in plaintext.
+pub const SEALED_BLOB_PATH: &str = "keypack/sealed.age";
+/// Mode of the sealed blob (and of the `keypack` folder, 0700, in the initrd medium's cpio).
+pub const SEALED_BLOB_MODE: u32 = 0o600;
+/// Largest sealed blob `load-keys` and the bundle reader accept: 256 users' keys and their tar
+/// headers are well under this.
+pub const MAX_SEALED_BLOB_SIZE: u64 = 1024 * 1024;
+
 /// Why a host or user name was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -239,6 +239,16 @@ pub fn read_key_file(
     name: &str,
     shown: &str,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, FsError> {
+    read_file_bounded(dir, name, shown, MAX_KEY_FILE_SIZE)
+}
+
+/// [`read_key_file`] with another size bound (the sealed blob, `keypack/sealed.age`).
+pub fn read_file_bounded(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    shown: &str,
+    limit: u64,
+) -> Result<Option<Zeroizing<Vec<u8>>>, FsError> {
     let before = match fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(Errno::NOENT) => return Ok(None),
@@ -266,9 +276,9 @@ pub fn read_key_file(
     let too_large = |size: u64| FsError::TooLarge {
         path: shown.to_owned(),
         size,
-        limit: MAX_KEY_FILE_SIZE,
+        limit,
     };
-    if before.st_size as u64 > MAX_KEY_FILE_SIZE {
+    if before.st_size as u64 > limit {
         return Err(too_large(before.st_size as u64));
     }
     let fd = fs::openat(
@@ -294,16 +304,16 @@ pub fn read_key_file(
         });
     }
     // Pre-sized so reading never reallocates and leaves an unzeroized copy behind.
-    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_SIZE as usize + 1));
+    let mut buf = Zeroizing::new(Vec::with_capacity(limit as usize + 1));
     File::from(fd)
-        .take(MAX_KEY_FILE_SIZE + 1)
+        .take(limit + 1)
         .read_to_end(&mut buf)
         .map_err(|source| FsError::Io {
             path: shown.to_owned(),
             op: "read",
             source,
         })?;
-    if buf.len() as u64 > MAX_KEY_FILE_SIZE {
+    if buf.len() as u64 > limit {
         return Err(too_large(buf.len() as u64));
     }
     Ok(Some(buf))

@@ -7,8 +7,12 @@
 //! `/users/<u>/.ssh/id_ed25519(.pub)` → `/run/keypack/users/<u>/` (0700, root), then in stage 2
 //! → `~<u>/.ssh/` owned by the user. Paths, modes and name rules come from `keypack-layout`.
 //!
-//! What it does **not** do: decrypt anything (the bundle holds plain keys by design, on a medium
-//! the operator controls); trust anything about the archive — not its modes, owners, file types,
+//! A sealed bundle (`keypack build --seal passphrase`) holds the `.pub` files and
+//! `keypack/sealed.age`; [`sealed`] asks for the passphrase (QEMU's firmware config,
+//! `systemd-ask-password`, or the console; three tries), decrypts the private keys' tar in
+//! zeroized memory, and the files take the same install path and checks as injected ones.
+//!
+//! What it does **not** do: decrypt anything but a sealed bundle's blob; trust anything about the archive — not its modes, owners, file types,
 //! sizes, names, link counts or contents (a hard-linked file is refused; a private key must be
 //! an unencrypted OpenSSH ed25519 key and its `.pub` the same key, see [`keycheck`]); follow a
 //! symlink in the source, the target, the stage folder or a home; create home folders; talk to
@@ -23,6 +27,7 @@
 
 pub mod fsx;
 pub mod keycheck;
+pub mod sealed;
 pub mod stage1;
 pub mod stage2;
 

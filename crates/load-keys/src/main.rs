@@ -9,12 +9,16 @@ use load_keys::stage1::Stage1;
 use load_keys::stage2::Stage2;
 
 const USAGE: &str = "\
-usage: load-keys [--stage-dir DIR] <source_dir> [target_root]
+usage: load-keys [--stage-dir DIR] [--ask-password PATH] [--fw-cfg FILE] <source_dir> [target_root]
        load-keys --install-users [--stage-dir DIR] [--root DIR] [--passwd FILE]
 
 Stage 1 (initrd): copies the injected host key (etc/ssh/) and deploy key (root/.ssh/) from
 <source_dir> (normally /) into [target_root] (default: /sysroot if it exists, else /mnt-root),
 and stages users' keys (users/<u>/.ssh/) under --stage-dir (default /run/keypack).
+A sealed bundle (keypack/sealed.age) is opened with a passphrase from QEMU's firmware config
+(--fw-cfg, default /sys/firmware/qemu_fw_cfg/by_name/opt/io.keypack.passphrase/raw) when that
+file exists, else from --ask-password (the absolute path of systemd-ask-password, under systemd
+stage 1), else from /dev/console; three tries, then it boots on without keys.
 
 Stage 2 (--install-users): installs the staged users' keys into ~<u>/.ssh/, looking users up in
 --passwd (default <root>/etc/passwd) and resolving homes under --root (default /).
@@ -36,6 +40,7 @@ fn parse(args: Vec<OsString>) -> Result<Mode, String> {
     let mut stage_dir: Option<PathBuf> = None;
     let mut root: Option<PathBuf> = None;
     let mut passwd: Option<PathBuf> = None;
+    let mut passphrase = load_keys::sealed::PassphraseConfig::default();
     let mut positional: Vec<PathBuf> = Vec::new();
     let mut iter = args.into_iter();
     let mut only_positional = false;
@@ -63,6 +68,14 @@ fn parse(args: Vec<OsString>) -> Result<Mode, String> {
             "--stage-dir" => stage_dir = Some(value("--stage-dir")?),
             "--root" => root = Some(value("--root")?),
             "--passwd" => passwd = Some(value("--passwd")?),
+            "--ask-password" => {
+                let path = value("--ask-password")?;
+                if !path.is_absolute() {
+                    return Err("--ask-password needs an absolute path".into());
+                }
+                passphrase.ask_password = Some(path);
+            }
+            "--fw-cfg" => passphrase.fw_cfg = value("--fw-cfg")?,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -92,6 +105,7 @@ fn parse(args: Vec<OsString>) -> Result<Mode, String> {
         source,
         target,
         stage_dir,
+        passphrase,
     }))
 }
 

@@ -11,12 +11,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use keypack_layout::{
-    KeyRole, KnownFile, PRIVATE_DIR_MODE, USER_KEY_NAME, classify, validate_name,
+    KeyRole, KnownFile, MAX_KEY_FILE_SIZE, MAX_SEALED_BLOB_SIZE, PRIVATE_DIR_MODE,
+    SEALED_BLOB_PATH, USER_KEY_NAME, classify, validate_name,
 };
 use zeroize::Zeroizing;
 
 use crate::fsx::{self, Existing, FsError, Owner};
 use crate::keycheck;
+use crate::sealed::{self, PassphraseConfig, PassphraseSource};
 use crate::{error, info, warn};
 
 /// The seed's first console line.
@@ -41,10 +43,12 @@ pub struct Stage1 {
     pub target: PathBuf,
     /// Where users' keys are staged (`/run/keypack`).
     pub stage_dir: PathBuf,
+    /// Where the passphrase of a sealed bundle comes from.
+    pub passphrase: PassphraseConfig,
 }
 
-/// One injected file, read and classified.
-struct Injected {
+/// One injected (or unsealed) file, read and classified.
+pub struct Injected {
     path: String,
     file: KnownFile,
     data: Zeroizing<Vec<u8>>,
@@ -53,9 +57,14 @@ struct Injected {
 impl Stage1 {
     /// Runs stage 1 and returns the number of problems (0 = success, including "nothing injected").
     pub fn run(&self) -> usize {
+        let mut source = self.passphrase.source();
+        self.run_with(&mut *source)
+    }
+
+    /// [`Self::run`] with the passphrase of a sealed bundle asked from `passphrase`.
+    pub fn run_with(&self, passphrase: &mut dyn PassphraseSource) -> usize {
         info(HEADER);
-        let mut problems = 0;
-        let (injected, refused) = match self.scan() {
+        let (mut injected, mut problems) = match self.scan() {
             Ok(found) => found,
             Err(e) => {
                 error(&format!("cannot open the source directory: {e}"));
@@ -63,12 +72,51 @@ impl Stage1 {
                 return 1;
             }
         };
-        problems += refused;
-        if injected.is_empty() && refused == 0 {
+        match self.unseal(passphrase) {
+            Ok(None) => {}
+            Ok(Some(files)) => problems += add_unsealed(&mut injected, files),
+            Err(problem) => {
+                error(&problem);
+                info(sealed::NOT_UNSEALED);
+                info(FOOTER);
+                return problems + 1;
+            }
+        }
+        problems += check_contents(&mut injected);
+        if injected.is_empty() && problems == 0 {
             info(NOT_FOUND);
             info(FOOTER);
             return 0;
         }
+        problems + self.install(&injected)
+    }
+
+    /// The sealed bundle's private files, when the source holds `keypack/sealed.age`:
+    /// `Ok(None)` without one, `Err` (the console line) when it could not be opened.
+    fn unseal(
+        &self,
+        passphrase: &mut dyn PassphraseSource,
+    ) -> Result<Option<Vec<sealed::TarFile>>, String> {
+        let root = fsx::open_root(&self.source).map_err(|e| e.to_string())?;
+        let blob = read_rel(&root, &self.source, SEALED_BLOB_PATH, MAX_SEALED_BLOB_SIZE)
+            .map_err(|e| format!("refusing the sealed keys: {e}"))?;
+        let Some(blob) = blob else {
+            return Ok(None);
+        };
+        info(&format!(
+            "Found sealed keys (/{SEALED_BLOB_PATH}); asking for the passphrase ({})",
+            passphrase.name()
+        ));
+        let tar = sealed::unseal(&blob, passphrase).map_err(|e| e.to_string())?;
+        let files = sealed::parse_tar(&tar).map_err(|e| e.to_string())?;
+        info(&format!("Unsealed {} private key file(s)", files.len()));
+        Ok(Some(files))
+    }
+
+    /// Writes the checked files: host and deploy keys into the target, users' keys into the
+    /// stage folder. Returns the number of problems.
+    pub fn install(&self, injected: &[Injected]) -> usize {
+        let mut problems = 0;
         info(FOUND);
         let host_private = KeyRole::Host.private_path();
         if !injected.iter().any(|i| i.path == host_private) {
@@ -76,13 +124,14 @@ impl Stage1 {
                 "no host key injected (expected: /{host_private}); sshd will generate a new one and sops-nix cannot decrypt"
             ));
         }
-        problems += self.copy_root_keys(&injected);
-        problems += self.stage_user_keys(&injected);
+        problems += self.copy_root_keys(injected);
+        problems += self.stage_user_keys(injected);
         info(FOOTER);
         problems
     }
 
-    /// Reads every known file from the source. Returns the files and the number refused.
+    /// Reads every known file from the source (contents not checked yet). Returns the files and
+    /// the number refused.
     fn scan(&self) -> Result<(Vec<Injected>, usize), FsError> {
         let root = fsx::open_root(&self.source)?;
         let mut injected = Vec::new();
@@ -107,7 +156,7 @@ impl Stage1 {
             let Some(file) = classify(&path) else {
                 continue;
             };
-            match read_rel(&root, &self.source, &path) {
+            match read_rel(&root, &self.source, &path, MAX_KEY_FILE_SIZE) {
                 Ok(Some(data)) => injected.push(Injected { path, file, data }),
                 Ok(None) => {}
                 Err(e) => {
@@ -116,7 +165,6 @@ impl Stage1 {
                 }
             }
         }
-        refused += check_contents(&mut injected);
         Ok((injected, refused))
     }
 
@@ -257,6 +305,39 @@ impl Stage1 {
     }
 }
 
+/// Adds the unsealed private files to the injected ones. Only private key paths the layout
+/// knows are taken; a plaintext private key beside the sealed blob is dropped (the sealed one
+/// wins). Returns the number of files refused.
+fn add_unsealed(injected: &mut Vec<Injected>, files: Vec<sealed::TarFile>) -> usize {
+    let mut refused = 0;
+    for f in files {
+        let shown: String = f.path.escape_debug().collect();
+        match classify(&f.path) {
+            Some(file) if !file.public => {
+                if let Some(i) = injected.iter().position(|i| i.path == f.path) {
+                    error(&format!(
+                        "refusing injected /{shown}: a plaintext private key beside the sealed one"
+                    ));
+                    injected.remove(i);
+                    refused += 1;
+                }
+                injected.push(Injected {
+                    path: f.path,
+                    file,
+                    data: f.data,
+                });
+            }
+            _ => {
+                error(&format!(
+                    "refusing sealed file {shown:?}: not a private key path of the layout"
+                ));
+                refused += 1;
+            }
+        }
+    }
+    refused
+}
+
 /// Drops every key whose private file is not an OpenSSH ed25519 private key or whose `.pub` is
 /// not its public key (both files of the key are dropped). Returns the number of files dropped.
 fn check_contents(injected: &mut Vec<Injected>) -> usize {
@@ -315,7 +396,12 @@ pub fn open_stage_dir(stage_dir: &Path) -> Result<OwnedFd, FsError> {
 }
 
 /// Reads `root/rel` walking one component at a time without following symlinks.
-fn read_rel(root: &OwnedFd, base: &Path, rel: &str) -> Result<Option<Zeroizing<Vec<u8>>>, FsError> {
+fn read_rel(
+    root: &OwnedFd,
+    base: &Path,
+    rel: &str,
+    limit: u64,
+) -> Result<Option<Zeroizing<Vec<u8>>>, FsError> {
     let parts: Vec<&str> = rel.split('/').collect();
     let Some((file, dirs)) = parts.split_last() else {
         return Ok(None);
@@ -334,7 +420,7 @@ fn read_rel(root: &OwnedFd, base: &Path, rel: &str) -> Result<Option<Zeroizing<V
         }
     }
     let at = current.as_ref().unwrap_or(root).as_fd();
-    fsx::read_key_file(at, file, &fsx::shown(base, rel))
+    fsx::read_file_bounded(at, file, &fsx::shown(base, rel), limit)
 }
 
 /// Creates `dirs` (each a path relative to `root`, outermost first) and writes the file `rel`.

@@ -159,6 +159,60 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ReadRecord<'_>>, String> {
     }
 }
 
+/// Finds the regular file `path` in a newc archive read from `r` and returns its contents when
+/// it is at most `limit` bytes (`None`: not there, too large, or not a newc archive). Reads
+/// record by record, skipping other contents, and stops at the trailer. For `keypack run`,
+/// which looks for the sealed blob in the medium's own cpio.
+pub fn find_file(
+    r: &mut dyn std::io::Read,
+    path: &str,
+    limit: u64,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut pos: u64 = 0;
+    loop {
+        let mut head = [0u8; HEADER_LEN];
+        if r.read_exact(&mut head).is_err() || &head[..6] != b"070701" {
+            return Ok(None);
+        }
+        let field = |i: usize| -> Option<u64> {
+            let text = std::str::from_utf8(&head[6 + i * 8..14 + i * 8]).ok()?;
+            u64::from_str_radix(text, 16).ok()
+        };
+        let (Some(mode), Some(size), Some(name_len)) = (field(1), field(6), field(11)) else {
+            return Ok(None);
+        };
+        if name_len == 0 || name_len > 4096 {
+            return Ok(None);
+        }
+        let mut name = vec![0u8; name_len as usize];
+        r.read_exact(&mut name)?;
+        pos += HEADER_LEN as u64 + name_len;
+        skip(r, pad4(pos as usize) as u64)?;
+        pos += pad4(pos as usize) as u64;
+        let name = &name[..name.len() - 1];
+        if name == TRAILER.as_bytes() {
+            return Ok(None);
+        }
+        if name == path.as_bytes() && mode & 0o170000 == u64::from(S_IFREG) && size <= limit {
+            let mut data = vec![0u8; size as usize];
+            r.read_exact(&mut data)?;
+            return Ok(Some(data));
+        }
+        skip(r, size)?;
+        pos += size;
+        skip(r, pad4(pos as usize) as u64)?;
+        pos += pad4(pos as usize) as u64;
+    }
+}
+
+fn skip(r: &mut dyn std::io::Read, n: u64) -> std::io::Result<()> {
+    let copied = std::io::copy(&mut std::io::Read::take(&mut *r, n), &mut std::io::sink())?;
+    if copied != n {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -241,6 +241,25 @@ pub fn keys_cpio(bundle: &SealedBundle) -> Result<Zeroizing<Vec<u8>>, InitrdErro
             (cpio::S_IFREG | (entry.mode & 0o7777), contents),
         );
     }
+    // Files that are not keys (a sealed bundle's `keypack/sealed.age`, markers): each parent
+    // 0700 root, the file with its own mode.
+    for (entry, contents) in bundle.extra_files() {
+        let mut parent = String::new();
+        let parts: Vec<&str> = entry.path.split('/').collect();
+        for dir in &parts[..parts.len().saturating_sub(1)] {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(dir);
+            entries
+                .entry(parent.clone())
+                .or_insert((cpio::S_IFDIR | keypack_layout::PRIVATE_DIR_MODE, &[]));
+        }
+        entries.insert(
+            entry.path.clone(),
+            (cpio::S_IFREG | (entry.mode & 0o7777), contents),
+        );
+    }
     let records: Vec<cpio::Record<'_>> = entries
         .iter()
         .map(|(path, (mode, data))| cpio::Record {
@@ -267,4 +286,26 @@ pub fn keys_cpio_gz(bundle: &SealedBundle) -> Result<Zeroizing<Vec<u8>>, InitrdE
     gz.write_all(&raw).map_err(InitrdError::Compress)?;
     gz.finish().map_err(InitrdError::Compress)?;
     Ok(out)
+}
+
+/// The sealed blob (`keypack/sealed.age`) in an initrd file written by this medium (a gzip or
+/// plain newc cpio), or `None` when there is none (an unsealed build, or another initrd).
+/// `keypack run` checks the passphrase against it before it boots.
+pub fn sealed_blob_in_initrd(path: &Path) -> Result<Option<Vec<u8>>, std::io::Error> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut magic = [0u8; 6];
+    let n = file.read(&mut magic)?;
+    let start = std::io::Cursor::new(magic[..n].to_vec()).chain(file);
+    let limit = keypack_layout::MAX_SEALED_BLOB_SIZE;
+    let path = keypack_layout::SEALED_BLOB_PATH;
+    if magic[..2] == [0x1f, 0x8b] {
+        let mut gz = flate2::read::MultiGzDecoder::new(start);
+        cpio::find_file(&mut gz, path, limit)
+    } else if &magic == b"070701" {
+        let mut raw = start;
+        cpio::find_file(&mut raw, path, limit)
+    } else {
+        Ok(None)
+    }
 }

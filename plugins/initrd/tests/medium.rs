@@ -254,3 +254,80 @@ fn passes_the_plugin_conformance_check() {
     };
     assert_eq!(cmdline, keypack_media_initrd::DEFAULT_CMDLINE);
 }
+
+const SEALED_EXPECTED: &[(&str, &str)] = &[
+    ("etc", "drwxr-xr-x"),
+    ("etc/ssh", "drwxr-xr-x"),
+    ("etc/ssh/ssh_host_ed25519_key.pub", "-rw-r--r--"),
+    ("keypack", "drwx------"),
+    ("keypack/sealed.age", "-rw-------"),
+    ("root", "drwx------"),
+    ("root/.ssh", "drwx------"),
+    ("root/.ssh/deploy_key_ed25519.pub", "-rw-r--r--"),
+    ("users", "drwx------"),
+    ("users/alice", "drwx------"),
+    ("users/alice/.ssh", "drwx------"),
+    ("users/alice/.ssh/id_ed25519.pub", "-rw-r--r--"),
+];
+
+/// A sealed bundle (`--seal passphrase`): the cpio carries what the archive carries — the
+/// `.pub` files and `keypack/sealed.age` (parent 0700) — and no private file; GNU cpio reads it,
+/// and `sealed_blob_in_initrd` finds the same blob `keypack run` checks the passphrase against.
+#[test]
+fn a_sealed_bundle_gives_a_cpio_of_the_pub_files_and_the_blob() {
+    if !have("cpio") {
+        return skip(
+            "a_sealed_bundle_gives_a_cpio_of_the_pub_files_and_the_blob",
+            "cpio not installed",
+        );
+    }
+    let mut b = BundleBuilder::new();
+    b.add_key(KeyRole::Host, throwaway_key(), None).unwrap();
+    b.add_key(KeyRole::Deploy, throwaway_key(), None).unwrap();
+    b.add_key(
+        KeyRole::User(UserName::new("alice").unwrap()),
+        throwaway_key(),
+        None,
+    )
+    .unwrap();
+    b.seal_with_passphrase_work_factor(secrecy::SecretString::from("pw".to_owned()), 10);
+    let sealed = b.seal(0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("keys.cpio.gz");
+    build(&sealed, &args(dir.path()), "web1", &out).unwrap();
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg("gzip -dc \"$1\" | cpio -t -v --quiet")
+        .arg("sh")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), SEALED_EXPECTED.len(), "{listing}");
+    for (line, (path, mode)) in lines.iter().zip(SEALED_EXPECTED) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols[0], *mode, "{line}");
+        assert_eq!((cols[2], cols[3]), ("root", "root"), "{line}");
+        assert_eq!(cols.last().unwrap(), path, "{line}");
+    }
+    let (_, blob) = sealed.extra_files().next().unwrap();
+    let found = keypack_media_initrd::sealed_blob_in_initrd(&out)
+        .unwrap()
+        .expect("the blob in the cpio");
+    assert_eq!(found, blob);
+    // The base initrd (not a cpio of ours) and an unsealed medium have none.
+    assert!(
+        keypack_media_initrd::sealed_blob_in_initrd(&dir.path().join("base.cpio.gz"))
+            .unwrap()
+            .is_none()
+    );
+    let plain = dir.path().join("plain.cpio.gz");
+    build(&bundle(), &args(dir.path()), "web1", &plain).unwrap();
+    assert!(
+        keypack_media_initrd::sealed_blob_in_initrd(&plain)
+            .unwrap()
+            .is_none()
+    );
+}

@@ -34,6 +34,12 @@ use crate::{QemuError, hostkey};
 /// memfd. Linux opens `/dev/fd/0` as the memfd itself (not a pipe), so QEMU reads it like a file.
 pub const JOINED_INITRD: &str = "/dev/fd/0";
 
+/// The `-fw_cfg` value that hands a sealed build's passphrase to the guest, where `load-keys`
+/// reads `/sys/firmware/qemu_fw_cfg/by_name/opt/io.keypack.passphrase/raw`. `/dev/fd/1` is
+/// QEMU's stdout, which [`Vm::start_with_passphrase`] makes a sealed memfd holding the
+/// passphrase (QEMU prints nothing there, and reopening it gives the memfd's contents).
+pub const PASSPHRASE_FW_CFG: &str = "name=opt/io.keypack.passphrase,file=/dev/fd/1";
+
 /// What [`Vm::prepare`] decided. Nothing is written yet: [`Vm::start`] writes what it needs.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -560,6 +566,18 @@ impl Vm {
 
     /// Starts the VM daemonized and records it in `run.json`.
     pub fn start(&self, desc: &BootDescription, opts: &Options) -> Result<Started, QemuError> {
+        self.start_with_passphrase(desc, opts, None)
+    }
+
+    /// [`Vm::start`] for a sealed build: `passphrase` reaches the guest through QEMU's
+    /// firmware config ([`PASSPHRASE_FW_CFG`]) from a sealed memfd — never a file on disk,
+    /// argv or the environment. The runner sees the passphrase and nothing else secret.
+    pub fn start_with_passphrase(
+        &self,
+        desc: &BootDescription,
+        opts: &Options,
+        passphrase: Option<&[u8]>,
+    ) -> Result<Started, QemuError> {
         let _lock = self.lock()?;
         if let Status::Running { pid, record } = self.status_locked()? {
             return Err(QemuError::AlreadyRunning {
@@ -577,6 +595,13 @@ impl Vm {
             vars_template,
             notice,
         } = self.prepare(desc, opts)?;
+        let stdout = match passphrase {
+            Some(p) => {
+                args.extend(["-fw_cfg".into(), PASSPHRASE_FW_CFG.into()]);
+                Stdio::from(sealed_memfd("keypack-passphrase", p)?)
+            }
+            None => Stdio::null(),
+        };
         args.push("-daemonize".into());
         // A screenshot of an earlier run's timeout would pass for this run's.
         let _ = std::fs::remove_file(self.screenshot());
@@ -601,6 +626,7 @@ impl Vm {
         let out = qemu_command(&opts.qemu)
             .args(&args)
             .stdin(stdin)
+            .stdout(stdout)
             .output()
             .map_err(|source| QemuError::Spawn {
                 qemu: opts.qemu.clone(),
@@ -756,6 +782,25 @@ fn join_initrds(initrds: &[PathBuf]) -> Result<OwnedFd, QemuError> {
             written += n as u64;
         }
     }
+    file.rewind().map_err(memfd_err)?;
+    rustix::fs::fcntl_add_seals(
+        &file,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )
+    .map_err(|e| memfd_err(e.into()))?;
+    Ok(file.into())
+}
+
+/// A sealed memfd holding `bytes` (the passphrase for [`PASSPHRASE_FW_CFG`]). Like the joined
+/// initrd: in memory only, sealed so what QEMU reads is what was written, close-on-exec here
+/// and handed to QEMU alone as one of its standard descriptors.
+fn sealed_memfd(name: &str, bytes: &[u8]) -> Result<OwnedFd, QemuError> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let memfd_err = |e: std::io::Error| QemuError::Memfd { source: e };
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(|e| memfd_err(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes).map_err(memfd_err)?;
     file.rewind().map_err(memfd_err)?;
     rustix::fs::fcntl_add_seals(
         &file,

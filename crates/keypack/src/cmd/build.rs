@@ -39,6 +39,8 @@ pub struct BuildArgs {
     /// byte-reproducible media
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    #[command(flatten)]
+    pub seal: super::seal::SealArgs,
 }
 
 /// `keypack build` and `keypack rebuild` (`ignore_cache`).
@@ -75,7 +77,8 @@ pub fn build(args: BuildArgs, matches: &clap::ArgMatches, ignore_cache: bool) ->
     } else {
         None
     };
-    let bundle = keys::pack_bundle(&args.keys.selection())?;
+    let passphrase = args.seal.ask(host.as_str())?;
+    let bundle = keys::pack_bundle_sealed(&args.keys.selection(), passphrase)?;
     let inputs = BuildInputs::new(&host, &output, &host_dir, matches)
         .with_iso(iso.as_deref())
         .with_seed(args.seed)
@@ -95,6 +98,11 @@ pub fn build(args: BuildArgs, matches: &clap::ArgMatches, ignore_cache: bool) ->
     );
     if !desc.host_public_key.is_empty() {
         eprintln!("host key: {}", desc.host_public_key);
+    }
+    if args.seal.seal.is_some() {
+        eprintln!(
+            "sealed: the private keys are in keypack/sealed.age (age, scrypt); the target asks for the passphrase at boot"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -90,6 +90,9 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
                 .map(|p| crate::cmd::escape::field(&format!("{name}: {p}"))),
         );
     }
+    if let Some(line) = sealed_line(&entries) {
+        writeln!(out, "{line}")?;
+    }
     problems.extend(archive_problems(&entries));
     problems.sort();
     problems.dedup();
@@ -97,6 +100,11 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
         let doc = serde_json::json!({
             "file": crate::cmd::escape::field(&path.display().to_string()),
             "kind": "keys.tar.gz",
+            "sealed": entries.iter().find_map(|e| e.sealed.as_ref()).map(|s| serde_json::json!({
+                "kind": s.kind,
+                "path": s.path,
+                "scrypt_work_factor": s.work_factor,
+            })),
             "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
             "problems": problems,
             "ok": problems.is_empty(),
@@ -118,6 +126,16 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::from(1))
+}
+
+/// The line `inspect` prints for a sealed bundle (`--seal passphrase`), shared with the image
+/// inspector.
+pub fn sealed_line(entries: &[keypack_bundle::ArchiveEntry]) -> Option<String> {
+    let s = entries.iter().find_map(|e| e.sealed.as_ref())?;
+    Some(format!(
+        "sealed ({}): the private keys are in {}, scrypt work factor 2^{}; the .pub fingerprints above are readable",
+        s.kind, s.path, s.work_factor
+    ))
 }
 
 /// `inspect`'s exit status: 1 when something looks wrong, so scripts can check it.

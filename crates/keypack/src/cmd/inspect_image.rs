@@ -126,6 +126,9 @@ pub fn inspect_image(path: &Path, json: bool) -> Result<ExitCode> {
                             .map(|p| format!("{name}: {}: {}", field(&e.path), field(p))),
                     );
                 }
+                if let Some(line) = crate::cmd::inspect::sealed_line(&entries) {
+                    writeln!(out, "  {line}")?;
+                }
             }
             Err(e) => {
                 writeln!(

@@ -59,6 +59,8 @@ pub struct MediaUpdateArgs {
     /// Name of the ISO on the stick (default: the ISO's own file name)
     #[arg(long, value_name = "NAME")]
     pub iso_name: Option<String>,
+    #[command(flatten)]
+    pub seal: super::seal::SealArgs,
 }
 
 /// `keypack media …`.
@@ -117,7 +119,8 @@ fn update(args: MediaUpdateArgs) -> Result<ExitCode> {
     let iso = args.source.resolve()?;
     let name = ventoy::iso_name(&vargs, &iso)?;
     let settings = ventoy::settings(&vargs, &name);
-    let bundle = keys::pack_bundle(&args.keys.selection())?;
+    let passphrase = args.seal.ask(args.keys.host.as_str())?;
+    let bundle = keys::pack_bundle_sealed(&args.keys.selection(), passphrase)?;
     // Audit point (SECURITY.md): the bundle goes onto the stick's data partition only.
     let archive = bundle.expose_archive();
     let warnings = match (&args.mount, &args.image) {

@@ -13,6 +13,7 @@ pub mod media;
 pub mod pack;
 pub mod pin;
 pub mod run;
+pub mod seal;
 pub mod shell;
 pub mod user;
 pub mod verify;

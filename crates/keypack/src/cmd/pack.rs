@@ -28,6 +28,8 @@ pub struct PackArgs {
     /// Replace OUT if it exists (atomically: the old file stays if packing fails)
     #[arg(short, long)]
     pub force: bool,
+    #[command(flatten)]
+    pub seal: super::seal::SealArgs,
 }
 
 /// Where the bundle goes.
@@ -45,7 +47,8 @@ pub fn pack(args: PackArgs) -> Result<ExitCode> {
         keypack_plugin::output::check_private_output_folder(path)
             .with_context(|| format!("-o {}", path.display()))?;
     }
-    let bundle = keys::pack_bundle(&selection)?;
+    let passphrase = args.seal.ask(selection.host.as_str())?;
+    let bundle = keys::pack_bundle_sealed(&selection, passphrase)?;
     let keys = bundle
         .manifest()
         .entries
@@ -70,10 +73,15 @@ pub fn pack(args: PackArgs) -> Result<ExitCode> {
                 .commit()
                 .with_context(|| format!("renaming the bundle into place at {}", path.display()))?;
             eprintln!(
-                "packed {keys} key(s) of host {} into {} ({} bytes, mode 0600)",
+                "packed {keys} key(s) of host {} into {} ({} bytes, mode 0600){}",
                 selection.host,
                 path.display(),
-                bundle.archive_len()
+                bundle.archive_len(),
+                if bundle.manifest().sealed.is_some() {
+                    ", sealed (age, scrypt)"
+                } else {
+                    ""
+                }
             );
         }
     }

@@ -18,6 +18,7 @@ use keypack_runner_qemu::{
     Accel, FirmwareChoice, Net, Options, PortChoice, RunRecord, Status, StopOutcome, Uefi, Vm,
     hostkey,
 };
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::state;
@@ -263,6 +264,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 keypack_runner_qemu::vm::JOINED_INITRD
             );
         }
+        if super::seal::sealed_blob_of(&desc)?.is_some() {
+            eprintln!(
+                "note: this build is sealed; `keypack run` asks for the passphrase, checks it, and adds -fw_cfg {} (a sealed memfd as QEMU's stdout)",
+                keypack_runner_qemu::vm::PASSPHRASE_FW_CFG
+            );
+        }
         if let Some(template) = &prepared.vars_template {
             eprintln!(
                 "note: {} does not exist yet; `keypack run` copies it from {} (--dry-run writes nothing)",
@@ -272,7 +279,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let started = vm.start(&desc, &opts)?;
+    // A sealed build: the passphrase is asked once and checked against the medium's own
+    // sealed blob before anything starts, so a typo is caught here, not at the guest's console.
+    let passphrase = match super::seal::sealed_blob_of(&desc)? {
+        Some(blob) => Some(check_run_passphrase(&args.host, &blob)?),
+        None => None,
+    };
+    let started = vm.start_with_passphrase(
+        &desc,
+        &opts,
+        passphrase.as_ref().map(|p| p.expose_secret().as_bytes()),
+    )?;
+    drop(passphrase);
     if let Some(notice) = &started.notice {
         eprintln!("note: {notice}");
     }
@@ -303,6 +321,22 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks for a sealed build's passphrase once and checks it against `blob` (no VM yet).
+fn check_run_passphrase(host: &HostName, blob: &[u8]) -> Result<secrecy::SecretString> {
+    let what = format!("sealed keys of host {host}");
+    let passphrase = keypack_identity::passphrase(&what)
+        .context("this build is sealed (--seal passphrase); no VM was started")?;
+    // The check consumes its copy (age's scrypt identity owns the passphrase it is given).
+    let copy = secrecy::SecretString::from(String::from(passphrase.expose_secret()));
+    keypack_bundle::check_passphrase(blob, copy).map_err(|e| match e {
+        keypack_bundle::UnsealError::WrongPassphrase => anyhow::anyhow!(
+            "wrong passphrase: it does not open the sealed keys of this build; no VM was started"
+        ),
+        other => anyhow::Error::new(other).context("checking the passphrase; no VM was started"),
+    })?;
+    Ok(passphrase)
 }
 
 /// How many lines of the serial console a `--wait-ssh` timeout shows.
