@@ -292,15 +292,23 @@ pub fn keys_cpio_gz(bundle: &SealedBundle) -> Result<Zeroizing<Vec<u8>>, InitrdE
 /// plain newc cpio), or `None` when there is none (an unsealed build, or another initrd).
 /// `keypack run` checks the passphrase against it before it boots.
 pub fn sealed_blob_in_initrd(path: &Path) -> Result<Option<Vec<u8>>, std::io::Error> {
+    sealed_blob_in_cpio(std::fs::File::open(path)?)
+}
+
+/// [`sealed_blob_in_initrd`] for a gzip or plain newc cpio read from `input` (a keyed ISO's
+/// area holds the same cpio, followed by zeros).
+pub fn sealed_blob_in_cpio(
+    mut input: impl std::io::Read,
+) -> Result<Option<Vec<u8>>, std::io::Error> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
     let mut magic = [0u8; 6];
-    let n = file.read(&mut magic)?;
-    let start = std::io::Cursor::new(magic[..n].to_vec()).chain(file);
+    let n = input.read(&mut magic)?;
+    let start = std::io::Cursor::new(magic[..n].to_vec()).chain(input);
     let limit = keypack_layout::MAX_SEALED_BLOB_SIZE;
     let path = keypack_layout::SEALED_BLOB_PATH;
     if magic[..2] == [0x1f, 0x8b] {
-        let mut gz = flate2::read::MultiGzDecoder::new(start);
+        // One member: a keyed ISO's area has zeros after it, which are not a gzip member.
+        let mut gz = flate2::read::GzDecoder::new(start);
         cpio::find_file(&mut gz, path, limit)
     } else if &magic == b"070701" {
         let mut raw = start;

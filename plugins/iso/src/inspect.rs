@@ -2,8 +2,8 @@
 //! empty, holds keys (entries, modes, owners, sizes, the public keys' fingerprints) or is
 //! damaged. Never returns a key byte: private entries are reported by size only.
 //!
-//! Sealed media (one age file in the cpio) are being built on another branch; [`sealed_entry`]
-//! is the hook that recognises one, so `inspect` says "sealed" instead of listing its entries.
+//! A sealed bundle (`--seal`: the private keys only inside `keypack/sealed.age`) is reported as
+//! sealed, with the same entry list (the blob by size, the `.pub` files with fingerprints).
 
 use std::io::Read;
 use std::path::Path;
@@ -30,12 +30,12 @@ pub enum AreaState {
         /// Its entries, in archive order.
         entries: Vec<AreaEntry>,
     },
-    /// A sealed bundle (see [`sealed_entry`]).
+    /// A sealed bundle: a gzip newc cpio holding `keypack/sealed.age` (see [`is_sealed`]).
     Sealed {
-        /// Bytes in use.
+        /// Bytes in use (the compressed cpio).
         used: u64,
-        /// The sealed file's path in the cpio.
-        path: String,
+        /// Its entries, in archive order.
+        entries: Vec<AreaEntry>,
     },
     /// Non-zero bytes that are not a readable gzip cpio (a torn write, foreign data).
     Damaged {
@@ -118,9 +118,7 @@ pub fn state_of(bytes: &[u8]) -> AreaState {
         Ok(r) => r,
         Err(why) => return damaged(format!("the cpio does not parse ({why})")),
     };
-    if let Some(path) = sealed_entry(&records) {
-        return AreaState::Sealed { used, path };
-    }
+    let sealed = is_sealed(&records);
     let entries = records
         .iter()
         .map(|r| AreaEntry {
@@ -132,16 +130,18 @@ pub fn state_of(bytes: &[u8]) -> AreaState {
             fingerprint: public_fingerprint(r),
         })
         .collect();
-    AreaState::Keys { used, entries }
+    if sealed {
+        AreaState::Sealed { used, entries }
+    } else {
+        AreaState::Keys { used, entries }
+    }
 }
 
-/// The hook for sealed media: the path of a sealed bundle in the cpio, if it holds one. Until
-/// sealed media land, a sealed cpio is recognised by a regular file ending in `.age`.
-pub fn sealed_entry(records: &[cpio::ReadRecord<'_>]) -> Option<String> {
+/// Whether the cpio holds the sealed blob (`keypack_layout::SEALED_BLOB_PATH`) as a regular file.
+pub fn is_sealed(records: &[cpio::ReadRecord<'_>]) -> bool {
     records
         .iter()
-        .find(|r| r.mode & 0o170000 == cpio::S_IFREG && r.path.ends_with(".age"))
-        .map(|r| r.path.escape_debug().collect())
+        .any(|r| r.mode & 0o170000 == cpio::S_IFREG && r.path == keypack_layout::SEALED_BLOB_PATH)
 }
 
 fn public_fingerprint(r: &cpio::ReadRecord<'_>) -> Option<String> {

@@ -262,3 +262,14 @@ pub fn is_iso9660(path: &Path) -> bool {
         .is_ok()
         && &magic == b"CD001"
 }
+
+/// The sealed blob (`keypack/sealed.age`) in the area of the keyed ISO at `path`, or `None` for
+/// an unsealed or empty area. `keypack run` checks the passphrase against it before it boots.
+pub fn sealed_blob(path: &Path) -> Result<Option<Vec<u8>>, IsoMediumError> {
+    let area = area::locate(path)?;
+    let file = std::fs::File::open(path).map_err(|e| IsoMediumError::io("reading", path, e))?;
+    let bytes =
+        write::read_area(&file, area).map_err(|e| IsoMediumError::io("reading", path, e))?;
+    keypack_media_initrd::sealed_blob_in_cpio(&bytes[..])
+        .map_err(|e| IsoMediumError::io("reading the area of", path, e))
+}

@@ -32,10 +32,16 @@ pub fn inspect_iso(path: &Path, json: bool) -> Result<ExitCode> {
             writeln!(out, "  state: empty (boots without keys)")?;
             ("empty", 0, Vec::new())
         }
-        AreaState::Keys { used, entries } => {
+        AreaState::Keys { used, entries } | AreaState::Sealed { used, entries } => {
+            let sealed = matches!(report.state, AreaState::Sealed { .. });
+            let what = if sealed {
+                "sealed (age, scrypt)"
+            } else {
+                "keys"
+            };
             writeln!(
                 out,
-                "  state: keys ({used} bytes used, {} entries)",
+                "  state: {what} ({used} bytes used, {} entries)",
                 entries.len()
             )?;
             let mut list = Vec::new();
@@ -68,11 +74,7 @@ pub fn inspect_iso(path: &Path, json: bool) -> Result<ExitCode> {
                     "fingerprint": e.fingerprint,
                 }));
             }
-            ("keys", *used, list)
-        }
-        AreaState::Sealed { used, path } => {
-            writeln!(out, "  state: sealed ({used} bytes used, {})", field(path))?;
-            ("sealed", *used, Vec::new())
+            (if sealed { "sealed" } else { "keys" }, *used, list)
         }
         AreaState::Damaged { used, why } => {
             writeln!(out, "  state: damaged ({used} bytes used): {}", field(why))?;

@@ -43,7 +43,8 @@ impl SealArgs {
 }
 
 /// The sealed blob of a built medium, read from its own artifact (the initrd medium's keys
-/// cpio, or the bundle on a Ventoy image's data partition); `None` for an unsealed build.
+/// cpio, the bundle on a Ventoy image's data partition, or a keyed ISO's area); `None` for an
+/// unsealed build.
 pub fn sealed_blob_of(desc: &BootDescription) -> Result<Option<Vec<u8>>> {
     match &desc.boot {
         Boot::Kernel { initrds, .. } => {
@@ -68,5 +69,7 @@ pub fn sealed_blob_of(desc: &BootDescription) -> Result<Option<Vec<u8>>> {
             }
             Ok(None)
         }
+        Boot::Cdrom { image } => keypack_media_iso::sealed_blob(image)
+            .with_context(|| format!("reading {}", image.display())),
     }
 }
