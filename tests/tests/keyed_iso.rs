@@ -772,3 +772,95 @@ in
   iso = m.config.system.build.keypackIso;
 }
 "#;
+
+/// The whole NixOS path, with the guest's kernel: an ISO laid out as nixpkgs' (GRUB reading its
+/// configuration from the El Torito FAT image, isolinux first) without an area →
+/// `nix/iso-keys.sh` (what the flake's ISO derivation runs) → `keypack build --media iso` →
+/// boots under OVMF and under SeaBIOS, and the packed host key is served both times. Proves
+/// the rewritten GRUB (inside efi.img) and isolinux entries really load the area.
+#[test]
+fn the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios() {
+    const T: &str = "the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios";
+    for tool in [
+        "qemu-system-x86_64",
+        "sops",
+        "ssh",
+        "ssh-keyscan",
+        "ssh-keygen",
+        "cpio",
+        "dpkg",
+        "dropbear",
+        "dropbearconvert",
+        "busybox",
+        "gzip",
+        "grub-mkimage",
+    ] {
+        if !have(tool) {
+            return skip(T, &format!("{tool} is not installed"));
+        }
+    }
+    if let Some(why) = iso::missing_tools() {
+        return skip(T, &why);
+    }
+    let kernel = match guest::kernel() {
+        Ok(k) => k,
+        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    };
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let env = Env {
+        keypack,
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let state = env.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let host_pub = keypack_e2e::repo::make_repo(env.dir.path(), HOST, &[])
+        .expect("sops keys repository")
+        .host_public_key;
+    let client = env.path("client");
+    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").expect("keygen");
+    let base = env.path("base.cpio.gz");
+    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
+    let plain = iso::make_nixos_layout_iso(env.dir.path(), "nixos.iso", &kernel.vmlinuz, &base)
+        .expect("NixOS-layout ISO");
+    let no_area = env.kp(&[
+        "build",
+        "-H",
+        HOST,
+        "--media",
+        "iso",
+        "--iso",
+        &plain.display().to_string(),
+    ]);
+    assert!(!no_area.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_area.stderr).contains("keypack.keysArea.enable = true"),
+        "the error names the option"
+    );
+    let with_area = env.path("nixos-keys.iso");
+    let out = Command::new("bash")
+        .arg(repo_root().join("nix/iso-keys.sh"))
+        .arg(&plain)
+        .arg("1024")
+        .arg(&with_area)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "iso-keys.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.ok(&[
+        "build",
+        "-H",
+        HOST,
+        "--media",
+        "iso",
+        "--iso",
+        &with_area.display().to_string(),
+    ]);
+    let keyed = env.host_state().join(format!("{HOST}.iso"));
+    env.boot_and_check("--uefi", &client, &host_pub, &keyed);
+    env.boot_and_check("--bios", &client, &host_pub, &keyed);
+}
