@@ -274,6 +274,32 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
         ],
     );
 
+    // Key bytes are in the area and nowhere else in the state folder (boot.json, iso-cache.json).
+    let pem = sops_decrypted_host_key(&env);
+    let secret_lines: Vec<&str> = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        .collect();
+    assert!(!secret_lines.is_empty());
+    let raw = gunzip(&area);
+    assert!(
+        secret_lines.iter().all(|l| contains(&raw, l.as_bytes())),
+        "positive control: the area's cpio holds the key"
+    );
+    for entry in std::fs::read_dir(env.host_state()).unwrap().flatten() {
+        if entry.path() == keyed || !entry.path().is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap();
+        for l in &secret_lines {
+            assert!(
+                !contains(&bytes, l.as_bytes()),
+                "{} holds key bytes",
+                entry.path().display()
+            );
+        }
+    }
+
     // inspect: the area, its state, the host key's fingerprint; never key bytes.
     let doc: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", "--json", &keyed.display().to_string()]))
@@ -306,6 +332,13 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
     let text = env.ok(&["inspect", &keyed.display().to_string()]);
     assert!(text.contains("state: keys") && text.contains(&fp), "{text}");
     assert!(!text.contains("PRIVATE KEY"), "{text}");
+    let json_text = env.ok(&["inspect", "--json", &keyed.display().to_string()]);
+    for l in &secret_lines {
+        assert!(
+            !text.contains(l) && !json_text.contains(l),
+            "inspect printed key bytes"
+        );
+    }
     let input_doc: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", "--json", &input.display().to_string()]))
             .unwrap();
@@ -863,4 +896,44 @@ fn the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios() {
     let keyed = env.host_state().join(format!("{HOST}.iso"));
     env.boot_and_check("--uefi", &client, &host_pub, &keyed);
     env.boot_and_check("--bios", &client, &host_pub, &keyed);
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The first gzip member of `bytes`, decompressed by `gzip -dc` (trailing zeros ignored).
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = bytes.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out.stdout
+}
+
+/// The host's private key as the real `sops` decrypts it from the test repository.
+fn sops_decrypted_host_key(env: &Env) -> String {
+    let out = Command::new("sops")
+        .args(["--decrypt", "--extract", "[\"ssh_host_ed25519_key\"]"])
+        .arg(env.path(&format!("repo/hosts/{HOST}.yaml")))
+        .env("SOPS_AGE_KEY_FILE", env.path("age.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sops: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
