@@ -212,3 +212,141 @@ pub fn xorriso_extract_area(iso: &Path, to: &Path) -> Result<Vec<u8>> {
     }
     Ok(std::fs::read(to)?)
 }
+
+/// GRUB's modules for a NixOS-style EFI image (nixpkgs' `efiDir` builds its `bootx64.efi` with
+/// `grub-mkimage -p /EFI/boot` and these modules, among others).
+const NIXOS_GRUB_MODULES: &[&str] = &[
+    "fat",
+    "iso9660",
+    "part_gpt",
+    "part_msdos",
+    "normal",
+    "boot",
+    "linux",
+    "configfile",
+    "loopback",
+    "chain",
+    "halt",
+    "ls",
+    "search",
+    "search_label",
+    "search_fs_uuid",
+    "search_fs_file",
+    "echo",
+    "test",
+    "gzio",
+];
+
+/// Makes `dir/NAME` laid out as nixpkgs' iso-image module lays out its ISO, with the guest's
+/// kernel and initrd and **no** keys area: `/EFI/boot/grub.cfg` and the same file inside the
+/// El Torito FAT image `/boot/efi.img` (where GRUB, built with `grub-mkimage -p /EFI/boot`,
+/// reads it, then finds the ISO by the marker `/EFI/nixos-installer-image`), and
+/// `/isolinux/isolinux.cfg` with an `INITRD` line and, in a second entry, an `initrd=`
+/// argument; isolinux is the first El Torito entry, with a hybrid MBR. `nix/iso-keys.sh` adds
+/// the area to it.
+pub fn make_nixos_layout_iso(
+    dir: &Path,
+    name: &str,
+    kernel: &Path,
+    initrd: &Path,
+) -> Result<PathBuf> {
+    let tree = dir.join(format!("{name}-tree"));
+    let cmdline = format!("init=/init root=LABEL={LABEL} console=ttyS0");
+    let grub = format!(
+        "set timeout=0\nset default=0\nsearch --set=root --file /EFI/nixos-installer-image\n\
+menuentry 'NixOS Installer' --class installer {{\n  linux /boot/bzImage ${{isoboot}} {cmdline}\n  initrd /boot/initrd\n}}\n\
+submenu 'HiDPI' {{\n  menuentry 'NixOS (nomodeset)' {{\n    linux /boot/bzImage {cmdline} nomodeset\n    initrd /boot/initrd\n  }}\n}}\n"
+    );
+    let isolinux = format!(
+        "SERIAL 0 115200\nTIMEOUT 1\nPROMPT 0\nDEFAULT boot\nLABEL boot\nLINUX /boot/bzImage\nAPPEND {cmdline}\nINITRD /boot/initrd\n\
+LABEL boot-nomodeset\nLINUX /boot/bzImage\nAPPEND {cmdline} nomodeset initrd=/boot/initrd\n"
+    );
+    let files: [(&str, Vec<u8>); 6] = [
+        ("boot/bzImage", std::fs::read(kernel)?),
+        ("boot/initrd", std::fs::read(initrd)?),
+        ("EFI/nixos-installer-image", Vec::new()),
+        ("EFI/boot/grub.cfg", grub.into_bytes()),
+        ("isolinux/isolinux.cfg", isolinux.into_bytes()),
+        ("isolinux/isolinux.bin", std::fs::read(ISOLINUX_BIN)?),
+    ];
+    for (p, bytes) in files {
+        let to = tree.join(p);
+        std::fs::create_dir_all(to.parent().expect("parent"))?;
+        std::fs::write(&to, bytes).with_context(|| format!("writing {}", to.display()))?;
+    }
+    std::fs::copy(LDLINUX_C32, tree.join("isolinux/ldlinux.c32"))?;
+    let work = dir.join(format!("{name}-efi"));
+    std::fs::create_dir_all(&work)?;
+    let efi_bin = work.join("bootx64.efi").display().to_string();
+    let efi_img = tree.join("boot/efi.img").display().to_string();
+    let grub_cfg = tree.join("EFI/boot/grub.cfg").display().to_string();
+    let mut mkimage = vec![
+        "grub-mkimage",
+        "-d",
+        GRUB_EFI_DIR,
+        "-o",
+        &efi_bin,
+        "-p",
+        "/EFI/boot",
+        "-O",
+        "x86_64-efi",
+    ];
+    mkimage.extend(NIXOS_GRUB_MODULES);
+    let steps: [Vec<&str>; 6] = [
+        mkimage,
+        vec!["truncate", "-s", "4M", &efi_img],
+        vec!["mformat", "-i", &efi_img, "-v", "EFIBOOT", "::"],
+        vec!["mmd", "-i", &efi_img, "::/EFI", "::/EFI/boot"],
+        vec!["mcopy", "-i", &efi_img, &efi_bin, "::/EFI/boot/bootx64.efi"],
+        vec!["mcopy", "-i", &efi_img, &grub_cfg, "::/EFI/boot/grub.cfg"],
+    ];
+    for step in steps {
+        let out = Command::new(step[0])
+            .args(&step[1..])
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .with_context(|| format!("running {}", step[0]))?;
+        if !out.status.success() {
+            bail!(
+                "{} failed: {}",
+                step[0],
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let iso = dir.join(name);
+    let out = Command::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-R",
+            "-J",
+            "-V",
+            LABEL,
+            "-b",
+            "isolinux/isolinux.bin",
+            "-c",
+            "isolinux/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "-isohybrid-mbr",
+            "/usr/lib/ISOLINUX/isohdpfx.bin",
+            "-eltorito-alt-boot",
+            "-e",
+            "boot/efi.img",
+            "-no-emul-boot",
+            "-isohybrid-gpt-basdat",
+            "-o",
+        ])
+        .arg(&iso)
+        .arg(&tree)
+        .output()
+        .context("running xorriso")?;
+    if !out.status.success() {
+        bail!("xorriso failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(iso)
+}

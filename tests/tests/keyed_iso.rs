@@ -274,6 +274,32 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
         ],
     );
 
+    // Key bytes are in the area and nowhere else in the state folder (boot.json, iso-cache.json).
+    let pem = sops_decrypted_host_key(&env);
+    let secret_lines: Vec<&str> = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        .collect();
+    assert!(!secret_lines.is_empty());
+    let raw = gunzip(&area);
+    assert!(
+        secret_lines.iter().all(|l| contains(&raw, l.as_bytes())),
+        "positive control: the area's cpio holds the key"
+    );
+    for entry in std::fs::read_dir(env.host_state()).unwrap().flatten() {
+        if entry.path() == keyed || !entry.path().is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap();
+        for l in &secret_lines {
+            assert!(
+                !contains(&bytes, l.as_bytes()),
+                "{} holds key bytes",
+                entry.path().display()
+            );
+        }
+    }
+
     // inspect: the area, its state, the host key's fingerprint; never key bytes.
     let doc: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", "--json", &keyed.display().to_string()]))
@@ -306,6 +332,13 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
     let text = env.ok(&["inspect", &keyed.display().to_string()]);
     assert!(text.contains("state: keys") && text.contains(&fp), "{text}");
     assert!(!text.contains("PRIVATE KEY"), "{text}");
+    let json_text = env.ok(&["inspect", "--json", &keyed.display().to_string()]);
+    for l in &secret_lines {
+        assert!(
+            !text.contains(l) && !json_text.contains(l),
+            "inspect printed key bytes"
+        );
+    }
     let input_doc: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", "--json", &input.display().to_string()]))
             .unwrap();
@@ -772,3 +805,135 @@ in
   iso = m.config.system.build.keypackIso;
 }
 "#;
+
+/// The whole NixOS path, with the guest's kernel: an ISO laid out as nixpkgs' (GRUB reading its
+/// configuration from the El Torito FAT image, isolinux first) without an area →
+/// `nix/iso-keys.sh` (what the flake's ISO derivation runs) → `keypack build --media iso` →
+/// boots under OVMF and under SeaBIOS, and the packed host key is served both times. Proves
+/// the rewritten GRUB (inside efi.img) and isolinux entries really load the area.
+#[test]
+fn the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios() {
+    const T: &str = "the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios";
+    for tool in [
+        "qemu-system-x86_64",
+        "sops",
+        "ssh",
+        "ssh-keyscan",
+        "ssh-keygen",
+        "cpio",
+        "dpkg",
+        "dropbear",
+        "dropbearconvert",
+        "busybox",
+        "gzip",
+        "grub-mkimage",
+    ] {
+        if !have(tool) {
+            return skip(T, &format!("{tool} is not installed"));
+        }
+    }
+    if let Some(why) = iso::missing_tools() {
+        return skip(T, &why);
+    }
+    let kernel = match guest::kernel() {
+        Ok(k) => k,
+        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    };
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let env = Env {
+        keypack,
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let state = env.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let host_pub = keypack_e2e::repo::make_repo(env.dir.path(), HOST, &[])
+        .expect("sops keys repository")
+        .host_public_key;
+    let client = env.path("client");
+    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").expect("keygen");
+    let base = env.path("base.cpio.gz");
+    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
+    let plain = iso::make_nixos_layout_iso(env.dir.path(), "nixos.iso", &kernel.vmlinuz, &base)
+        .expect("NixOS-layout ISO");
+    let no_area = env.kp(&[
+        "build",
+        "-H",
+        HOST,
+        "--media",
+        "iso",
+        "--iso",
+        &plain.display().to_string(),
+    ]);
+    assert!(!no_area.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_area.stderr).contains("keypack.keysArea.enable = true"),
+        "the error names the option"
+    );
+    let with_area = env.path("nixos-keys.iso");
+    let out = Command::new("bash")
+        .arg(repo_root().join("nix/iso-keys.sh"))
+        .arg(&plain)
+        .arg("1024")
+        .arg(&with_area)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "iso-keys.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.ok(&[
+        "build",
+        "-H",
+        HOST,
+        "--media",
+        "iso",
+        "--iso",
+        &with_area.display().to_string(),
+    ]);
+    let keyed = env.host_state().join(format!("{HOST}.iso"));
+    env.boot_and_check("--uefi", &client, &host_pub, &keyed);
+    env.boot_and_check("--bios", &client, &host_pub, &keyed);
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The first gzip member of `bytes`, decompressed by `gzip -dc` (trailing zeros ignored).
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = bytes.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out.stdout
+}
+
+/// The host's private key as the real `sops` decrypts it from the test repository.
+fn sops_decrypted_host_key(env: &Env) -> String {
+    let out = Command::new("sops")
+        .args(["--decrypt", "--extract", "[\"ssh_host_ed25519_key\"]"])
+        .arg(env.path(&format!("repo/hosts/{HOST}.yaml")))
+        .env("SOPS_AGE_KEY_FILE", env.path("age.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sops: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -21,6 +21,8 @@
 //!    return a [`BootDescription`] naming it, with `host_public_key` from the bundle's manifest.
 //!    Return `false` from [`Medium::needs_iso`] if the medium does not use `inputs.iso` (then
 //!    `keypack build` runs no `nix build`). Wrap your own error type with [`PluginError::new`].
+//!    [`Medium::artifact_name`] names the artifact after the host where that helps (the keyed
+//!    ISO writes `web1.iso`); the default is [`Medium::default_artifact_name`].
 //! 4. Register it with one line in `crates/keypack/src/media.rs`, and add it to the workspace
 //!    members and the README's plugin table.
 //! 5. Run [`testing::check_medium`] (or `check_medium_with` for flags and an ISO; feature

@@ -159,9 +159,31 @@ fn read_record(state_dir: &Path) -> Option<Record> {
     serde_json::from_slice(&std::fs::read(state_dir.join(CACHE_FILE)).ok()?).ok()
 }
 
+/// Writes the record (no secret in it) under a temp name and renames it, without fsync: a
+/// record lost in a crash only costs the next build a full copy, and a stale one never matches
+/// (every write of the output changes its mtime), so it need not be durable, and two fsyncs
+/// would be most of a keys-only rebuild's time.
 fn write_record(state_dir: &Path, rec: &Record) {
-    if let Ok(bytes) = serde_json::to_vec_pretty(rec) {
-        let _ = keypack_plugin::output::write_private_file(&state_dir.join(CACHE_FILE), &bytes);
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(bytes) = serde_json::to_vec_pretty(rec) else {
+        return;
+    };
+    let temp = state_dir.join(format!(
+        "{}{CACHE_FILE}-{}",
+        keypack_plugin::output::TEMP_PREFIX,
+        std::process::id()
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(&bytes))
+        .and_then(|()| std::fs::rename(&temp, state_dir.join(CACHE_FILE)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
     }
 }
 

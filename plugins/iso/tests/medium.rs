@@ -351,3 +351,59 @@ fn the_medium_passes_the_plugin_conformance_check() {
     };
     assert!(image.ends_with("testhost.iso"), "{}", image.display());
 }
+
+/// An area stored as two extents (a multi-extent file: the first record has flag bit 7 "more
+/// extents follow") is refused: keypack writes one byte range, and the boot loaders would read
+/// the two pieces as one file. xorriso only splits files of 4 GiB or more, so the directory
+/// record is split by hand in a real xorriso ISO.
+#[test]
+fn an_area_in_two_extents_is_refused() {
+    const T: &str = "an_area_in_two_extents_is_refused";
+    if !have_xorriso() {
+        return skip(T, "xorriso is not installed");
+    }
+    let dir = private_dir();
+    let iso = make_iso(dir.path(), Some(64 << 10));
+    let before = area::locate(&iso).unwrap();
+    let mut bytes = std::fs::read(&iso).unwrap();
+    let name = b"KEYS.IMG;1";
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("the primary directory record of keys.img");
+    let start = at - 33;
+    assert_eq!(bytes[start + 32] as usize, name.len());
+    let rec_len = bytes[start] as usize;
+    let rec = bytes[start..start + rec_len].to_vec();
+    assert!(
+        bytes[start + rec_len..start + 2 * rec_len]
+            .iter()
+            .all(|&b| b == 0),
+        "room for a second record after it"
+    );
+    let half = (before.len / 2) as u32;
+    let put = |r: &mut [u8], extent: u32, len: u32, flags: u8| {
+        r[2..6].copy_from_slice(&extent.to_le_bytes());
+        r[6..10].copy_from_slice(&extent.to_be_bytes());
+        r[10..14].copy_from_slice(&len.to_le_bytes());
+        r[14..18].copy_from_slice(&len.to_be_bytes());
+        r[25] = flags;
+    };
+    let first_sector = (before.offset / 2048) as u32;
+    let (mut first, mut second) = (rec.clone(), rec);
+    put(&mut first, first_sector, half, 0x80);
+    put(&mut second, first_sector + half / 2048, half, 0);
+    bytes[start..start + rec_len].copy_from_slice(&first);
+    bytes[start + rec_len..start + 2 * rec_len].copy_from_slice(&second);
+    let split = dir.path().join("split.iso");
+    std::fs::write(&split, &bytes).unwrap();
+    let err = area::locate(&split).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("it is stored in 2 extents, not one"),
+        "{err}"
+    );
+    let output = dir.path().join("web1.iso");
+    assert!(build(&sealed_bundle(), "web1", &opts(&split, &output, None)).is_err());
+    assert!(!output.exists());
+}
