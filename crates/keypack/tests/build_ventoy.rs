@@ -1155,3 +1155,65 @@ fn sealed_build_puts_only_the_pub_files_and_the_blob_on_the_stick() {
     assert!(!s.state.join("web1/qemu.pid").exists());
     assert!(!s.state.join("web1/run.json").exists());
 }
+
+/// `media update --image --seal passphrase` replaces an unsealed bundle on an existing stick
+/// with a sealed one (two different entries first: refused, the image unchanged).
+#[test]
+fn media_update_seals_the_bundle_on_an_existing_image() {
+    if !prereqs("media_update_seals_the_bundle_on_an_existing_image") {
+        return;
+    }
+    const PASS: &str = "media update sealing passphrase";
+    let s = Setup::new(1 << 20);
+    s.run("build", &["--seed", "2"]);
+    let img = s.image();
+    let root = s.repo.root();
+    let update = |answers: &str| {
+        let file = s.repo.scratch().join("answers");
+        std::fs::write(&file, answers).unwrap();
+        s.repo
+            .command(&[
+                "media",
+                "update",
+                "--image",
+                img.to_str().unwrap(),
+                "-H",
+                "web1",
+                "--keys-repo",
+                root.to_str().unwrap(),
+                "-i",
+                AGE_KEY,
+                "--iso",
+                s.iso.to_str().unwrap(),
+                "--seal",
+                "passphrase",
+            ])
+            .env("KEYPACK_PIN_FD", "0")
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .unwrap()
+    };
+    let before = std::fs::read(&img).unwrap();
+    let out = update(&format!("{PASS}\nsomething else\n"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("do not match"), "{}", stderr(&out));
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "a mismatch changed the image"
+    );
+    let out = update(&format!("{PASS}\n{PASS}\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bundle = mtype(&img, "/keys.tar.gz");
+    let entries = keypack_bundle::read_archive(&bundle).unwrap();
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"keypack/sealed.age"), "{paths:?}");
+    assert!(
+        !paths.contains(&"etc/ssh/ssh_host_ed25519_key"),
+        "{paths:?}"
+    );
+    let blob = keypack_bundle::sealed_blob_in_archive(&bundle)
+        .unwrap()
+        .unwrap();
+    keypack_bundle::check_passphrase(&blob, secrecy::SecretString::from(PASS.to_owned()))
+        .expect("the passphrase opens the blob on the stick");
+}
