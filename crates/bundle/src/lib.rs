@@ -11,6 +11,12 @@
 //! Archive rules (see `decisions.md`): file entries only (busybox tar, run as root by Ventoy,
 //! would chmod/chown an existing folder to a folder entry's mode), uid/gid 0, ustar headers,
 //! sorted paths, a fixed mtime, gzip with mtime 0 — so identical inputs give identical bytes.
+//!
+//! Sealing (`--seal passphrase`, [`BundleBuilder::seal_with_passphrase`]): the private keys'
+//! tar goes into one age file (scrypt, [`DEFAULT_SCRYPT_WORK_FACTOR`]) at
+//! `keypack/sealed.age`; the archive then holds it and the `.pub` files, never a private key in
+//! plaintext ([`SealedBundle::expose_files`] gives the `.pub` files, [`SealedBundle::extra_files`]
+//! the blob). A sealed archive is not reproducible: each seal draws a fresh salt and file key.
 #![forbid(unsafe_code)]
 
 mod build;

@@ -210,15 +210,25 @@ pub fn archive_problems(entries: &[ArchiveEntry]) -> Vec<String> {
 }
 
 /// The sealed blob ([`SEALED_BLOB_PATH`]) of a `keys.tar.gz`, or `None` for an unsealed one.
-/// `keypack run` checks the passphrase against it before it boots. Ciphertext only: no key
-/// byte is read into memory.
+/// `keypack run` checks the passphrase against it before it boots. Ciphertext only: reading
+/// stops at the first private key path (an unsealed bundle), before its contents.
 pub fn sealed_blob_in_archive(bytes: &[u8]) -> Result<Option<Vec<u8>>, BundleError> {
     let mut archive = tar::Archive::new(GzDecoder::new(bytes));
     for entry in archive.entries().map_err(BundleError::Archive)? {
         let mut entry = entry.map_err(BundleError::Archive)?;
-        if &*entry.path_bytes() != SEALED_BLOB_PATH.as_bytes() {
+        let path = entry.path_bytes();
+        // A private key in plaintext: an unsealed bundle. Stop before its contents are read.
+        if std::str::from_utf8(&path)
+            .ok()
+            .and_then(classify)
+            .is_some_and(|known| !known.public)
+        {
+            return Ok(None);
+        }
+        if &*path != SEALED_BLOB_PATH.as_bytes() {
             continue;
         }
+        drop(path);
         let size = entry.header().size().map_err(BundleError::Archive)?;
         if size > MAX_SEALED_BLOB_SIZE {
             return Err(BundleError::UnexpectedEntry {

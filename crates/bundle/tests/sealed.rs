@@ -214,3 +214,18 @@ fn the_default_work_factor_is_the_one_security_md_states() {
         "SECURITY.md states the work factor"
     );
 }
+
+#[test]
+fn the_blob_is_found_in_a_sealed_archive_and_not_in_an_unsealed_one() {
+    let bundle = sealed();
+    let found = keypack_bundle::sealed_blob_in_archive(bundle.expose_archive())
+        .unwrap()
+        .expect("the blob");
+    assert_eq!(found, blob_of(&bundle));
+    let plain = builder().seal(0).unwrap();
+    assert!(
+        keypack_bundle::sealed_blob_in_archive(plain.expose_archive())
+            .unwrap()
+            .is_none()
+    );
+}

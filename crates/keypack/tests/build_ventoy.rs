@@ -1070,3 +1070,150 @@ fn media_update_mount_replaces_iso_and_bundle_on_a_mounted_stick() {
         stdout(&out)
     );
 }
+
+/// `--seal passphrase` with the Ventoy medium: the bundle on the data partition holds the
+/// `.pub` files and `keypack/sealed.age` only (read back with mtools), `inspect IMAGE` says
+/// "sealed (age, scrypt)" with the public fingerprints, `run --dry-run` finds the blob on the
+/// image, and `run` with a wrong passphrase is refused before any QEMU starts.
+#[test]
+fn sealed_build_puts_only_the_pub_files_and_the_blob_on_the_stick() {
+    let test = "sealed_build_puts_only_the_pub_files_and_the_blob_on_the_stick";
+    if !prereqs(test) {
+        return;
+    }
+    const PASS: &str = "ventoy sealing passphrase";
+    let s = Setup::new(2 << 20);
+    let mut build = s.cmd("build", &["-U", "alice", "--seal", "passphrase"]);
+    let answers = s.repo.scratch().join("answers");
+    std::fs::write(&answers, format!("{PASS}\n{PASS}\n")).unwrap();
+    build
+        .env("KEYPACK_PIN_FD", "0")
+        .stdin(std::fs::File::open(&answers).unwrap());
+    let out = build.output().unwrap();
+    assert!(out.status.success(), "sealed build: {}", stderr(&out));
+    let img = s.image();
+    let bundle = mtype(&img, "/keys.tar.gz");
+    let bundle_file = s.repo.scratch().join("bundle.tar.gz");
+    std::fs::write(&bundle_file, &bundle).unwrap();
+    let list = Command::new("tar")
+        .arg("-tzf")
+        .arg(&bundle_file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(list.stdout).unwrap(),
+        "etc/ssh/ssh_host_ed25519_key.pub\nkeypack/sealed.age\nroot/.ssh/deploy_key_ed25519.pub\nusers/alice/.ssh/id_ed25519.pub\n"
+    );
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bundle[..]), &mut plain).unwrap();
+    for secret in [
+        &s.repo.host.private,
+        &s.repo.deploy.private,
+        &s.repo.alice.private,
+    ] {
+        for line in secret.lines() {
+            assert!(
+                memchr::memmem::find(&plain, line.as_bytes()).is_none(),
+                "a private key line on the stick: {line}"
+            );
+        }
+    }
+    let out = s.repo.keypack(&["inspect", img.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("sealed (age, scrypt)"), "{text}");
+    assert!(
+        text.contains(&fingerprint(&s.repo.host.public, &s.repo.scratch())),
+        "{text}"
+    );
+    // run: --dry-run finds the blob on the image; a wrong passphrase starts nothing.
+    let mut dry = s
+        .repo
+        .command(&["run", "-H", "web1", "--dry-run", "--accel", "tcg"]);
+    dry.env("KEYPACK_STATE_DIR", &s.state);
+    let out = dry.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("this build is sealed"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&answers, "not it\n").unwrap();
+    let mut run = s
+        .repo
+        .command(&["run", "-H", "web1", "--accel", "tcg", "--port", "auto"]);
+    run.env("KEYPACK_STATE_DIR", &s.state)
+        .env("KEYPACK_PIN_FD", "0")
+        .stdin(std::fs::File::open(&answers).unwrap());
+    let out = run.output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("wrong passphrase") && err.contains("no VM was started"),
+        "{err}"
+    );
+    assert!(!s.state.join("web1/qemu.pid").exists());
+    assert!(!s.state.join("web1/run.json").exists());
+}
+
+/// `media update --image --seal passphrase` replaces an unsealed bundle on an existing stick
+/// with a sealed one (two different entries first: refused, the image unchanged).
+#[test]
+fn media_update_seals_the_bundle_on_an_existing_image() {
+    if !prereqs("media_update_seals_the_bundle_on_an_existing_image") {
+        return;
+    }
+    const PASS: &str = "media update sealing passphrase";
+    let s = Setup::new(1 << 20);
+    s.run("build", &["--seed", "2"]);
+    let img = s.image();
+    let root = s.repo.root();
+    let update = |answers: &str| {
+        let file = s.repo.scratch().join("answers");
+        std::fs::write(&file, answers).unwrap();
+        s.repo
+            .command(&[
+                "media",
+                "update",
+                "--image",
+                img.to_str().unwrap(),
+                "-H",
+                "web1",
+                "--keys-repo",
+                root.to_str().unwrap(),
+                "-i",
+                AGE_KEY,
+                "--iso",
+                s.iso.to_str().unwrap(),
+                "--seal",
+                "passphrase",
+            ])
+            .env("KEYPACK_PIN_FD", "0")
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .unwrap()
+    };
+    let before = std::fs::read(&img).unwrap();
+    let out = update(&format!("{PASS}\nsomething else\n"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("do not match"), "{}", stderr(&out));
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "a mismatch changed the image"
+    );
+    let out = update(&format!("{PASS}\n{PASS}\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bundle = mtype(&img, "/keys.tar.gz");
+    let entries = keypack_bundle::read_archive(&bundle).unwrap();
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"keypack/sealed.age"), "{paths:?}");
+    assert!(
+        !paths.contains(&"etc/ssh/ssh_host_ed25519_key"),
+        "{paths:?}"
+    );
+    let blob = keypack_bundle::sealed_blob_in_archive(&bundle)
+        .unwrap()
+        .unwrap();
+    keypack_bundle::check_passphrase(&blob, secrecy::SecretString::from(PASS.to_owned()))
+        .expect("the passphrase opens the blob on the stick");
+}

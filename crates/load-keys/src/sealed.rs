@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use keypack_layout::{MAX_KEY_FILE_SIZE, MAX_SEALED_BLOB_SIZE};
+use keypack_layout::MAX_KEY_FILE_SIZE;
 use zeroize::Zeroizing;
 
 /// Where QEMU's `-fw_cfg name=opt/io.keypack.passphrase,…` shows up in the guest.
@@ -292,11 +292,6 @@ fn octal(field: &[u8]) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(text, 8).ok()
-}
-
-/// Is `blob`'s size acceptable (checked before reading it).
-pub fn blob_size_ok(size: u64) -> bool {
-    size <= MAX_SEALED_BLOB_SIZE
 }
 
 /// Strips one trailing newline (`\n` or `\r\n`).

@@ -287,3 +287,64 @@ fn a_symlinked_blob_is_refused() {
     assert_eq!(source.0.len(), 1, "no passphrase asked for a symlink");
     fx.installed_nothing();
 }
+
+/// Under systemd stage 1 the passphrase comes from `systemd-ask-password` (`--ask-password`,
+/// absolute path): a stand-in script records how it was run and answers wrong, wrong, right.
+/// It is asked three times with a timeout and an id, with an empty environment, and the third
+/// answer installs the keys.
+#[test]
+fn systemd_ask_password_is_asked_until_the_third_answer() {
+    if not_root("systemd_ask_password_is_asked_until_the_third_answer") {
+        return;
+    }
+    let fx = sealed_source();
+    let dir = fx.tmp.path().join("ask");
+    fs::create_dir(&dir).unwrap();
+    let script = dir.join("systemd-ask-password");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat {d}/count 2>/dev/null || echo 0); n=$((n+1)); echo $n > {d}/count\n\
+             printf '%s\\n' \"$@\" > {d}/args.$n; env > {d}/env.$n\n\
+             case $n in 3) printf '%s\\n' '{PASS}';; *) echo wrong;; esac\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(BIN)
+        .arg("--stage-dir")
+        .arg(&fx.stage)
+        .arg("--fw-cfg")
+        .arg(fx.tmp.path().join("no-fw-cfg"))
+        .arg("--ask-password")
+        .arg(&script)
+        .arg(&fx.src)
+        .arg(&fx.tgt)
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{errors}");
+    assert_eq!(fs::read_to_string(dir.join("count")).unwrap().trim(), "3");
+    assert!(
+        errors.contains("try 1 of 3") && errors.contains("try 2 of 3"),
+        "{errors}"
+    );
+    let args = fs::read_to_string(dir.join("args.1")).unwrap();
+    assert!(
+        args.contains("--timeout=300") && args.contains("--id=keypack:sealed-keys"),
+        "{args}"
+    );
+    let env = fs::read_to_string(dir.join("env.1")).unwrap();
+    assert!(
+        !env.contains("HOME=") && !env.contains("CARGO"),
+        "environment passed on: {env}"
+    );
+    fx.installed_everything();
+    // A relative path is refused as a usage error.
+    let out = Command::new(BIN)
+        .args(["--ask-password", "systemd-ask-password", "/", "/sysroot"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -161,8 +161,9 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ReadRecord<'_>>, String> {
 
 /// Finds the regular file `path` in a newc archive read from `r` and returns its contents when
 /// it is at most `limit` bytes (`None`: not there, too large, or not a newc archive). Reads
-/// record by record, skipping other contents, and stops at the trailer. For `keypack run`,
-/// which looks for the sealed blob in the medium's own cpio.
+/// record by record, skipping other contents, and stops at the trailer — or at the first
+/// private key path of the layout, before its contents (an unsealed medium: `keypack run`, which
+/// looks for the sealed blob in the medium's own cpio, never decompresses a key).
 pub fn find_file(
     r: &mut dyn std::io::Read,
     path: &str,
@@ -191,6 +192,14 @@ pub fn find_file(
         pos += pad4(pos as usize) as u64;
         let name = &name[..name.len() - 1];
         if name == TRAILER.as_bytes() {
+            return Ok(None);
+        }
+        // A private key in plaintext: an unsealed medium. Stop before its contents are read.
+        if std::str::from_utf8(name)
+            .ok()
+            .and_then(keypack_layout::classify)
+            .is_some_and(|known| !known.public)
+        {
             return Ok(None);
         }
         if name == path.as_bytes() && mode & 0o170000 == u64::from(S_IFREG) && size <= limit {
