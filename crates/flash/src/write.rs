@@ -236,21 +236,7 @@ fn write_direct(
         let verifier = scope.spawn(move || -> Result<(), Direct> {
             let mut got = Aligned::new(CHUNK as usize);
             for (i, at, n, sent) in verify_rx {
-                let g = got.get_mut(n);
-                match dev.read_exact_at(g, at) {
-                    Ok(()) => {}
-                    Err(e) if is_einval(&e) => return Err(Direct::Refused),
-                    Err(e) => {
-                        return Err(Direct::Failed(FlashError::io("reading back", dev_path, e)));
-                    }
-                }
-                if *g != *sent.get(n) {
-                    return Err(Direct::Failed(FlashError::VerifyMismatch {
-                        device: dev_path.to_path_buf(),
-                        start: plan[i].start,
-                        end: plan[i].end,
-                    }));
-                }
+                read_back(dev, dev_path, &plan[i], at, &mut got, sent.get(n))?;
                 // The writer may have finished and left: then the buffer is simply dropped.
                 let _ = to_writer.send(sent);
             }
@@ -300,6 +286,32 @@ fn write_direct(
             (Ok(()), w) => w,
         }
     })
+}
+
+/// Reads `sent.len()` bytes of `dev` at `at` into `got` and compares them with `sent`, what was
+/// written there for `region`.
+fn read_back(
+    dev: &File,
+    dev_path: &Path,
+    region: &Region,
+    at: u64,
+    got: &mut Aligned,
+    sent: &[u8],
+) -> Result<(), Direct> {
+    let g = got.get_mut(sent.len());
+    match dev.read_exact_at(g, at) {
+        Ok(()) => {}
+        Err(e) if is_einval(&e) => return Err(Direct::Refused),
+        Err(e) => return Err(Direct::Failed(FlashError::io("reading back", dev_path, e))),
+    }
+    if *g != *sent {
+        return Err(Direct::Failed(FlashError::VerifyMismatch {
+            device: dev_path.to_path_buf(),
+            start: region.start,
+            end: region.end,
+        }));
+    }
+    Ok(())
 }
 
 /// The fallback: buffered writes, fsync, cache dropped, [`compare`].
@@ -551,5 +563,36 @@ mod tests {
         let got = std::fs::read(&dev_path).unwrap();
         assert!(got[4096..5096].iter().all(|&b| b == 9));
         assert!(got[5096..].iter().all(|&b| b == 0xAA));
+    }
+
+    /// The fast path's read-back names the region whose bytes on the device differ from what
+    /// was sent.
+    #[test]
+    fn read_back_names_a_region_that_differs() {
+        let t = tempfile::tempdir().unwrap();
+        let dev_path = t.path().join("dev");
+        std::fs::write(&dev_path, vec![5u8; 16384]).unwrap();
+        let dev = File::open(&dev_path).unwrap();
+        let region = Region {
+            start: 4096,
+            end: 12288,
+            kind: Kind::Data,
+        };
+        let mut got = Aligned::new(8192);
+        let mut sent = vec![5u8; 8192];
+        assert!(read_back(&dev, &dev_path, &region, 4096, &mut got, &sent).is_ok());
+        sent[8000] = 6;
+        let err = read_back(&dev, &dev_path, &region, 4096, &mut got, &sent);
+        assert!(
+            matches!(
+                err,
+                Err(Direct::Failed(FlashError::VerifyMismatch {
+                    start: 4096,
+                    end: 12288,
+                    ..
+                }))
+            ),
+            "a differing read-back passed"
+        );
     }
 }

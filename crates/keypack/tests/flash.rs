@@ -660,7 +660,7 @@ fn flash_on_a_terminal_asks_for_the_device_name() {
     let backing = s.stale("stick", len);
     let lo = Loop::attach(&backing).unwrap();
     let before = sha(&lo.0);
-    let on_pty = |answer: &str| {
+    let on_pty = |answer: &str, term: &str| {
         let cmd = s.cmd(&["flash", "-H", "web1", &lo.0, "--allow-fixed"]);
         let mut line = String::from(KEYPACK);
         for a in cmd.get_args() {
@@ -668,7 +668,7 @@ fn flash_on_a_terminal_asks_for_the_device_name() {
             line.push_str(a.to_str().unwrap());
         }
         let mut pty = Command::new("script");
-        pty.args(["-qec", &line, "/dev/null"]).env("TERM", "dumb");
+        pty.args(["-qec", &line, "/dev/null"]).env("TERM", term);
         for (k, v) in cmd.get_envs() {
             if let Some(v) = v {
                 pty.env(k, v);
@@ -686,14 +686,21 @@ fn flash_on_a_terminal_asks_for_the_device_name() {
         let out = child.wait_with_output().unwrap();
         format!("{}{}", stdout(&out), stderr(&out))
     };
-    let shown = on_pty("sdz\n");
+    let shown = on_pty("sdz\n", "dumb");
     assert!(shown.contains("type its name (loop"), "{shown}");
     assert!(shown.contains("not confirmed"), "{shown}");
     assert_eq!(sha(&lo.0), before, "a declined flash changed the device");
     let name = lo.0.trim_start_matches("/dev/").to_owned();
-    let shown = on_pty(&format!("{name}\n"));
+    let shown = on_pty(&format!("{name}\n"), "dumb");
     assert!(shown.contains("wrote "), "{shown}");
     assert!(sha(&lo.0) != before, "a confirmed flash wrote nothing");
+    // On a terminal that can draw, the bar shows the phase, the device and the byte counts.
+    let shown = on_pty(&format!("{name}\n"), "xterm");
+    assert!(shown.contains("wrote "), "{shown}");
+    assert!(
+        shown.contains(&format!("writing {name}")) && shown.contains("MiB"),
+        "no progress bar: {shown:?}"
+    );
 }
 
 /// The `(start, end)` of `bytes A..B` in a differs message.

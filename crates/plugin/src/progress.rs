@@ -17,6 +17,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -62,7 +63,8 @@ impl Lines {
 
 enum Shown {
     None,
-    Bar(ProgressBar, String),
+    /// The bar (hidden until its first phase is set up), its label, and whether it is drawn.
+    Bar(ProgressBar, String, AtomicBool),
     Json(Mutex<Lines>),
 }
 
@@ -89,18 +91,18 @@ impl Progress {
         if !std::io::stderr().is_terminal() {
             return Progress::none();
         }
-        let target = ProgressDrawTarget::stderr();
-        if target.is_hidden() {
+        if ProgressDrawTarget::stderr().is_hidden() {
             return Progress::none();
         }
-        let bar = ProgressBar::with_draw_target(Some(0), target);
+        // Drawn only once the first phase has its message and length: no half-set frame.
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         let style = ProgressStyle::with_template(
             "{msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
         )
         .map(|s| s.progress_chars("=> "))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
-        Progress(Shown::Bar(bar, label.to_owned()))
+        Progress(Shown::Bar(bar, label.to_owned(), AtomicBool::new(false)))
     }
 
     /// JSON lines on stdout (see the module documentation).
@@ -124,7 +126,7 @@ impl Progress {
     pub fn phase(&self, name: &'static str, total: u64) {
         match &self.0 {
             Shown::None => {}
-            Shown::Bar(bar, label) => {
+            Shown::Bar(bar, label, drawn) => {
                 let verb = match name.strip_suffix('e') {
                     Some(stem) => format!("{stem}ing"),
                     None => format!("{name}ing"),
@@ -133,6 +135,9 @@ impl Progress {
                 bar.set_position(0);
                 bar.reset_eta();
                 bar.set_message(format!("{verb} {label}"));
+                if !drawn.swap(true, Ordering::Relaxed) {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
             }
             Shown::Json(lines) => {
                 let mut l = lines.lock().unwrap_or_else(|e| e.into_inner());
@@ -155,7 +160,7 @@ impl Progress {
     pub fn inc(&self, n: u64) {
         match &self.0 {
             Shown::None => {}
-            Shown::Bar(bar, _) => bar.inc(n),
+            Shown::Bar(bar, _, _) => bar.inc(n),
             // Nothing new to say (a phase's start was printed by `phase`).
             Shown::Json(_) if n == 0 => {}
             Shown::Json(lines) => {
@@ -177,7 +182,7 @@ impl Progress {
     pub fn finish(&self) {
         match &self.0 {
             Shown::None => {}
-            Shown::Bar(bar, _) => {
+            Shown::Bar(bar, _, _) => {
                 if !bar.is_finished() {
                     bar.finish_and_clear();
                 }

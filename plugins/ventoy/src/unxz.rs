@@ -151,7 +151,14 @@ struct Dict<'a> {
     limit: u64,
     crc32: crc32fast::Hasher,
     crc64: u64,
+    /// A block of output read back (`far_at..far_at + far.len()`): matches at one distance
+    /// come in runs, so one read serves many. Written output never changes: always valid.
+    far: Vec<u8>,
+    far_at: u64,
 }
+
+/// Bytes read back at once for matches beyond the window.
+const FAR_BLOCK: u64 = 64 << 10;
 
 impl<'a> Dict<'a> {
     fn new(
@@ -170,7 +177,26 @@ impl<'a> Dict<'a> {
             limit,
             crc32: crc32fast::Hasher::new(),
             crc64: !0,
+            far: Vec::with_capacity(FAR_BLOCK as usize),
+            far_at: 0,
         }
+    }
+
+    /// Output bytes `at..at + buf.len()`, all before `base` (so already written), through the
+    /// read-back block.
+    fn read_far(&mut self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = at + buf.len() as u64;
+        let cached = at >= self.far_at && end <= self.far_at + self.far.len() as u64;
+        if !cached {
+            let start = at - at % FAR_BLOCK;
+            let stop = (start + FAR_BLOCK).min(self.flushed).max(end);
+            self.far.resize((stop - start) as usize, 0);
+            (self.back)(start, &mut self.far)?;
+            self.far_at = start;
+        }
+        let o = (at - self.far_at) as usize;
+        buf.copy_from_slice(&self.far[o..o + buf.len()]);
+        Ok(())
     }
 
     /// Writes what `out` has not received yet.
@@ -207,7 +233,7 @@ impl<'a> Dict<'a> {
     }
 
     /// The byte `dist + 1` back (`dist` 0 is the last byte).
-    fn get(&self, dist: u32) -> io::Result<u8> {
+    fn get(&mut self, dist: u32) -> io::Result<u8> {
         let at = self
             .pos
             .checked_sub(u64::from(dist) + 1)
@@ -217,7 +243,7 @@ impl<'a> Dict<'a> {
             Ok(self.buf[(at - self.base) as usize])
         } else {
             let mut b = [0u8; 1];
-            (self.back)(at, &mut b)?;
+            self.read_far(at, &mut b)?;
             Ok(b[0])
         }
     }
@@ -235,7 +261,7 @@ impl<'a> Dict<'a> {
             // Far back: already written (everything before `base` was flushed).
             let n = ((self.base - from) as usize).min(len);
             let mut tmp = [0u8; MATCH_MAX];
-            (self.back)(from, &mut tmp[..n])?;
+            self.read_far(from, &mut tmp[..n])?;
             self.buf.extend_from_slice(&tmp[..n]);
             done = n;
         }
@@ -665,6 +691,12 @@ mod tests {
 
     /// Output into a `Vec`, read back from it (what the image file does for the build).
     fn unxz(xz: &[u8], limit: u64) -> io::Result<Vec<u8>> {
+        unxz_counting(xz, limit).map(|(v, _)| v)
+    }
+
+    /// [`unxz`], and how many times output was read back.
+    fn unxz_counting(xz: &[u8], limit: u64) -> io::Result<(Vec<u8>, usize)> {
+        let reads = std::cell::Cell::new(0usize);
         let out = std::cell::RefCell::new(Vec::new());
         struct W<'a>(&'a std::cell::RefCell<Vec<u8>>);
         impl Write for W<'_> {
@@ -677,12 +709,13 @@ mod tests {
             }
         }
         let back = |pos: u64, buf: &mut [u8]| {
+            reads.set(reads.get() + 1);
             let o = out.borrow();
             buf.copy_from_slice(&o[pos as usize..pos as usize + buf.len()]);
             Ok(())
         };
         decompress(&mut &xz[..], &mut W(&out), &back, limit)?;
-        Ok(out.into_inner())
+        Ok((out.into_inner(), reads.get()))
     }
 
     /// Data with matches far back (a repeated random 1.5 MiB block: distances past [`WINDOW`]),
@@ -736,8 +769,14 @@ mod tests {
             &["-6", "--block-size=1MiB"],
         ] {
             let xz = xz_cli(&data, args);
-            let got = unxz(&xz, data.len() as u64).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let (got, reads) =
+                unxz_counting(&xz, data.len() as u64).unwrap_or_else(|e| panic!("{args:?}: {e}"));
             assert!(got == data, "{args:?}: output differs");
+            // An 8 MiB dictionary finds the repeated block 2 MiB back: past the window, so
+            // it is read back from the output.
+            if args == ["-6"] {
+                assert!(reads > 0, "no match reached past the window");
+            }
         }
     }
 
