@@ -29,6 +29,8 @@ pub const MODULES: &[&str] = &[
     "virtio_pci_legacy_dev",
     "virtio_pci_modern_dev",
     "virtio_pci",
+    // The disk `keypack run --extra-disk` attaches (`/dev/vda` in a direct kernel boot).
+    "virtio_blk",
     "failover",
     "net_failover",
     "virtio_net",
@@ -74,7 +76,12 @@ pub fn kernel() -> Result<Kernel> {
         vmlinuz: cache.join("vmlinuz"),
         modules: cache.join("modules"),
     };
-    if k.vmlinuz.is_file() && k.modules.join("virtio_net.ko").is_file() {
+    // Every module must be there: a cache from before a module was added is refreshed.
+    if k.vmlinuz.is_file()
+        && MODULES
+            .iter()
+            .all(|m| k.modules.join(format!("{m}.ko")).is_file())
+    {
         return Ok(k);
     }
     std::fs::create_dir_all(&cache)?;

@@ -77,6 +77,7 @@ struct PendingKey {
 pub struct BundleBuilder {
     keys: BTreeMap<KeyRole, PendingKey>,
     allow_shared_keys: bool,
+    burn_mark: Option<String>,
 }
 
 impl BundleBuilder {
@@ -92,6 +93,21 @@ impl BundleBuilder {
     pub fn allow_shared_keys(&mut self, allow: bool) -> &mut Self {
         self.allow_shared_keys = allow;
         self
+    }
+
+    /// Marks the bundle for burning after boot (`--burn-after-boot`): the archive carries the
+    /// plaintext file `keypack/burn-after-boot` holding `token` (32 lowercase hex digits, unique
+    /// to this bundle), which `load-keys` matches against the copy on the Ventoy disk.
+    pub fn burn_after_boot(&mut self, token: &str) -> Result<&mut Self, BundleError> {
+        let hex = token.len() == 32
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(BundleError::BadBurnToken);
+        }
+        self.burn_mark = Some(token.to_string());
+        Ok(self)
     }
 
     /// Adds an OpenSSH ed25519 private key for `role`. The public key is derived from it; when
@@ -156,7 +172,8 @@ impl BundleBuilder {
             files.push((public_entry, SecretSlice::from(public_bytes)));
         }
         files.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-        let archive = write_archive(&files, mtime)?;
+        let mark = self.burn_mark.map(|t| format!("{t}\n"));
+        let archive = write_archive(&files, mark.as_deref(), mtime)?;
         let manifest = Manifest {
             entries: files.iter().map(|(e, _)| e.clone()).collect(),
         };
@@ -164,6 +181,7 @@ impl BundleBuilder {
             archive,
             manifest,
             files,
+            burn_mark: mark,
         })
     }
 }
@@ -220,13 +238,27 @@ fn check_stored_public(path: &str, stored: &str, derived: &str) -> Result<(), Bu
 
 fn write_archive(
     files: &[(ManifestEntry, SecretSlice<u8>)],
+    mark: Option<&str>,
     mtime: u64,
 ) -> Result<SecretSlice<u8>, BundleError> {
+    // Every entry in path order (the mark sorts between `etc/` and `root/`).
+    let mut all: Vec<(&str, u32, &[u8])> = files
+        .iter()
+        .map(|(e, c)| (e.path.as_str(), e.mode, c.expose_secret()))
+        .collect();
+    if let Some(mark) = mark {
+        all.push((
+            keypack_layout::BURN_MARK_PATH,
+            keypack_layout::BURN_MARK_MODE,
+            mark.as_bytes(),
+        ));
+    }
+    all.sort_by(|a, b| a.0.cmp(b.0));
     // Upper bound of the gzip output: tar (512-byte header + padded data per file + 1 KiB end
     // + record padding to 10 KiB) plus deflate's stored-block worst case and gzip framing.
-    let tar_len: usize = files
+    let tar_len: usize = all
         .iter()
-        .map(|(e, _)| 512 + (e.size as usize).div_ceil(512) * 512)
+        .map(|(_, _, c)| 512 + c.len().div_ceil(512) * 512)
         .sum::<usize>()
         + 1024;
     let tar_len = tar_len.div_ceil(10240) * 10240;
@@ -239,10 +271,10 @@ fn write_archive(
             .write(&mut *out, Compression::best());
         let mut tar = tar::Builder::new(gz);
         tar.mode(tar::HeaderMode::Deterministic);
-        for (meta, content) in files {
+        for &(path, mode, content) in &all {
             let mut header = tar::Header::new_ustar();
-            header.set_size(meta.size);
-            header.set_mode(meta.mode);
+            header.set_size(content.len() as u64);
+            header.set_mode(mode);
             header.set_uid(0);
             header.set_gid(0);
             header.set_mtime(mtime);
@@ -251,7 +283,7 @@ fn write_archive(
                 .set_username("root")
                 .and_then(|_| header.set_groupname("root"))
                 .map_err(BundleError::Archive)?;
-            tar.append_data(&mut header, &meta.path, content.expose_secret())
+            tar.append_data(&mut header, path, content)
                 .map_err(BundleError::Archive)?;
         }
         let mut gz = tar.into_inner().map_err(BundleError::Archive)?;
@@ -277,12 +309,20 @@ pub struct SealedBundle {
     archive: SecretSlice<u8>,
     manifest: Manifest,
     files: Vec<(ManifestEntry, SecretSlice<u8>)>,
+    burn_mark: Option<String>,
 }
 
 impl SealedBundle {
     /// The manifest: paths, modes, owners, sizes, fingerprints. No secret.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The burn mark file's content (`token\n`), when the bundle was built with
+    /// `--burn-after-boot`; media that carry files (the initrd's cpio) add it as
+    /// [`keypack_layout::BURN_MARK_PATH`]. Not secret.
+    pub fn burn_mark(&self) -> Option<&str> {
+        self.burn_mark.as_deref()
     }
 
     /// Size of the `keys.tar.gz` archive in bytes.

@@ -74,6 +74,9 @@ pub enum BundleError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A burn mark token that is not 32 lowercase hex digits.
+    #[error("burn mark token is not 32 lowercase hex digits")]
+    BadBurnToken,
     /// The archive is not a gzip-compressed tar, or is corrupt.
     #[error("not a readable keys.tar.gz")]
     Archive(#[source] io::Error),

@@ -52,6 +52,8 @@ pub struct KeySelection {
     pub allow_shared_key: bool,
     /// `--require-pins`: a key without a pin in `keypack.pins` is an error.
     pub require_pins: bool,
+    /// `--burn-after-boot`: the mark token the bundle carries (see `cmd::burn`).
+    pub burn_mark: Option<String>,
 }
 
 /// The outcome for one key of a [`verify_keys`] run.
@@ -87,6 +89,11 @@ pub fn pack_bundle(sel: &KeySelection) -> Result<SealedBundle> {
             )));
         }
         return Err(first);
+    }
+    if let Some(token) = &sel.burn_mark {
+        builder
+            .burn_after_boot(token)
+            .context("marking the bundle for --burn-after-boot")?;
     }
     let bundle = builder
         .seal(source_date_epoch()?)

@@ -78,6 +78,7 @@ impl Stage1 {
         }
         problems += self.copy_root_keys(&injected);
         problems += self.stage_user_keys(&injected);
+        problems += crate::burn::after_install(&self.source, problems);
         info(FOOTER);
         problems
     }

@@ -241,6 +241,21 @@ pub fn keys_cpio(bundle: &SealedBundle) -> Result<Zeroizing<Vec<u8>>, InitrdErro
             (cpio::S_IFREG | (entry.mode & 0o7777), contents),
         );
     }
+    // The burn mark (`--burn-after-boot`) travels in the cpio too, so `load-keys` asks for the
+    // burn whichever medium the bundle came on (and says there was nothing to burn).
+    if let Some(mark) = bundle.burn_mark() {
+        entries.insert(
+            "keypack".into(),
+            (cpio::S_IFDIR | keypack_layout::MARK_DIR_MODE, &[]),
+        );
+        entries.insert(
+            keypack_layout::BURN_MARK_PATH.into(),
+            (
+                cpio::S_IFREG | keypack_layout::BURN_MARK_MODE,
+                mark.as_bytes(),
+            ),
+        );
+    }
     let records: Vec<cpio::Record<'_>> = entries
         .iter()
         .map(|(path, (mode, data))| cpio::Record {

@@ -39,6 +39,8 @@ pub struct BuildArgs {
     /// byte-reproducible media
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    #[command(flatten)]
+    pub burn: crate::cmd::burn::BurnArgs,
 }
 
 /// `keypack build` and `keypack rebuild` (`ignore_cache`).
@@ -75,7 +77,9 @@ pub fn build(args: BuildArgs, matches: &clap::ArgMatches, ignore_cache: bool) ->
     } else {
         None
     };
-    let bundle = keys::pack_bundle(&args.keys.selection())?;
+    let mut selection = args.keys.selection();
+    args.burn.apply(&mut selection, args.seed)?;
+    let bundle = keys::pack_bundle(&selection)?;
     let inputs = BuildInputs::new(&host, &output, &host_dir, matches)
         .with_iso(iso.as_deref())
         .with_seed(args.seed)

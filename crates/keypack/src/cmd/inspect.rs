@@ -51,6 +51,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading {}", path.display()))?;
     let entries = read_archive(&bytes).with_context(|| format!("reading {}", path.display()))?;
+    let mark = keypack_bundle::burn_mark(&bytes).ok().flatten();
     drop(bytes);
 
     // Text goes to a buffer: with --json only the document is printed.
@@ -86,6 +87,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
                 .map(|p| crate::cmd::escape::field(&format!("{name}: {p}"))),
         );
     }
+    writeln!(out, "{}", burn_line(mark.as_deref()))?;
     problems.extend(archive_problems(&entries));
     problems.sort();
     problems.dedup();
@@ -94,6 +96,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
             "file": crate::cmd::escape::field(&path.display().to_string()),
             "kind": "keys.tar.gz",
             "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
+            "burn_after_boot": mark.is_some(),
             "problems": problems,
             "ok": problems.is_empty(),
         });
@@ -114,6 +117,17 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::from(1))
+}
+
+/// The `--burn-after-boot` line of `inspect` (the token is escaped: it comes from the file).
+pub fn burn_line(mark: Option<&str>) -> String {
+    match mark {
+        Some(token) => format!(
+            "burn after boot: yes (mark {}): load-keys removes this bundle from the Ventoy stick after the first boot",
+            crate::cmd::escape::field(token)
+        ),
+        None => "burn after boot: no".to_string(),
+    }
 }
 
 /// `inspect`'s exit status: 1 when something looks wrong, so scripts can check it.

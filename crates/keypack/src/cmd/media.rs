@@ -49,6 +49,8 @@ pub struct MediaUpdateArgs {
     /// Name of the ISO on the stick (default: the ISO's own file name)
     #[arg(long, value_name = "NAME")]
     pub iso_name: Option<String>,
+    #[command(flatten)]
+    pub burn: crate::cmd::burn::BurnArgs,
 }
 
 /// `keypack media …`.
@@ -91,7 +93,9 @@ fn update(args: MediaUpdateArgs) -> Result<ExitCode> {
     let iso = args.source.resolve()?;
     let name = ventoy::iso_name(&vargs, &iso)?;
     let settings = ventoy::settings(&vargs, &name);
-    let bundle = keys::pack_bundle(&args.keys.selection())?;
+    let mut selection = args.keys.selection();
+    args.burn.apply(&mut selection, None)?;
+    let bundle = keys::pack_bundle(&selection)?;
     // Audit point (SECURITY.md): the bundle goes onto the stick's data partition only.
     let archive = bundle.expose_archive();
     let warnings = match (&args.mount, &args.image) {

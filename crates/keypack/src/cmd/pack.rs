@@ -28,6 +28,8 @@ pub struct PackArgs {
     /// Replace OUT if it exists (atomically: the old file stays if packing fails)
     #[arg(short, long)]
     pub force: bool,
+    #[command(flatten)]
+    pub burn: crate::cmd::burn::BurnArgs,
 }
 
 /// Where the bundle goes.
@@ -39,7 +41,8 @@ enum Output {
 /// `keypack pack`.
 pub fn pack(args: PackArgs) -> Result<ExitCode> {
     let output = check_output(&args.output, args.force)?;
-    let selection = args.keys.selection();
+    let mut selection = args.keys.selection();
+    args.burn.apply(&mut selection, None)?;
     if let Output::File(path) = &output {
         refuse_inside_repo(path, &selection)?;
         keypack_plugin::output::check_private_output_folder(path)
