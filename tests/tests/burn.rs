@@ -435,11 +435,12 @@ fn burn_after_boot(test: &str, exfat: bool) {
     );
     let log = wait_for(env, "=== Stage 1: Key loading complete ===", 60);
     env.ok(&["stop", "-H", HOST, "--timeout", "60"]);
-    let burn_lines: Vec<&str> = log
+    let stage1: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("keypack: burn after boot") || l.contains("/dev/vda:"))
+        .skip_while(|l| !l.contains("=== Stage 1: Loading SSH keys"))
+        .take_while(|l| !l.contains("keypack-e2e: load-keys exited"))
         .collect();
-    eprintln!("console:\n{}", burn_lines.join("\n"));
+    eprintln!("console:\n{}", stage1.join("\n"));
     assert!(
         log.contains("keypack: burn after boot: done on /dev/vda"),
         "{log}"
@@ -487,6 +488,11 @@ fn burn_after_boot(test: &str, exfat: bool) {
     env.ok(&run_args(&stick, &["--wait-ssh", "--timeout", "300"]));
     let log = wait_for(env, "=== Stage 1: Key loading complete ===", 60);
     env.ok(&["stop", "-H", HOST, "--timeout", "60"]);
+    let second: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("burn after boot") || l.starts_with("  /dev/vda:"))
+        .collect();
+    eprintln!("second boot:\n{}", second.join("\n"));
     assert!(
         log.contains("keypack: burn after boot: nothing to burn"),
         "{log}"

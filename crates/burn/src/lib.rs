@@ -194,8 +194,11 @@ pub fn burn_disk(
     for archive in ours {
         let removed = vol.delete_file(&archive, stop)?;
         log(&format!(
-            "  {shown}: overwrote {archive} with zeros ({} bytes, {} clusters of {} bytes), removed its directory entry and freed its clusters",
-            removed.bytes, removed.clusters, removed.cluster_size
+            "  {shown}: overwrote {archive} with zeros ({} bytes, {} cluster{} of {} bytes), removed its directory entry and freed its clusters",
+            removed.bytes,
+            removed.clusters,
+            if removed.clusters == 1 { "" } else { "s" },
+            removed.cluster_size
         ));
         archives.push((archive, removed));
     }
