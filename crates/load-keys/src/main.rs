@@ -14,7 +14,9 @@ usage: load-keys [--stage-dir DIR] <source_dir> [target_root]
 
 Stage 1 (initrd): copies the injected host key (etc/ssh/) and deploy key (root/.ssh/) from
 <source_dir> (normally /) into [target_root] (default: /sysroot if it exists, else /mnt-root),
-and stages users' keys (users/<u>/.ssh/) under --stage-dir (default /run/keypack).
+and stages users' keys (users/<u>/.ssh/) under --stage-dir (default /run/keypack). When the
+bundle carries the mark keypack/burn-after-boot (keypack --burn-after-boot) and every key was
+installed, it then removes that bundle from the Ventoy disk it came from (see keypack-burn).
 
 Stage 2 (--install-users): installs the staged users' keys into ~<u>/.ssh/, looking users up in
 --passwd (default <root>/etc/passwd) and resolving homes under --root (default /).
