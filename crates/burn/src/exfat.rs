@@ -28,6 +28,10 @@ pub(crate) struct Exfat<'f> {
     root: u32,
     cluster: u64,
     bitmap: Option<(u32, u64)>,
+    /// The allocation bitmap's clusters, and its bytes as read at open (kept in step with
+    /// every bit written), so finding free clusters reads the disk once.
+    bitmap_chain: Vec<u32>,
+    bitmap_bytes: Vec<u8>,
 }
 
 /// A file's entry set, as found.
@@ -90,6 +94,8 @@ impl<'f> Exfat<'f> {
             root: le32(&b, 96),
             cluster: 1u64 << (ss + cs),
             bitmap: None,
+            bitmap_chain: Vec::new(),
+            bitmap_bytes: Vec::new(),
             part,
         };
         // The allocation bitmap's entry (0x81) is in the root folder.
@@ -103,12 +109,20 @@ impl<'f> Exfat<'f> {
                 break;
             }
         }
-        if v.bitmap.is_none() {
+        let Some((first, len)) = v.bitmap else {
             return Err(BurnError::fs(
                 v.part.shown,
                 "exFAT root has no allocation bitmap",
             ));
+        };
+        if len < u64::from(v.count).div_ceil(8) || len > 64 << 20 {
+            return Err(BurnError::fs(
+                v.part.shown,
+                format!("allocation bitmap of {len} bytes for {} clusters", v.count),
+            ));
         }
+        v.bitmap_chain = v.clusters(first, Some(len), false)?;
+        v.bitmap_bytes = v.read_chain_bytes(first, Some(len), false)?.to_vec();
         Ok(Some(v))
     }
 
@@ -281,41 +295,39 @@ impl<'f> Exfat<'f> {
         }
     }
 
-    fn bitmap_bit(&self, c: u32) -> Result<(u64, u8), BurnError> {
-        let (first, len) = self.bitmap.unwrap_or((0, 0));
+    /// Byte index in the bitmap, its partition offset, and the bit of cluster `c`.
+    fn bitmap_bit(&self, c: u32) -> Result<(usize, u64, u8), BurnError> {
         let idx = u64::from(c - 2);
         let byte = idx / 8;
-        if byte >= len {
-            return Err(BurnError::fs(
-                self.part.shown,
-                "cluster beyond the allocation bitmap",
-            ));
+        let beyond = || BurnError::fs(self.part.shown, "cluster beyond the allocation bitmap");
+        if byte >= self.bitmap_bytes.len() as u64 {
+            return Err(beyond());
         }
-        // The bitmap is contiguous in keypack's and mkfs.exfat's volumes; follow the FAT
-        // anyway, one cluster of it at a time.
-        let per = self.cluster;
-        let chain = self.clusters(first, Some(len), false)?;
-        let c_idx = (byte / per) as usize;
-        let cl = *chain
-            .get(c_idx)
-            .ok_or_else(|| BurnError::fs(self.part.shown, "allocation bitmap chain too short"))?;
-        Ok((self.offset(cl) + byte % per, 1u8 << (idx % 8)))
+        // The bitmap is contiguous in keypack's and mkfs.exfat's volumes; its chain is
+        // followed anyway.
+        let cl = *self
+            .bitmap_chain
+            .get((byte / self.cluster) as usize)
+            .ok_or_else(beyond)?;
+        Ok((
+            byte as usize,
+            self.offset(cl) + byte % self.cluster,
+            1u8 << (idx % 8),
+        ))
     }
 
     fn allocated(&self, c: u32) -> Result<bool, BurnError> {
-        let (at, bit) = self.bitmap_bit(c)?;
-        let mut b = [0u8; 1];
-        self.part.rd(at, &mut b)?;
-        Ok(b[0] & bit != 0)
+        let (i, _, bit) = self.bitmap_bit(c)?;
+        Ok(self.bitmap_bytes[i] & bit != 0)
     }
 
-    fn set_bits(&self, clusters: &[u32], on: bool) -> Result<(), BurnError> {
+    fn set_bits(&mut self, clusters: &[u32], on: bool) -> Result<(), BurnError> {
         for &c in clusters {
-            let (at, bit) = self.bitmap_bit(c)?;
-            let mut b = [0u8; 1];
-            self.part.rd(at, &mut b)?;
-            b[0] = if on { b[0] | bit } else { b[0] & !bit };
-            self.part.wr(at, &b)?;
+            let (i, at, bit) = self.bitmap_bit(c)?;
+            let b = &mut self.bitmap_bytes[i];
+            *b = if on { *b | bit } else { *b & !bit };
+            let byte = [*b];
+            self.part.wr(at, &byte)?;
         }
         Ok(())
     }
