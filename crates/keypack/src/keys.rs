@@ -91,8 +91,16 @@ pub fn pack_bundle(sel: &KeySelection) -> Result<SealedBundle> {
         return Err(first);
     }
     if let Some(token) = &sel.burn_mark {
+        // Bound to the keys, so a seeded build of other keys (after a rotation) gets another
+        // mark, and load-keys never burns a stick holding a different bundle.
+        let mut fingerprints: Vec<&str> = added
+            .iter()
+            .filter_map(|(role, _)| builder.fingerprint(role))
+            .collect();
+        fingerprints.sort_unstable();
+        let token = crate::cmd::burn::bind_to_keys(token, &fingerprints);
         builder
-            .burn_after_boot(token)
+            .burn_after_boot(&token)
             .context("marking the bundle for --burn-after-boot")?;
     }
     let bundle = builder
