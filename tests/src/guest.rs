@@ -30,6 +30,8 @@ pub const MODULES: &[&str] = &[
     "virtio_pci_legacy_dev",
     "virtio_pci_modern_dev",
     "virtio_pci",
+    // The disk `keypack run --extra-disk` attaches (`/dev/vda` in a direct kernel boot).
+    "virtio_blk",
     "failover",
     "net_failover",
     "virtio_net",
@@ -77,9 +79,11 @@ pub fn kernel() -> Result<Kernel> {
         vmlinuz: cache.join("vmlinuz"),
         modules: cache.join("modules"),
     };
+    // Every module must be there: a cache from before a module was added is refreshed.
     if k.vmlinuz.is_file()
-        && k.modules.join("virtio_net.ko").is_file()
-        && k.modules.join("qemu_fw_cfg.ko").is_file()
+        && MODULES
+            .iter()
+            .all(|m| k.modules.join(format!("{m}.ko")).is_file())
     {
         return Ok(k);
     }

@@ -99,6 +99,7 @@ pub struct BundleBuilder {
     keys: BTreeMap<KeyRole, PendingKey>,
     allow_shared_keys: bool,
     passphrase: Option<(SecretString, u8)>,
+    burn_mark: Option<String>,
 }
 
 impl BundleBuilder {
@@ -134,6 +135,21 @@ impl BundleBuilder {
     ) -> &mut Self {
         self.passphrase = Some((passphrase, log_n));
         self
+    }
+
+    /// Marks the bundle for burning after boot (`--burn-after-boot`): the archive carries the
+    /// plaintext file `keypack/burn-after-boot` holding `token` (32 lowercase hex digits, unique
+    /// to this bundle), which `load-keys` matches against the copy on the Ventoy disk.
+    pub fn burn_after_boot(&mut self, token: &str) -> Result<&mut Self, BundleError> {
+        let hex = token.len() == 32
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(BundleError::BadBurnToken);
+        }
+        self.burn_mark = Some(token.to_string());
+        Ok(self)
     }
 
     /// Adds an OpenSSH ed25519 private key for `role`. The public key is derived from it; when
@@ -199,6 +215,19 @@ impl BundleBuilder {
         }
         files.sort_by(|a, b| a.0.path.cmp(&b.0.path));
         let mut extra: Vec<(ExtraEntry, Box<[u8]>)> = Vec::new();
+        if let Some(token) = self.burn_mark {
+            // Plaintext beside the keys (and beside the sealed blob): load-keys reads it
+            // without decrypting anything, and so does the burn on the stick.
+            let mark = format!("{token}\n").into_bytes().into_boxed_slice();
+            extra.push((
+                ExtraEntry {
+                    path: keypack_layout::BURN_MARK_PATH.into(),
+                    mode: keypack_layout::BURN_MARK_MODE,
+                    size: mark.len() as u64,
+                },
+                mark,
+            ));
+        }
         let mut sealed = None;
         if let Some((passphrase, log_n)) = self.passphrase {
             // Only the private keys go into the blob; they never reach the archive in plaintext.
@@ -388,6 +417,16 @@ impl SealedBundle {
     /// The manifest: paths, modes, owners, sizes, fingerprints. No secret.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The burn mark file's content (`token\n`), when the bundle was built with
+    /// `--burn-after-boot`; media that carry files (the initrd's cpio) add it as
+    /// [`keypack_layout::BURN_MARK_PATH`]. Not secret.
+    pub fn burn_mark(&self) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(e, _)| e.path == keypack_layout::BURN_MARK_PATH)
+            .and_then(|(_, c)| std::str::from_utf8(c).ok())
     }
 
     /// Size of the `keys.tar.gz` archive in bytes.

@@ -77,6 +77,9 @@ pub enum BundleError {
     /// age refused to set up the passphrase encryption.
     #[error("sealing the private keys failed")]
     Seal,
+    /// A burn mark token that is not 32 lowercase hex digits.
+    #[error("burn mark token is not 32 lowercase hex digits")]
+    BadBurnToken,
     /// The archive is not a gzip-compressed tar, or is corrupt.
     #[error("not a readable keys.tar.gz")]
     Archive(#[source] io::Error),

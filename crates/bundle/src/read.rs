@@ -69,6 +69,7 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveEntry>, BundleError> {
         let mut problems = Vec::new();
         let mut fingerprint = None;
         let mut sealed = None;
+        let is_mark = raw_path == keypack_layout::BURN_MARK_PATH;
         match (&known, kind) {
             (None, '-') if raw_path == SEALED_BLOB_PATH => {
                 if mode & 0o7777 != SEALED_BLOB_MODE {
@@ -90,6 +91,16 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveEntry>, BundleError> {
                     if sealed.is_none() {
                         problems.push("not a passphrase-sealed age file".into());
                     }
+                }
+            }
+            // The burn mark (`--burn-after-boot`): plaintext, not a key.
+            (None, '-') if is_mark => {
+                if mode & 0o7777 != keypack_layout::BURN_MARK_MODE {
+                    problems.push(format!(
+                        "mode {:04o}, expected {:04o}",
+                        mode,
+                        keypack_layout::BURN_MARK_MODE
+                    ));
                 }
             }
             (None, _) => problems.push("path is not part of the keypack layout".into()),
@@ -130,6 +141,25 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveEntry>, BundleError> {
         });
     }
     Ok(out)
+}
+
+/// The burn mark's token, when the archive carries `keypack/burn-after-boot`
+/// (`--burn-after-boot`); never reads more of a key entry than its header.
+pub fn burn_mark(bytes: &[u8]) -> Result<Option<String>, BundleError> {
+    let mut archive = tar::Archive::new(GzDecoder::new(bytes));
+    for entry in archive.entries().map_err(BundleError::Archive)? {
+        let entry = entry.map_err(BundleError::Archive)?;
+        if *entry.path_bytes() != *keypack_layout::BURN_MARK_PATH.as_bytes() {
+            continue;
+        }
+        let mut text = String::new();
+        entry
+            .take(64)
+            .read_to_string(&mut text)
+            .map_err(BundleError::Archive)?;
+        return Ok(Some(text.trim().escape_debug().collect()));
+    }
+    Ok(None)
 }
 
 fn fingerprint_of(file: &KnownFile, path: &str, content: &[u8]) -> Option<String> {

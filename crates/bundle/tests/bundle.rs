@@ -404,3 +404,59 @@ fn one_key_in_two_roles_is_refused_unless_allowed() {
     b.add_key(bob, secret(HOST), None).unwrap();
     assert_eq!(b.seal(0).unwrap().manifest().entries.len(), 6);
 }
+
+/// `--burn-after-boot` (issue #14): the mark is one plaintext file entry, in path order, that
+/// `burn_mark` and busybox-style readers see, with no problem reported; without the flag the
+/// archive is what it always was.
+#[test]
+fn burn_mark_is_a_plaintext_entry_in_order() {
+    let token = "00112233445566778899aabbccddeeff";
+    let mut b = BundleBuilder::new();
+    b.add_key(KeyRole::Deploy, secret(DEPLOY), None).unwrap();
+    b.add_key(KeyRole::Host, secret(HOST), Some(HOST_PUB))
+        .unwrap();
+    b.burn_after_boot(token).unwrap();
+    let bundle = b.seal(0).unwrap();
+    assert_eq!(bundle.burn_mark(), Some(format!("{token}\n").as_str()));
+    let entries = read_archive(bundle.expose_archive()).unwrap();
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "etc/ssh/ssh_host_ed25519_key",
+            "etc/ssh/ssh_host_ed25519_key.pub",
+            "keypack/burn-after-boot",
+            "root/.ssh/deploy_key_ed25519",
+            "root/.ssh/deploy_key_ed25519.pub",
+        ]
+    );
+    let mark = &entries[2];
+    assert_eq!(
+        (mark.kind, mark.mode, mark.uid, mark.gid),
+        ('-', 0o644, 0, 0)
+    );
+    assert!(mark.problems.is_empty(), "{:?}", mark.problems);
+    assert!(archive_problems(&entries).is_empty());
+    assert_eq!(
+        keypack_bundle::burn_mark(bundle.expose_archive()).unwrap(),
+        Some(token.to_string())
+    );
+    assert_eq!(
+        keypack_bundle::burn_mark(full_bundle(0).expose_archive()).unwrap(),
+        None
+    );
+    for bad in [
+        "",
+        "0011",
+        "00112233445566778899AABBCCDDEEFF",
+        "../../../../etc/passwd",
+    ] {
+        assert!(
+            matches!(
+                BundleBuilder::new().burn_after_boot(bad),
+                Err(BundleError::BadBurnToken)
+            ),
+            "{bad:?}"
+        );
+    }
+}

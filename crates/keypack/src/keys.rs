@@ -52,6 +52,8 @@ pub struct KeySelection {
     pub allow_shared_key: bool,
     /// `--require-pins`: a key without a pin in `keypack.pins` is an error.
     pub require_pins: bool,
+    /// `--burn-after-boot`: the mark token the bundle carries (see `cmd::burn`).
+    pub burn_mark: Option<String>,
 }
 
 /// The outcome for one key of a [`verify_keys`] run.
@@ -95,6 +97,19 @@ pub fn pack_bundle_sealed(
             )));
         }
         return Err(first);
+    }
+    if let Some(token) = &sel.burn_mark {
+        // Bound to the keys, so a seeded build of other keys (after a rotation) gets another
+        // mark, and load-keys never burns a stick holding a different bundle.
+        let mut fingerprints: Vec<&str> = added
+            .iter()
+            .filter_map(|(role, _)| builder.fingerprint(role))
+            .collect();
+        fingerprints.sort_unstable();
+        let token = crate::cmd::burn::bind_to_keys(token, &fingerprints);
+        builder
+            .burn_after_boot(&token)
+            .context("marking the bundle for --burn-after-boot")?;
     }
     let bundle = builder
         .seal(source_date_epoch()?)

@@ -46,6 +46,14 @@ pub const SEALED_BLOB_MODE: u32 = 0o600;
 /// Largest sealed blob `load-keys` and the bundle reader accept: 256 users' keys and their tar
 /// headers are well under this.
 pub const MAX_SEALED_BLOB_SIZE: u64 = 1024 * 1024;
+/// The burn mark (`--burn-after-boot`): a plaintext marker file in the bundle whose content
+/// (32 hex digits and a newline) names this exact bundle. `load-keys` finds it in the initramfs
+/// and burns the Ventoy bundle that carries the same token (`keypack-burn`).
+pub const BURN_MARK_PATH: &str = "keypack/burn-after-boot";
+/// Mode of the burn mark (it is not secret).
+pub const BURN_MARK_MODE: u32 = 0o644;
+/// Mode of the `keypack/` folder of marker files in the initrd medium's cpio.
+pub const MARK_DIR_MODE: u32 = 0o755;
 
 /// Why a host or user name was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

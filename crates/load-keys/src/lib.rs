@@ -25,6 +25,7 @@
 //! so it runs in any initrd: systemd stage 1, the scripted stage 1's extra-utils, or a busybox one.
 #![forbid(unsafe_code)]
 
+pub mod burn;
 pub mod fsx;
 pub mod keycheck;
 pub mod sealed;

@@ -19,6 +19,9 @@ A sealed bundle (keypack/sealed.age) is opened with a passphrase from QEMU's fir
 (--fw-cfg, default /sys/firmware/qemu_fw_cfg/by_name/opt/io.keypack.passphrase/raw) when that
 file exists, else from --ask-password (the absolute path of systemd-ask-password, under systemd
 stage 1), else from /dev/console; three tries, then it boots on without keys.
+When the bundle carries the mark keypack/burn-after-boot (keypack --burn-after-boot) and every
+key was installed, it then removes that bundle from the Ventoy disk it came from (see
+keypack-burn).
 
 Stage 2 (--install-users): installs the staged users' keys into ~<u>/.ssh/, looking users up in
 --passwd (default <root>/etc/passwd) and resolving homes under --root (default /).

@@ -88,7 +88,11 @@ impl Stage1 {
             info(FOOTER);
             return 0;
         }
-        problems + self.install(&injected)
+        problems += self.install(&injected);
+        // Only after every key is in place: a bundle that did not install stays on the stick.
+        problems += crate::burn::after_install(&self.source, problems);
+        info(FOOTER);
+        problems
     }
 
     /// The sealed bundle's private files, when the source holds `keypack/sealed.age`:
@@ -114,7 +118,7 @@ impl Stage1 {
     }
 
     /// Writes the checked files: host and deploy keys into the target, users' keys into the
-    /// stage folder. Returns the number of problems.
+    /// stage folder. Returns the number of problems. (The caller prints the footer.)
     pub fn install(&self, injected: &[Injected]) -> usize {
         let mut problems = 0;
         info(FOUND);
@@ -126,7 +130,6 @@ impl Stage1 {
         }
         problems += self.copy_root_keys(injected);
         problems += self.stage_user_keys(injected);
-        info(FOOTER);
         problems
     }
 

@@ -16,6 +16,14 @@ pub enum QemuError {
         #[source]
         source: std::io::Error,
     },
+    /// An `--extra-disk` that may not be attached.
+    #[error("--extra-disk {path}: {why}")]
+    ExtraDisk {
+        /// The path given.
+        path: PathBuf,
+        /// Why it is refused.
+        why: String,
+    },
     /// No UEFI firmware was found.
     #[error(
         "no UEFI firmware found (searched the QEMU firmware descriptors in {searched}); install OVMF (Debian: apt-get install ovmf), pass --firmware FILE, or --bios for a legacy boot"

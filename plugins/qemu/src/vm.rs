@@ -129,6 +129,8 @@ pub struct Options {
     pub cpus: u32,
     /// The guest's network.
     pub net: Net,
+    /// Raw disks attached read-write after the boot medium (`--extra-disk`), as virtio disks.
+    pub extra_disks: Vec<PathBuf>,
 }
 
 impl Default for Options {
@@ -141,6 +143,7 @@ impl Default for Options {
             memory_mib: 2048,
             cpus: 2,
             net: Net::User,
+            extra_disks: Vec::new(),
         }
     }
 }
@@ -436,6 +439,13 @@ impl Vm {
                 }
             }
         }
+        // `--extra-disk`: after the boot disk, so the boot disk keeps its name (vda).
+        for disk in &opts.extra_disks {
+            push(&[
+                "-drive",
+                &format!("file={},format=raw,if=virtio", opt_path(disk)),
+            ]);
+        }
         a
     }
 
@@ -464,6 +474,9 @@ impl Vm {
                     need_file("cdrom ISO", iso)?;
                 }
             }
+        }
+        for disk in &opts.extra_disks {
+            check_extra_disk(disk, desc)?;
         }
         let firmware = match (&opts.firmware, desc.firmware) {
             (FirmwareChoice::Bios, _) => None,
@@ -866,6 +879,51 @@ fn create_private_empty(path: &Path) -> std::io::Result<()> {
 /// path such as `x.img,snapshot=on` would inject options.
 pub fn opt_path(p: &Path) -> String {
     p.display().to_string().replace(',', ",,")
+}
+
+/// `--extra-disk FILE`: a regular file the user owns (so `keypack run` never becomes a way to
+/// write a block device or someone else's file through QEMU), and not a file of the boot
+/// medium (two writers of one image corrupt it).
+fn check_extra_disk(path: &Path, desc: &BootDescription) -> Result<(), QemuError> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| QemuError::ExtraDisk {
+        path: path.to_path_buf(),
+        why,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file (a block device or folder is refused)".into(),
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "owned by uid {}, not by you (uid {me})",
+            meta.uid()
+        )));
+    }
+    let boot: Vec<&Path> = match &desc.boot {
+        Boot::Disk { image } => vec![image.as_path()],
+        Boot::Kernel {
+            kernel,
+            initrds,
+            cdrom,
+            ..
+        } => std::iter::once(kernel.as_path())
+            .chain(initrds.iter().map(PathBuf::as_path))
+            .chain(cdrom.as_deref())
+            .collect(),
+    };
+    for b in boot {
+        if let Ok(m) = std::fs::metadata(b)
+            && m.dev() == meta.dev()
+            && m.ino() == meta.ino()
+        {
+            return Err(refuse(format!("is the boot medium's {}", b.display())));
+        }
+    }
+    Ok(())
 }
 
 fn need_file(what: &'static str, path: &Path) -> Result<(), QemuError> {
@@ -1388,6 +1446,78 @@ mod tests {
                 .contains(&v.as_str()),
                 "{v} passed to QEMU"
             );
+        }
+    }
+
+    #[test]
+    fn extra_disks_follow_the_boot_disk_read_write() {
+        let vm = Vm::new("web1", Path::new("/state/web1"));
+        let d = desc(Boot::Kernel {
+            kernel: "/k/bzImage".into(),
+            initrds: vec!["/k/initrd".into()],
+            cmdline: "console=ttyS0".into(),
+            cdrom: None,
+        });
+        let opts = Options {
+            extra_disks: vec!["/i/ventoy.img".into()],
+            ..Options::default()
+        };
+        let args = vm.qemu_args(&d, "tcg", None, 2222, &opts);
+        let drives: Vec<&String> = args
+            .windows(2)
+            .filter(|w| w[0] == "-drive")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(drives, ["file=/i/ventoy.img,format=raw,if=virtio"]);
+        let d = desc(Boot::Disk {
+            image: "/i/boot.img".into(),
+        });
+        let args = vm.qemu_args(&d, "tcg", None, 2222, &opts);
+        let drives: Vec<&String> = args
+            .windows(2)
+            .filter(|w| w[0] == "-drive")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(
+            drives,
+            [
+                "file=/i/boot.img,format=raw,if=virtio",
+                "file=/i/ventoy.img,format=raw,if=virtio"
+            ],
+            "the boot disk stays first (vda)"
+        );
+    }
+
+    #[test]
+    fn extra_disk_must_be_an_own_regular_file_and_not_the_boot_medium() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("boot.img");
+        let extra = dir.path().join("extra.img");
+        std::fs::write(&boot, b"boot").unwrap();
+        std::fs::write(&extra, b"extra").unwrap();
+        let d = desc(Boot::Disk {
+            image: boot.clone(),
+        });
+        check_extra_disk(&extra, &d).expect("an own regular file is accepted");
+        let why = |p: &Path| match check_extra_disk(p, &d) {
+            Err(QemuError::ExtraDisk { why, .. }) => why,
+            other => panic!("{p:?}: {other:?}"),
+        };
+        assert!(why(Path::new("/dev/null")).contains("not a regular file"));
+        assert!(why(dir.path()).contains("not a regular file"));
+        assert!(why(&boot).contains("is the boot medium"));
+        let link = dir.path().join("link.img");
+        std::fs::hard_link(&boot, &link).unwrap();
+        assert!(
+            why(&link).contains("is the boot medium"),
+            "same inode, other name"
+        );
+        assert!(why(&dir.path().join("missing.img")).contains("No such file"));
+        if rustix::process::geteuid().is_root() {
+            let theirs = dir.path().join("theirs.img");
+            std::fs::write(&theirs, b"x").unwrap();
+            rustix::fs::chown(&theirs, Some(rustix::process::Uid::from_raw(4242)), None).unwrap();
+            assert!(why(&theirs).contains("owned by uid 4242"));
         }
     }
 }

@@ -21,7 +21,7 @@ pub mod blobs;
 mod error;
 pub mod exfat;
 pub mod fat;
-pub mod json;
+pub use keypack_burn::json;
 pub mod layout;
 pub mod partio;
 pub mod progress;

@@ -41,6 +41,7 @@ pub struct BuildArgs {
     pub seed: Option<u64>,
     #[command(flatten)]
     pub seal: super::seal::SealArgs,
+    pub burn: crate::cmd::burn::BurnArgs,
 }
 
 /// `keypack build` and `keypack rebuild` (`ignore_cache`).
@@ -77,8 +78,10 @@ pub fn build(args: BuildArgs, matches: &clap::ArgMatches, ignore_cache: bool) ->
     } else {
         None
     };
+    let mut selection = args.keys.selection();
+    args.burn.apply(&mut selection, args.seed)?;
     let passphrase = args.seal.ask(host.as_str())?;
-    let bundle = keys::pack_bundle_sealed(&args.keys.selection(), passphrase)?;
+    let bundle = keys::pack_bundle_sealed(&selection, passphrase)?;
     let inputs = BuildInputs::new(&host, &output, &host_dir, matches)
         .with_iso(iso.as_deref())
         .with_seed(args.seed)

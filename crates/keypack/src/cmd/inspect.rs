@@ -55,6 +55,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading {}", path.display()))?;
     let entries = read_archive(&bytes).with_context(|| format!("reading {}", path.display()))?;
+    let mark = keypack_bundle::burn_mark(&bytes).ok().flatten();
     drop(bytes);
 
     // Text goes to a buffer: with --json only the document is printed.
@@ -93,6 +94,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
     if let Some(line) = sealed_line(&entries) {
         writeln!(out, "{line}")?;
     }
+    writeln!(out, "{}", burn_line(mark.as_deref()))?;
     problems.extend(archive_problems(&entries));
     problems.sort();
     problems.dedup();
@@ -106,6 +108,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
                 "scrypt_work_factor": s.work_factor,
             })),
             "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
+            "burn_after_boot": mark.is_some(),
             "problems": problems,
             "ok": problems.is_empty(),
         });
@@ -136,6 +139,17 @@ pub fn sealed_line(entries: &[keypack_bundle::ArchiveEntry]) -> Option<String> {
         "sealed ({}): the private keys are in {}, scrypt work factor 2^{}; the .pub fingerprints above are readable",
         s.kind, s.path, s.work_factor
     ))
+}
+
+/// The `--burn-after-boot` line of `inspect` (the token is escaped: it comes from the file).
+pub fn burn_line(mark: Option<&str>) -> String {
+    match mark {
+        Some(token) => format!(
+            "burn after boot: yes (mark {}): load-keys removes this bundle from the Ventoy stick after the first boot",
+            crate::cmd::escape::field(token)
+        ),
+        None => "burn after boot: no".to_string(),
+    }
 }
 
 /// `inspect`'s exit status: 1 when something looks wrong, so scripts can check it.

@@ -80,7 +80,12 @@ pub fn inspect_image(path: &Path, json: bool) -> Result<ExitCode> {
             writeln!(out, "injection entries:")?;
             if info.injection.is_empty() {
                 writeln!(out, "  none")?;
-                problems.push("ventoy.json has no injection entry".into());
+                problems.push(
+                    "ventoy.json has no injection entry, so no keys are injected (after \
+                     --burn-after-boot burned the stick: `keypack media update` puts a bundle \
+                     back)"
+                        .into(),
+                );
             }
             for (key, image, archive) in &info.injection {
                 let (key, image_text, archive_text) = (field(key), field(image), field(archive));
@@ -102,12 +107,15 @@ pub fn inspect_image(path: &Path, json: bool) -> Result<ExitCode> {
         let name = field(name);
         match read_archive(bytes) {
             Ok(entries) => {
+                let mark = keypack_bundle::burn_mark(bytes).ok().flatten();
                 bundles.push(serde_json::json!({
                     "path": name,
                     "entries": entries.iter().map(crate::cmd::inspect::entry_json).collect::<Vec<_>>(),
+                    "burn_after_boot": mark.is_some(),
                     "error": null,
                 }));
                 writeln!(out, "{name}: {} entries", entries.len())?;
+                writeln!(out, "  {}", crate::cmd::inspect::burn_line(mark.as_deref()))?;
                 for e in &entries {
                     writeln!(
                         out,

@@ -61,6 +61,7 @@ pub struct MediaUpdateArgs {
     pub iso_name: Option<String>,
     #[command(flatten)]
     pub seal: super::seal::SealArgs,
+    pub burn: crate::cmd::burn::BurnArgs,
 }
 
 /// `keypack media …`.
@@ -119,8 +120,10 @@ fn update(args: MediaUpdateArgs) -> Result<ExitCode> {
     let iso = args.source.resolve()?;
     let name = ventoy::iso_name(&vargs, &iso)?;
     let settings = ventoy::settings(&vargs, &name);
+    let mut selection = args.keys.selection();
+    args.burn.apply(&mut selection, None)?;
     let passphrase = args.seal.ask(args.keys.host.as_str())?;
-    let bundle = keys::pack_bundle_sealed(&args.keys.selection(), passphrase)?;
+    let bundle = keys::pack_bundle_sealed(&selection, passphrase)?;
     // Audit point (SECURITY.md): the bundle goes onto the stick's data partition only.
     let archive = bundle.expose_archive();
     let warnings = match (&args.mount, &args.image) {

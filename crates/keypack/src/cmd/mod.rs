@@ -1,6 +1,7 @@
 //! One module per verb; each handler is named after its command path.
 
 pub mod build;
+pub mod burn;
 pub mod doctor;
 pub mod escape;
 pub mod flash;
@@ -103,6 +104,7 @@ impl KeyArgs {
             keys_repo: self.keys_repo.clone(),
             identity: self.identity.clone(),
             allow_shared_key: self.allow_shared_key,
+            burn_mark: None,
             require_pins: self.require_pins,
         }
     }

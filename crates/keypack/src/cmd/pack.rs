@@ -30,6 +30,7 @@ pub struct PackArgs {
     pub force: bool,
     #[command(flatten)]
     pub seal: super::seal::SealArgs,
+    pub burn: crate::cmd::burn::BurnArgs,
 }
 
 /// Where the bundle goes.
@@ -41,7 +42,8 @@ enum Output {
 /// `keypack pack`.
 pub fn pack(args: PackArgs) -> Result<ExitCode> {
     let output = check_output(&args.output, args.force)?;
-    let selection = args.keys.selection();
+    let mut selection = args.keys.selection();
+    args.burn.apply(&mut selection, None)?;
     if let Output::File(path) = &output {
         refuse_inside_repo(path, &selection)?;
         keypack_plugin::output::check_private_output_folder(path)

@@ -110,6 +110,11 @@ pub struct RunArgs {
     /// Print the QEMU command line instead of starting it.
     #[arg(long)]
     pub dry_run: bool,
+    /// Attach this raw disk image read-write as a further virtio disk after the boot medium
+    /// (repeatable). It must be a regular file you own and not the boot medium; the guest may
+    /// change it (e.g. a Ventoy image that `--burn-after-boot` burns)
+    #[arg(long, value_name = "FILE")]
+    pub extra_disk: Vec<PathBuf>,
 }
 
 /// Flags of `keypack status`.
@@ -227,6 +232,11 @@ fn options(args: &RunArgs) -> Options {
             NetArg::User => Net::User,
             NetArg::Isolated => Net::Isolated,
         },
+        extra_disks: args
+            .extra_disk
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect(),
     }
 }
 

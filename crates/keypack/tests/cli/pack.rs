@@ -496,3 +496,48 @@ fn one_key_in_two_roles_is_refused_unless_allowed() {
         assert!(verify.status.success(), "{}", stderr(&verify));
     }
 }
+
+/// `pack --burn-after-boot` (issue #14): the bundle carries a mark of 32 hex digits, a new one
+/// on every pack (two bundles never share it), which `inspect` shows; busybox-style tar sees
+/// it as one more plaintext file; without the flag the bundle is unchanged.
+#[test]
+fn pack_burn_after_boot_marks_each_bundle_uniquely() {
+    if !have_sops("pack_burn_after_boot_marks_each_bundle_uniquely") {
+        return;
+    }
+    let repo = standard_repo();
+    let out = repo.out_dir("burn");
+    let plain = pack_to(&repo, &out.join("plain.tar.gz"), &[]);
+    let a_path = out.join("a.tar.gz");
+    let a = pack_to(&repo, &a_path, &["--burn-after-boot"]);
+    let b = pack_to(&repo, &out.join("b.tar.gz"), &["--burn-after-boot"]);
+    assert_ne!(a, b, "two marked bundles share a mark");
+    assert_ne!(a, plain);
+    assert_eq!(
+        pack_to(&repo, &out.join("plain2.tar.gz"), &[]),
+        plain,
+        "the flag leaks into unmarked packs"
+    );
+    let mark = Command::new("tar")
+        .arg("-xzOf")
+        .arg(&a_path)
+        .arg("keypack/burn-after-boot")
+        .output()
+        .unwrap();
+    assert!(mark.status.success());
+    let token = String::from_utf8(mark.stdout).unwrap();
+    let token = token.trim();
+    assert!(
+        token.len() == 32 && token.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{token:?}"
+    );
+    let result = repo.keypack(&["inspect", a_path.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert!(
+        stdout(&result).contains(&format!("burn after boot: yes (mark {token})")),
+        "{}",
+        stdout(&result)
+    );
+    let result = repo.keypack(&["inspect", out.join("plain.tar.gz").to_str().unwrap()]);
+    assert!(stdout(&result).contains("burn after boot: no"));
+}

@@ -6,6 +6,8 @@
 //! without a BOM on input; every other key is kept as it is.
 //! Does not support: comments (Ventoy rejects them too), UTF-16, editing per-mode
 //! `injection_<mode>` keys (they are reported as warnings).
+//! Lives in `keypack-burn` (moved from the ventoy plugin, which re-exports it) because
+//! `load-keys` edits the file too, when it burns a bundle, and must not link the plugin.
 //! Reference: `ventoy.md` §1.1; `decisions.md` "ventoy.json for unattended boots";
 //! https://ventoy.net/en/plugin_injection.html and plugin_control.html.
 
@@ -163,6 +165,31 @@ pub fn injection_entries(root: &Value) -> Vec<(String, String, String)> {
 pub fn parse(bytes: &[u8]) -> Result<Value, String> {
     let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     serde_json::from_slice(text).map_err(|e| e.to_string())
+}
+
+/// Takes every injection entry (plain and per-mode keys) whose archive is one of `archives`
+/// (ASCII case-insensitive: the data partition's names are) out of `ventoy.json`; every other
+/// key and entry stays, `control` included. Returns the new bytes and how many entries went.
+///
+/// Used by the burn (`--burn-after-boot`): Ventoy then boots the ISO without injecting, instead
+/// of failing to open an archive that is gone.
+pub fn remove_injection(existing: &[u8], archives: &[String]) -> Result<(Vec<u8>, usize), String> {
+    let mut root = parse(existing).map_err(|e| format!("is not valid JSON: {e}"))?;
+    let obj = root
+        .as_object_mut()
+        .ok_or_else(|| "top level is not an object".to_string())?;
+    let mut removed = 0;
+    for key in std::iter::once("injection").chain(PER_MODE_KEYS) {
+        if let Some(Value::Array(arr)) = obj.get_mut(key) {
+            let before = arr.len();
+            arr.retain(|e| {
+                let archive = e.get("archive").and_then(Value::as_str).unwrap_or("");
+                !archives.iter().any(|a| a.eq_ignore_ascii_case(archive))
+            });
+            removed += before - arr.len();
+        }
+    }
+    Ok((render(&root), removed))
 }
 
 #[cfg(test)]
