@@ -904,7 +904,7 @@ fn check_extra_disk(path: &Path, desc: &BootDescription) -> Result<(), QemuError
         )));
     }
     let boot: Vec<&Path> = match &desc.boot {
-        Boot::Disk { image } => vec![image.as_path()],
+        Boot::Disk { image } | Boot::Cdrom { image } => vec![image.as_path()],
         Boot::Kernel {
             kernel,
             initrds,

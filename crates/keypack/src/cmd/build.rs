@@ -41,6 +41,7 @@ pub struct BuildArgs {
     pub seed: Option<u64>,
     #[command(flatten)]
     pub seal: super::seal::SealArgs,
+    #[command(flatten)]
     pub burn: crate::cmd::burn::BurnArgs,
 }
 

@@ -61,6 +61,7 @@ pub struct MediaUpdateArgs {
     pub iso_name: Option<String>,
     #[command(flatten)]
     pub seal: super::seal::SealArgs,
+    #[command(flatten)]
     pub burn: crate::cmd::burn::BurnArgs,
 }
 

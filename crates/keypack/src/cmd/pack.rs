@@ -30,6 +30,7 @@ pub struct PackArgs {
     pub force: bool,
     #[command(flatten)]
     pub seal: super::seal::SealArgs,
+    #[command(flatten)]
     pub burn: crate::cmd::burn::BurnArgs,
 }
 
