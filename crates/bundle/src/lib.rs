@@ -20,4 +20,4 @@ mod read;
 pub use build::{BundleBuilder, Manifest, ManifestEntry, SealedBundle};
 pub use error::BundleError;
 pub use keypack_layout::KeyRole;
-pub use read::{ArchiveEntry, archive_problems, read_archive};
+pub use read::{ArchiveEntry, MAX_ARCHIVE_SIZE, archive_problems, read_archive, unseal_archive};
