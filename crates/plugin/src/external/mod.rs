@@ -83,8 +83,9 @@ pub enum ExternalError {
         /// What it chose.
         chosen: u32,
     },
-    /// It answered with an error of its own.
-    #[error("{plugin}: {message}")]
+    /// It answered with an error of its own (shown after the plugin's name, which
+    /// [`crate::PluginError`] prints).
+    #[error("{message}")]
     Plugin {
         /// Its name.
         plugin: String,
