@@ -32,7 +32,7 @@
 //! where `keypack run` reads it; a runner never learns which medium produced it.
 //!
 //! `plugins/initrd` is the smallest complete medium; read it first.
-// `unsafe` only in `external::session::inherit_fd` (one fcntl between fork and exec).
+// `unsafe` only in `external::session::limit_fds` (close_range/fcntl between fork and exec).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -12,6 +12,7 @@ use keypack_bundle::{BundleBuilder, SealedBundle};
 use keypack_layout::{HostName, UserName};
 use keypack_lifecycle::Entity;
 use keypack_plugin::external::conformance::{self, CheckInputs, Outcome};
+use keypack_plugin::external::protocol::PluginKind;
 
 use crate::media::{self, Origin};
 
@@ -135,27 +136,22 @@ pub fn plugins(args: PluginsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The program `keypack plugins check NAME` runs: the external medium of that name, or the
-/// program a built-in of that name shadows.
+/// The program `keypack plugins check NAME` runs: the first `keypack-media-NAME` found, also
+/// when a built-in of that name shadows it for builds. Found without describing the other
+/// programs (a broken one elsewhere on PATH does not slow the check down).
 fn program_for(name: &str) -> Result<PathBuf> {
-    let reg = media::registry();
-    if let Some(m) = reg.media.iter().find(|m| m.medium.name() == name) {
-        return match &m.origin {
-            Origin::External(p) => Ok(p.clone()),
-            Origin::BuiltIn => match m.shadows.first() {
-                Some(p) => Ok(p.clone()),
-                None => bail!(
-                    "`{name}` is a built-in medium; its crate's tests run the same checks (keypack_plugin::testing::check_medium)"
-                ),
-            },
-        };
+    let dirs = media::plugin_dirs();
+    let found = keypack_plugin::external::discover(dirs.iter().map(PathBuf::as_path));
+    if let Some(f) = found
+        .iter()
+        .find(|f| f.kind == PluginKind::Media && f.name == name)
+    {
+        return Ok(f.path.clone());
     }
-    if let Some((p, why)) = reg.broken.iter().find(|(p, _)| {
-        p.file_name().is_some_and(|f| {
-            f.to_string_lossy() == format!("{}{name}", keypack_plugin::external::MEDIA_PREFIX)
-        })
-    }) {
-        bail!("{}: {why}", p.display());
+    if media::BUILT_IN_MEDIA.iter().any(|m| m.name() == name) {
+        bail!(
+            "`{name}` is a built-in medium; its crate's tests run the same checks (keypack_plugin::testing::check_medium)"
+        );
     }
     bail!(
         "no medium `{name}`: no {}{name} on an absolute PATH entry or in plugin_dir",

@@ -187,18 +187,33 @@ pub fn process_is_clean(pid: u32, secrets: &[Vec<u8>]) -> Outcome {
             return Err("key bytes in the plugin's environment".into());
         }
     }
-    let names: Vec<String> = environ
+    let entries: Vec<&[u8]> = environ
         .split(|b| *b == 0)
         .filter(|v| !v.is_empty())
+        .collect();
+    // Nothing of keypack's own environment beyond the allow-list reaches the plugin. (An
+    // interpreter's wrapper may add variables of its own, such as pyenv's shims: not ours.)
+    for (k, v) in std::env::vars_os() {
+        if crate::child::BASE_ENV.iter().any(|a| k == *a) {
+            continue;
+        }
+        let mut ours = k.as_encoded_bytes().to_vec();
+        ours.push(b'=');
+        ours.extend_from_slice(v.as_encoded_bytes());
+        if entries.contains(&ours.as_slice()) {
+            return Err(format!(
+                "keypack's variable {} reached the plugin (not on the allow-list)",
+                k.to_string_lossy()
+            ));
+        }
+    }
+    let names: Vec<String> = entries
+        .iter()
         .map(|v| {
             let n = v.split(|b| *b == b'=').next().unwrap_or_default();
             String::from_utf8_lossy(n).into_owned()
         })
         .collect();
-    let allowed: Vec<&str> = crate::child::BASE_ENV.to_vec();
-    if let Some(bad) = names.iter().find(|n| !allowed.contains(&n.as_str())) {
-        return Err(format!("variable {bad} is not on the allow-list"));
-    }
     Ok(format!(
         "pid {pid}: {} argv bytes, variables [{}]",
         cmdline.len(),

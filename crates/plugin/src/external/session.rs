@@ -62,9 +62,7 @@ impl Session {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(fd) = bundle {
-            inherit_fd(&mut cmd, fd.as_raw_fd());
-        }
+        limit_fds(&mut cmd, bundle.map(|fd| fd.as_raw_fd()));
         let mut child = cmd.spawn().map_err(|source| ExternalError::Spawn {
             program: program.to_owned(),
             source,
@@ -268,19 +266,41 @@ impl Drop for Session {
     }
 }
 
-/// Lets the child inherit `fd` (close-on-exec in keypack) at the same number. The flag is
-/// cleared in the forked child only, between fork and exec, so no other child keypack starts
-/// (from any thread) can inherit the bundle.
+/// Gives the child exactly stdin, stdout, stderr and, when given, `fd` (close-on-exec in
+/// keypack) at the same number: every other descriptor keypack has, including any it
+/// inherited without close-on-exec from its own parent, is closed at exec. Done in the forked
+/// child only, between fork and exec, so no other child keypack starts (from any thread) can
+/// inherit the bundle.
 #[allow(unsafe_code)]
-fn inherit_fd(cmd: &mut std::process::Command, fd: i32) {
+fn limit_fds(cmd: &mut std::process::Command, fd: Option<i32>) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl(F_SETFD)
-    // (async-signal-safe, no allocation, no lock). `fd` is open in the parent for as long as
-    // `cmd` is spawned: the caller holds the OwnedFd across `spawn`.
+    // Highest descriptor to mark when close_range(2) is missing (Linux < 5.11); computed here,
+    // before fork, because the child may only make async-signal-safe calls.
+    let max = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(65536)
+        .min(65536) as i32;
+    // SAFETY: the closure runs in the forked child before exec and only makes the system calls
+    // close_range and fcntl(F_SETFD) (async-signal-safe, no allocation, no lock). `fd` is open
+    // in the parent for as long as `cmd` is spawned: the caller holds the OwnedFd across
+    // `spawn`.
     unsafe {
         cmd.pre_exec(move || {
-            let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            let r = libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if r != 0 {
+                for n in 3..max {
+                    libc::fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            if let Some(fd) = fd {
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            }
             Ok(())
         });
     }
