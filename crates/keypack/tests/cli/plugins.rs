@@ -189,7 +189,7 @@ fn python_example_is_listed_checked_and_builds_through_keypack() {
     assert!(out.status.success(), "{}", stderr(&out));
     // The plugin's stderr reaches the user, prefixed with its name.
     assert!(
-        stderr(&out).contains(&format!("pyexample: wrote ")),
+        stderr(&out).contains("pyexample: wrote "),
         "{}",
         stderr(&out)
     );
