@@ -28,6 +28,13 @@
 //!    checks the description, 0600 artifacts, byte-identical output and that no key bytes were
 //!    left outside the listed files.
 //!
+//! **Or as a program, with no change to keypack:** write the same `impl Medium` in a crate
+//! with a binary `keypack-media-<name>` whose `main` is
+//! `keypack_plugin::external::serve(&YourMedium)` (see
+//! `plugins/initrd/src/bin/keypack-media-initrd-ext.rs`), or any program in any language that
+//! speaks `crates/plugin/PROTOCOL.md` (see `plugins/examples/keypack-media-pyexample`), and put
+//! it on `PATH` or in `plugin_dir`. Check it with `keypack plugins check <name>`.
+//!
 //! `keypack build` then stores the description as `boot.json` in the host's state folder,
 //! where `keypack run` reads it; a runner never learns which medium produced it.
 //!
