@@ -41,7 +41,7 @@ pub enum Command {
     Build(cmd::build::BuildArgs),
     /// Like build, ignoring every cache.
     Rebuild(cmd::build::BuildArgs),
-    /// List the media and runner plugins.
+    /// List the media and runner plugins, built-in and on PATH; `check` tests an external one.
     Plugins(cmd::plugins::PluginsArgs),
     /// Print the store path of the NixOS ISO (runs `nix build`).
     Path(cmd::iso::PathArgs),

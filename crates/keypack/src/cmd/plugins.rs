@@ -21,7 +21,8 @@ use crate::media::{self, Origin};
 #[command(args_conflicts_with_subcommands = true)]
 pub struct PluginsArgs {
     /// Print one JSON document on stdout: `media` (`name`, `about`, `default`, `origin`,
-    /// `path`, `shadows`) and `runners` (the same, without `default`)
+    /// `path`, `shadows`), `runners` (the same, without `default`) and `broken` (`path`,
+    /// `error`: programs that did not describe themselves)
     #[arg(long)]
     pub json: bool,
     #[command(subcommand)]
