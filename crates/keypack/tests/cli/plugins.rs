@@ -260,7 +260,8 @@ fn python_example_is_listed_checked_and_builds_through_keypack() {
 
 /// What a plugin can see, probed from inside one: the bundle fd is read-only and sealed
 /// (writes, truncation and a writable reopen all fail), it is the only fd besides stdio,
-/// keypack's non-allow-listed variables are absent and the argv is the program alone.
+/// keypack's non-allow-listed variables are absent, the argv is the program alone and the
+/// working directory is the host's state folder.
 const PROBE: &str = r#"#!/usr/bin/env python3
 import fcntl, json, os, sys
 for line in sys.stdin:
@@ -273,7 +274,7 @@ for line in sys.stdin:
                           "about": "probe", "default_artifact_name": "x", "flags": []}), flush=True)
     elif t == "build":
         fd = req["bundle_fd"]
-        r = {"fd": fd, "len": req["bundle_len"], "argv": sys.argv[1:],
+        r = {"fd": fd, "len": req["bundle_len"], "argv": sys.argv[1:], "cwd": os.getcwd(),
              "env": sorted(os.environ.keys()), "manifest": req["manifest"]}
         r["accmode"] = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
         r["seals"] = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
@@ -369,6 +370,9 @@ fn a_plugin_sees_a_sealed_read_only_fd_and_nothing_else_of_keypack() {
         .collect();
     assert_eq!(fds, [0, 1, 2, fd], "no other fd of keypack: {}", r["fds"]);
     assert_eq!(r["argv"], serde_json::json!([]), "nothing on its argv");
+    // It runs in the host's private state folder, not in the user's working directory.
+    let state = std::fs::canonicalize(repo.tmp.path().join("state/web1")).unwrap();
+    assert_eq!(r["cwd"], state.display().to_string());
     let env: Vec<&str> = r["env"]
         .as_array()
         .unwrap()

@@ -45,7 +45,7 @@ pub fn run(
         report(name, &o);
         o.is_ok()
     };
-    let hello = Session::start(input.path, input.name, None)
+    let hello = Session::start(input.path, input.name, Path::new("/"), None)
         .and_then(|s| {
             let v = s.version;
             s.finish().map(|_| v)

@@ -138,7 +138,8 @@ impl ExternalMedium {
                 message: why,
                 hint: None,
             })?;
-        let mut s = Session::start(&self.path, self.name, Some(&fd))?;
+        let cwd = req.state_dir.clone();
+        let mut s = Session::start(&self.path, self.name, &cwd, Some(&fd))?;
         // Only the child holds the bundle now (besides `bundle` itself in keypack).
         drop(fd);
         on_start(s.pid());
@@ -152,7 +153,7 @@ impl ExternalMedium {
 }
 
 fn describe(path: &Path, expected_name: &str) -> Result<Description, ExternalError> {
-    let mut s = Session::start(path, expected_name, None)?;
+    let mut s = Session::start(path, expected_name, Path::new("/"), None)?;
     let resp = s.request(&Request::Describe, timeout(QUICK_TIMEOUT))?;
     let Response::Description(desc) = resp else {
         return Err(s.unexpected("describe", &resp));

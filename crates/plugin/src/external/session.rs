@@ -51,15 +51,20 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts `program` with the allow-listed environment (`crate::child`) and, when given,
-    /// `bundle` inherited at its own fd number; then says hello.
+    /// Starts `program` in the folder `cwd` with the allow-listed environment
+    /// (`crate::child`) and, when given, `bundle` inherited at its own fd number; then says
+    /// hello. `cwd` is the host's state folder for a build (so a stray relative write lands in
+    /// a private folder the conformance check scans, never in the user's working directory,
+    /// which may be the keys repository) and `/` otherwise.
     pub fn start(
         program: &Path,
         label: &str,
+        cwd: &Path,
         bundle: Option<&OwnedFd>,
     ) -> Result<Self, ExternalError> {
         let mut cmd = crate::child::command(program, &[]);
-        cmd.stdin(Stdio::piped())
+        cmd.current_dir(cwd)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         limit_fds(&mut cmd, bundle.map(|fd| fd.as_raw_fd()));
