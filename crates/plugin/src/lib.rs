@@ -21,7 +21,8 @@
 //!    return a [`BootDescription`] naming it, with `host_public_key` from the bundle's manifest.
 //!    Return `false` from [`Medium::needs_iso`] if the medium does not use `inputs.iso` (then
 //!    `keypack build` runs no `nix build`). Wrap your own error type with [`PluginError::new`].
-//! 4. Register it with one line in `crates/keypack/src/media.rs`, and add it to the workspace
+//! 4. Register it with one line in `BUILT_IN_MEDIA` of `crates/keypack/src/media.rs`, and add it
+//!    to the workspace
 //!    members and the README's plugin table.
 //! 5. Run [`testing::check_medium`] (or `check_medium_with` for flags and an ISO; feature
 //!    `testing` in `[dev-dependencies]`) from its tests: it builds twice with one seed and
@@ -33,7 +34,10 @@
 //! `keypack_plugin::external::serve(&YourMedium)` (see
 //! `plugins/initrd/src/bin/keypack-media-initrd-ext.rs`), or any program in any language that
 //! speaks `crates/plugin/PROTOCOL.md` (see `plugins/examples/keypack-media-pyexample`), and put
-//! it on `PATH` or in `plugin_dir`. Check it with `keypack plugins check <name>`.
+//! it on `PATH` or in `plugin_dir`. Check it with `keypack plugins check <name>`, and from
+//! Rust tests drive the binary through [`external::ExternalMedium`] with the same
+//! `testing::check_medium_with` (`plugins/initrd/tests/external.rs` also compares its bytes
+//! with the compiled-in build's).
 //!
 //! `keypack build` then stores the description as `boot.json` in the host's state folder,
 //! where `keypack run` reads it; a runner never learns which medium produced it.

@@ -3,7 +3,7 @@
 //!
 //! Position on the data path: `bundle → **sealed memfd** → plugin process → boot description`.
 //! keypack side: [`discover`] finds the programs, [`ExternalMedium::describe`] asks one for its
-//! name and flags, and the [`ExternalMedium`] it returns is a [`Medium`] like a compiled-in
+//! name and flags, and the [`ExternalMedium`] it returns is a [`crate::Medium`] like a compiled-in
 //! one, so `keypack build` does not tell them apart. Plugin side: [`serve`] runs any
 //! `impl Medium` as such a program.
 //!
