@@ -41,7 +41,32 @@ impl ExternalMedium {
         Ok(Self::from_description(path, desc))
     }
 
-    fn from_description(path: &Path, desc: Description) -> Self {
+    fn from_description(path: &Path, mut desc: Description) -> Self {
+        // What a program describes reaches the terminal (`plugins`, `build --help`) and clap:
+        // control characters are escaped, and a flag clap could not take (a bad or repeated
+        // name) is dropped with a warning rather than left to panic the command line.
+        let clean = super::session::printable;
+        desc.about = clean(&desc.about);
+        desc.heading = desc.heading.as_deref().map(clean);
+        desc.default_artifact_name = Path::new(&desc.default_artifact_name)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut seen = Vec::new();
+        desc.flags.retain_mut(|f| {
+            let ok = super::discover::valid_name(&f.name) && !seen.contains(&f.name);
+            if !ok {
+                eprintln!(
+                    "warning: {}: flag {:?} is not a valid, unique flag name; ignored",
+                    path.display(),
+                    clean(&f.name)
+                );
+            }
+            seen.push(f.name.clone());
+            f.help = clean(&f.help);
+            f.value_name = f.value_name.as_deref().map(clean);
+            ok
+        });
         let heading = desc
             .heading
             .clone()
@@ -293,6 +318,39 @@ pub fn sealed_bundle_fd(archive: &[u8]) -> Result<OwnedFd, ExternalError> {
 mod tests {
     use super::*;
     use std::io::{Read, Seek};
+
+    #[test]
+    fn a_description_cannot_break_the_command_line_the_terminal_or_the_output_folder() {
+        let flag = |name: &str| FlagSpec {
+            name: name.into(),
+            value: FlagValue::String,
+            help: "h\x1b[31m".into(),
+            value_name: None,
+        };
+        let desc = Description {
+            kind: PluginKind::Media,
+            name: "x".into(),
+            about: "about\x1b]0;title\x07".into(),
+            needs_iso: false,
+            default_artifact_name: "../../etc/passwd".into(),
+            heading: None,
+            flags: vec![
+                flag("good"),
+                flag("good"),
+                flag("Bad Name"),
+                flag("x=y"),
+                flag(""),
+            ],
+        };
+        let m = ExternalMedium::from_description(Path::new("/p"), desc);
+        assert!(!m.about().contains('\x1b'), "{}", m.about());
+        assert_eq!(m.default_artifact_name(), "passwd");
+        let names: Vec<&str> = m.flags().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["good"]);
+        assert!(!m.flags().any(|f| f.help.contains('\x1b')));
+        // clap accepts what is left.
+        m.augment_args(clap::Command::new("build")).debug_assert();
+    }
 
     #[test]
     fn the_bundle_fd_is_sealed_read_only_and_close_on_exec() {
