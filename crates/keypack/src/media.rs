@@ -51,6 +51,8 @@ pub struct MediumEntry {
 pub struct ExternalRunner {
     /// `NAME` of `keypack-runner-NAME`.
     pub name: String,
+    /// Its `about` line, from `describe`.
+    pub about: String,
     /// The program.
     pub path: PathBuf,
     /// Programs of the same name it hides.
@@ -125,8 +127,19 @@ fn discover_into(found: Vec<Found>) -> Registry {
                     f.path.display()
                 );
             }
+            // Described for its `about` line only: keypack run does not use it yet.
+            let about = match external::describe_program(&f.path, &f.name, PluginKind::Runner) {
+                Ok(d) => keypack_plugin::external::session::printable(&d.about),
+                Err(e) => {
+                    let why = keypack_plugin::external::session::printable(&format!("{e}"));
+                    eprintln!("warning: {}: {why}; skipped", f.path.display());
+                    broken.push((f.path, why));
+                    continue;
+                }
+            };
             external_runners.push(ExternalRunner {
                 name: f.name,
+                about,
                 path: f.path,
                 shadows: f.shadows,
             });

@@ -91,7 +91,7 @@ pub fn plugins(args: PluginsArgs) -> Result<ExitCode> {
             .collect();
         runners.extend(reg.external_runners.iter().map(|r| {
             serde_json::json!({
-                "name": r.name, "about": "", "origin": "external",
+                "name": r.name, "about": r.about, "origin": "external",
                 "path": r.path.display().to_string(), "shadows": shadows(&r.shadows),
             })
         }));
@@ -129,8 +129,9 @@ pub fn plugins(args: PluginsArgs) -> Result<ExitCode> {
     }
     for r in &reg.external_runners {
         println!(
-            "  {:width$}  (external runner: listed, not yet used by keypack run)  [external: {}]",
+            "  {:width$}  {} (listed; keypack run uses the built-in runner)  [external: {}]",
             r.name,
+            r.about,
             r.path.display()
         );
     }

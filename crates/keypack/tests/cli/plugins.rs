@@ -395,6 +395,20 @@ fn a_plugin_sees_a_sealed_read_only_fd_and_nothing_else_of_keypack() {
     assert!(!json.contains(private_line));
 }
 
+/// A runner program: hello and describe (all keypack asks a runner yet).
+const RUNNER: &str = r#"#!/usr/bin/env python3
+import json, sys
+for line in sys.stdin:
+    t = json.loads(line)["type"]
+    if t == "hello":
+        print(json.dumps({"type": "hello", "version": 1}), flush=True)
+    elif t == "describe":
+        print(json.dumps({"type": "description", "kind": "runner", "name": "fake",
+                          "about": "a fake runner"}), flush=True)
+    else:
+        break
+"#;
+
 fn py_plugin(name: &str, on_build: &str) -> String {
     format!(
         r#"#!/usr/bin/env python3
@@ -467,7 +481,7 @@ fn broken_plugins_fail_cleanly_and_the_check_names_what_is_wrong() {
                 "keypack-media-initrd",
                 "#!/bin/sh\necho STARTED >&2\nexit 1\n",
             ),
-            ("keypack-runner-fake", "#!/bin/sh\nexit 0\n"),
+            ("keypack-runner-fake", RUNNER),
         ],
     );
     let check = |name: &str, env: &[(&str, &str)]| {
@@ -559,6 +573,7 @@ fn broken_plugins_fail_cleanly_and_the_check_names_what_is_wrong() {
         .find(|r| r["name"] == "fake")
         .unwrap_or_else(|| panic!("{doc}"));
     assert_eq!(fake["origin"], "external");
+    assert_eq!(fake["about"], "a fake runner");
     let (ok, text) = check("hangs", &[("KEYPACK_PLUGIN_TIMEOUT", "2")]);
     assert!(!ok && text.contains("did not answer within 2 s"), "{text}");
 }

@@ -178,17 +178,27 @@ impl ExternalMedium {
 }
 
 fn describe(path: &Path, expected_name: &str) -> Result<Description, ExternalError> {
+    describe_program(path, expected_name, PluginKind::Media)
+}
+
+/// Starts `path`, says hello, asks `describe`, says bye; the answer must name `expected_name`
+/// and `kind`. For runners this is all keypack does with them yet (`keypack plugins`).
+pub fn describe_program(
+    path: &Path,
+    expected_name: &str,
+    kind: PluginKind,
+) -> Result<Description, ExternalError> {
     let mut s = Session::start(path, expected_name, Path::new("/"), None)?;
     let resp = s.request(&Request::Describe, timeout(QUICK_TIMEOUT))?;
     let Response::Description(desc) = resp else {
         return Err(s.unexpected("describe", &resp));
     };
     s.finish()?;
-    if desc.kind != PluginKind::Media || desc.name != expected_name {
+    if desc.kind != kind || desc.name != expected_name {
         return Err(ExternalError::Garbage {
             program: path.to_owned(),
             why: format!(
-                "describes itself as {:?} `{}`, expected media `{expected_name}`",
+                "describes itself as {:?} `{}`, expected {kind:?} `{expected_name}`",
                 desc.kind, desc.name
             ),
         });

@@ -22,7 +22,7 @@ pub mod session;
 use std::path::PathBuf;
 
 pub use discover::{Found, MEDIA_PREFIX, RUNNER_PREFIX, discover};
-pub use medium::{ExternalMedium, sealed_bundle_fd};
+pub use medium::{ExternalMedium, describe_program, sealed_bundle_fd};
 pub use serve::serve;
 
 /// Why talking to an external plugin failed.
