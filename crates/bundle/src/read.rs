@@ -274,4 +274,92 @@ pub fn sealed_blob_in_archive(bytes: &[u8]) -> Result<Option<Vec<u8>>, BundleErr
         return Ok(Some(blob));
     }
     Ok(None)
+/// Largest archive [`unseal_archive`] reads back (a bundle holds a few small keys).
+pub const MAX_ARCHIVE_SIZE: usize = 4 << 20;
+
+/// The [`crate::SealedBundle`] that `bytes` is: for an out-of-process media plugin, which
+/// receives the archive and needs the same `&SealedBundle` a compiled-in medium gets.
+///
+/// The private keys are read out of the archive, checked and sealed again with the entries'
+/// mtime; the result must be byte-identical to `bytes`, so a plugin builds from exactly what
+/// keypack sealed (anything else in the archive, or another layout, is refused).
+pub fn unseal_archive(bytes: &[u8]) -> Result<crate::SealedBundle, BundleError> {
+    if bytes.len() > MAX_ARCHIVE_SIZE {
+        return Err(BundleError::UnexpectedEntry {
+            path: String::new(),
+            reason: "archive is larger than any bundle",
+        });
+    }
+    let mut builder = crate::BundleBuilder::new();
+    // keypack already decided whether shared keys are allowed; the archive is its result.
+    builder.allow_shared_keys(true);
+    let mut mtime = 0;
+    let mut archive = tar::Archive::new(GzDecoder::new(bytes));
+    for entry in archive.entries().map_err(BundleError::Archive)? {
+        let mut entry = entry.map_err(BundleError::Archive)?;
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let path: String = raw_path.escape_debug().collect();
+        let unexpected = |reason| BundleError::UnexpectedEntry {
+            path: path.clone(),
+            reason,
+        };
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(unexpected("not a regular file"));
+        }
+        mtime = entry.header().mtime().map_err(BundleError::Archive)?;
+        let known = classify(&raw_path).ok_or_else(|| unexpected("not a bundle path"))?;
+        if known.public {
+            // Derived again from the private key by the builder; the round trip checks it.
+            continue;
+        }
+        let size = entry.header().size().map_err(BundleError::Archive)?;
+        if size > MAX_KEY_FILE_SIZE {
+            return Err(unexpected("larger than any key"));
+        }
+        let mut contents = Zeroizing::new(Vec::with_capacity(size as usize));
+        (&mut entry)
+            .take(size)
+            .read_to_end(&mut contents)
+            .map_err(BundleError::Archive)?;
+        let secret = secrecy::SecretSlice::from(contents.to_vec());
+        builder.add_key(known.role, secret, None)?;
+    }
+    let sealed = builder.seal(mtime)?;
+    if sealed.expose_archive() != bytes {
+        return Err(BundleError::UnexpectedEntry {
+            path: String::new(),
+            reason: "archive is not one keypack sealed (it does not seal to the same bytes)",
+        });
+    }
+    Ok(sealed)
+}
+
+#[cfg(test)]
+mod unseal_tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_archive_unseals_to_the_same_bundle_and_a_changed_one_is_refused() {
+        let key = ssh_key::PrivateKey::random(
+            &mut ssh_key::rand_core::OsRng,
+            ssh_key::Algorithm::Ed25519,
+        )
+        .unwrap();
+        let text = key.to_openssh(ssh_key::LineEnding::LF).unwrap();
+        let mut b = crate::BundleBuilder::new();
+        b.add_key(
+            keypack_layout::KeyRole::Host,
+            secrecy::SecretSlice::from(text.as_bytes().to_vec()),
+            None,
+        )
+        .unwrap();
+        let sealed = b.seal(1234).unwrap();
+        let back = unseal_archive(sealed.expose_archive()).unwrap();
+        assert_eq!(back.manifest(), sealed.manifest());
+        assert_eq!(back.expose_archive(), sealed.expose_archive());
+        let mut bad = sealed.expose_archive().to_vec();
+        let n = bad.len();
+        bad[n - 12] ^= 1;
+        assert!(unseal_archive(&bad).is_err());
+    }
 }

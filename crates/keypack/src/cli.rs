@@ -41,8 +41,8 @@ pub enum Command {
     Build(cmd::build::BuildArgs),
     /// Like build, ignoring every cache.
     Rebuild(cmd::build::BuildArgs),
-    /// List the media and runner plugins.
-    Plugins(cmd::build::PluginsArgs),
+    /// List the media and runner plugins, built-in and on PATH; `check` tests an external one.
+    Plugins(cmd::plugins::PluginsArgs),
     /// Print the store path of the NixOS ISO (runs `nix build`).
     Path(cmd::iso::PathArgs),
     /// Copy the NixOS ISO out of the Nix store.
@@ -75,6 +75,18 @@ pub fn command() -> clap::Command {
     Cli::command()
         .mut_subcommand("build", crate::media::augment_build_args)
         .mut_subcommand("rebuild", crate::media::augment_build_args)
+}
+
+/// [`command`] with the external media's flags too (it starts each `keypack-media-*` program
+/// to describe it): for the command lines that parse or show `build`'s flags.
+pub fn command_for(args: &[std::ffi::OsString]) -> clap::Command {
+    if !crate::media::wants_external(args) {
+        return command();
+    }
+    let with = |c| crate::media::augment_build_args_with(c, true);
+    Cli::command()
+        .mut_subcommand("build", with)
+        .mut_subcommand("rebuild", with)
 }
 
 #[cfg(test)]

@@ -214,6 +214,30 @@ pub fn resolve_keys_repo(explicit: Option<&Path>) -> Result<PathBuf> {
     .into())
 }
 
+/// `plugin_dir` of the config file (a folder searched for `keypack-media-*` and
+/// `keypack-runner-*` before `PATH`; `~/` and paths relative to the file are expanded).
+pub fn config_plugin_dir() -> Result<Option<PathBuf>> {
+    let Some(config) = config_path().filter(|c| c.exists()) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
+    match table.get("plugin_dir") {
+        None => Ok(None),
+        Some(v) => {
+            let dir = v.as_str().ok_or_else(|| {
+                anyhow!(
+                    "{}: plugin_dir must be a string (a folder)",
+                    config.display()
+                )
+            })?;
+            Ok(Some(expand_config_path(dir, &config)))
+        }
+    }
+}
+
 fn config_path() -> Option<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
         return Some(PathBuf::from(x).join("keypack/config.toml"));

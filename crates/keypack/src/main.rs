@@ -29,7 +29,8 @@ fn main() -> ExitCode {
     quiet_broken_pipe();
     hardening::harden_process();
     hardening::close_pin_fd_on_exec(std::env::var(keypack_identity::PIN_FD_ENV).ok().as_deref());
-    let matches = cli::command().get_matches();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = cli::command_for(&args).get_matches_from(args);
     match cmd::dispatch(&matches) {
         Ok(code) => code,
         Err(err) => report(&err),

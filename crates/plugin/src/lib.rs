@@ -23,23 +23,36 @@
 //!    `keypack build` runs no `nix build`). Wrap your own error type with [`PluginError::new`].
 //!    [`Medium::artifact_name`] names the artifact after the host where that helps (the keyed
 //!    ISO writes `web1.iso`); the default is [`Medium::default_artifact_name`].
-//! 4. Register it with one line in `crates/keypack/src/media.rs`, and add it to the workspace
+//! 4. Register it with one line in `BUILT_IN_MEDIA` of `crates/keypack/src/media.rs`, and add it
+//!    to the workspace
 //!    members and the README's plugin table.
 //! 5. Run [`testing::check_medium`] (or `check_medium_with` for flags and an ISO; feature
 //!    `testing` in `[dev-dependencies]`) from its tests: it builds twice with one seed and
 //!    checks the description, 0600 artifacts, byte-identical output and that no key bytes were
 //!    left outside the listed files.
 //!
+//! **Or as a program, with no change to keypack:** write the same `impl Medium` in a crate
+//! with a binary `keypack-media-<name>` whose `main` is
+//! `keypack_plugin::external::serve(&YourMedium)` (see
+//! `plugins/initrd/src/bin/keypack-media-initrd-ext.rs`), or any program in any language that
+//! speaks `crates/plugin/PROTOCOL.md` (see `plugins/examples/keypack-media-pyexample`), and put
+//! it on `PATH` or in `plugin_dir`. Check it with `keypack plugins check <name>`, and from
+//! Rust tests drive the binary through [`external::ExternalMedium`] with the same
+//! `testing::check_medium_with` (`plugins/initrd/tests/external.rs` also compares its bytes
+//! with the compiled-in build's).
+//!
 //! `keypack build` then stores the description as `boot.json` in the host's state folder,
 //! where `keypack run` reads it; a runner never learns which medium produced it.
 //!
 //! `plugins/initrd` is the smallest complete medium; read it first.
-#![forbid(unsafe_code)]
+// `unsafe` only in `external::session::limit_fds` (close_range/fcntl between fork and exec).
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod boot;
 pub mod child;
 mod error;
+pub mod external;
 mod medium;
 pub mod output;
 pub mod progress;

@@ -13,6 +13,7 @@ pub mod iso;
 pub mod media;
 pub mod pack;
 pub mod pin;
+pub mod plugins;
 pub mod run;
 pub mod seal;
 pub mod shell;
@@ -44,7 +45,7 @@ pub fn dispatch(matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Doctor(args) => doctor::doctor(args),
         Command::Build(args) => build::build(args, sub.expect("build has matches"), false),
         Command::Rebuild(args) => build::build(args, sub.expect("rebuild has matches"), true),
-        Command::Plugins(args) => build::plugins(args),
+        Command::Plugins(args) => plugins::plugins(args),
         Command::Path(args) => iso::path(args),
         Command::Copy(args) => iso::copy(args),
         Command::Media(cmd) => media::media(cmd),
@@ -205,6 +206,10 @@ pub fn hint_for(err: &(dyn std::error::Error + 'static)) -> Option<&'static str>
     }
     if let Some(e) = err.downcast_ref::<keypack_flash::FlashError>() {
         return e.hint();
+    }
+    if let Some(e) = err.downcast_ref::<keypack_plugin::external::ExternalError>() {
+        // A plugin's hint is its own text: leaked once, on the way out of the process.
+        return e.hint().map(|h| &*Box::leak(h.to_owned().into_boxed_str()));
     }
     if let Some(e) = err.downcast_ref::<keypack_bundle::BundleError>() {
         use keypack_bundle::BundleError as B;

@@ -28,7 +28,7 @@ pub struct ManArgs {
 
 /// `keypack completions`.
 pub fn completions(args: CompletionsArgs) -> Result<ExitCode> {
-    let mut cmd = crate::cli::command();
+    let mut cmd = crate::cli::command_for(&std::env::args_os().collect::<Vec<_>>());
     let mut out = std::io::stdout().lock();
     clap_complete::generate(args.shell, &mut cmd, "keypack", &mut out);
     out.flush()?;
@@ -39,7 +39,7 @@ pub fn completions(args: CompletionsArgs) -> Result<ExitCode> {
 pub fn man(args: ManArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let mut cmd = crate::cli::command();
+    let mut cmd = crate::cli::command_for(&std::env::args_os().collect::<Vec<_>>());
     cmd.build();
     let mut written = Vec::new();
     write_pages(&cmd, "keypack", &args.out, &mut written)?;

@@ -9,3 +9,4 @@ mod layouts;
 mod lifecycle;
 mod pack;
 mod pins;
+mod plugins;

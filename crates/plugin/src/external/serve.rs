@@ -1,0 +1,215 @@
+//! The plugin side: [`serve`] runs an `impl Medium` as a `keypack-media-NAME` program.
+//!
+//! The same medium code runs compiled in or out of process: `describe` is derived from
+//! [`Medium::augment_args`] (each long flag with its value type and help), and `build` gets
+//! its `ArgMatches` by parsing the flag values keypack sent as `--name=value` against that
+//! same clap command, and its `&SealedBundle` by unsealing the archive of the inherited fd
+//! ([`keypack_bundle::unseal_archive`], which refuses anything keypack did not seal).
+
+use std::any::TypeId;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::builder::ValueParser;
+use zeroize::Zeroizing;
+
+use super::protocol::{
+    BuildRequest, Description, ErrorReply, FlagSetting, FlagSpec, FlagValue, MAX_LINE, PluginKind,
+    Request, Response, VERSIONS,
+};
+use crate::{BuildInputs, HostName, Medium};
+
+/// Serves `medium` on stdin/stdout until `bye` or end of input. Returns the exit status for
+/// `main`. Nothing else may write to stdout; diagnostics go to stderr, which keypack shows
+/// prefixed with the plugin's name.
+pub fn serve(medium: &dyn Medium) -> ExitCode {
+    let stdin = std::io::stdin();
+    let mut input = BufReader::new(stdin.lock());
+    let mut out = std::io::stdout().lock();
+    loop {
+        let mut line = Vec::new();
+        match (&mut input)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => return ExitCode::SUCCESS,
+            Ok(_) if line.len() > MAX_LINE => {
+                eprintln!("request longer than {MAX_LINE} bytes");
+                return ExitCode::FAILURE;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("reading a request: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        let req: Request = match serde_json::from_slice(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = send(&mut out, &error(format!("not a request: {e}"), None));
+                continue;
+            }
+        };
+        let resp = match req {
+            Request::Hello { versions, .. } => {
+                match VERSIONS.iter().rev().find(|v| versions.contains(v)) {
+                    Some(&version) => Response::Hello { version },
+                    None => {
+                        let _ = send(
+                            &mut out,
+                            &error(
+                                format!(
+                                    "no common protocol version (this plugin speaks {VERSIONS:?})"
+                                ),
+                                None,
+                            ),
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            Request::Describe => Response::Description(describe(medium)),
+            Request::Build(req) => match build(medium, &req) {
+                Ok(boot) => Response::Built { boot },
+                Err(message) => error(message, None),
+            },
+            Request::Bye => return ExitCode::SUCCESS,
+        };
+        if send(&mut out, &resp).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+}
+
+fn send(out: &mut impl Write, resp: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(resp).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}
+
+fn error(message: String, hint: Option<String>) -> Response {
+    Response::Error(ErrorReply { message, hint })
+}
+
+fn flag_command(medium: &dyn Medium) -> clap::Command {
+    medium.augment_args(
+        clap::Command::new(medium.name())
+            .no_binary_name(true)
+            .disable_help_flag(true),
+    )
+}
+
+/// The [`Description`] of `medium`, its flags read off its clap arguments.
+pub fn describe(medium: &dyn Medium) -> Description {
+    let cmd = flag_command(medium);
+    let mut heading = None;
+    let flags = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let long = a.get_long()?;
+            if heading.is_none() {
+                heading = a.get_help_heading().map(String::from);
+            }
+            Some(FlagSpec {
+                name: long.to_owned(),
+                value: value_type(a),
+                help: a.get_help().map(|h| h.to_string()).unwrap_or_default(),
+                value_name: a
+                    .get_value_names()
+                    .and_then(|v| v.first())
+                    .map(|v| v.to_string()),
+            })
+        })
+        .collect();
+    Description {
+        kind: PluginKind::Media,
+        name: medium.name().to_owned(),
+        about: medium.about().to_owned(),
+        needs_iso: medium.needs_iso(),
+        default_artifact_name: medium.default_artifact_name().to_owned(),
+        heading,
+        flags,
+    }
+}
+
+fn value_type(a: &clap::Arg) -> FlagValue {
+    if !a.get_action().takes_values() {
+        return FlagValue::Switch;
+    }
+    let parser: &ValueParser = a.get_value_parser();
+    let id = parser.type_id();
+    if id == TypeId::of::<PathBuf>() {
+        FlagValue::Path
+    } else if [
+        TypeId::of::<u64>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<u16>(),
+        TypeId::of::<u8>(),
+        TypeId::of::<usize>(),
+    ]
+    .iter()
+    .any(|t| id == *t)
+    {
+        FlagValue::Integer
+    } else {
+        FlagValue::String
+    }
+}
+
+fn build(medium: &dyn Medium, req: &BuildRequest) -> Result<crate::BootDescription, String> {
+    let argv: Vec<String> = req
+        .flags
+        .iter()
+        .filter_map(|(name, v)| match v {
+            FlagSetting::Switch(true) => Some(format!("--{name}")),
+            FlagSetting::Switch(false) => None,
+            FlagSetting::Value(v) => Some(format!("--{name}={v}")),
+        })
+        .collect();
+    let matches = flag_command(medium)
+        .try_get_matches_from(&argv)
+        .map_err(|e| e.to_string().trim().to_owned())?;
+    let archive = read_bundle(req.bundle_fd, req.bundle_len)?;
+    let bundle =
+        keypack_bundle::unseal_archive(&archive).map_err(|e| format!("the bundle: {e}"))?;
+    drop(archive);
+    let host = HostName::new(&req.host).map_err(|e| format!("host {:?}: {e}", req.host))?;
+    let inputs = BuildInputs::new(&host, &req.output, &req.state_dir, &matches)
+        .with_iso(req.iso.as_deref())
+        .with_seed(req.seed)
+        .with_ignore_cache(req.ignore_cache);
+    medium.build(&bundle, &inputs).map_err(|e| {
+        // The whole chain in one line, `initrd: --kernel: …`, as keypack prints its own.
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        msg
+    })
+}
+
+/// The archive from the inherited fd, opened through `/proc/self/fd` (no unsafe fd adoption).
+fn read_bundle(fd: i32, len: u64) -> Result<Zeroizing<Vec<u8>>, String> {
+    if fd < 0 || len > keypack_bundle::MAX_ARCHIVE_SIZE as u64 {
+        return Err(format!("bundle_fd {fd} / bundle_len {len} out of range"));
+    }
+    let mut f = std::fs::File::open(format!("/proc/self/fd/{fd}"))
+        .map_err(|e| format!("opening the bundle fd {fd}: {e}"))?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(len as usize));
+    (&mut f)
+        .take(len)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("reading the bundle fd {fd}: {e}"))?;
+    if buf.len() as u64 != len {
+        return Err(format!(
+            "the bundle fd holds {} bytes, not {len}",
+            buf.len()
+        ));
+    }
+    Ok(buf)
+}
