@@ -274,6 +274,8 @@ pub fn sealed_blob_in_archive(bytes: &[u8]) -> Result<Option<Vec<u8>>, BundleErr
         return Ok(Some(blob));
     }
     Ok(None)
+}
+
 /// Largest archive [`unseal_archive`] reads back (a bundle holds a few small keys).
 pub const MAX_ARCHIVE_SIZE: usize = 4 << 20;
 
@@ -307,6 +309,22 @@ pub fn unseal_archive(bytes: &[u8]) -> Result<crate::SealedBundle, BundleError> 
             return Err(unexpected("not a regular file"));
         }
         mtime = entry.header().mtime().map_err(BundleError::Archive)?;
+        if raw_path == keypack_layout::BURN_MARK_PATH {
+            // The builder writes the mark again from its token; the round trip checks the rest.
+            let mut mark = String::new();
+            (&mut entry)
+                .take(64)
+                .read_to_string(&mut mark)
+                .map_err(|_| unexpected("not a burn mark"))?;
+            builder.burn_after_boot(mark.trim_end_matches('\n'))?;
+            continue;
+        }
+        if raw_path == SEALED_BLOB_PATH {
+            // Without the passphrase the private keys cannot be checked and sealed again.
+            return Err(unexpected(
+                "a sealed bundle (--seal) cannot be reopened by a Rust plugin's serve() yet",
+            ));
+        }
         let known = classify(&raw_path).ok_or_else(|| unexpected("not a bundle path"))?;
         if known.public {
             // Derived again from the private key by the builder; the round trip checks it.
@@ -361,5 +379,32 @@ mod unseal_tests {
         let n = bad.len();
         bad[n - 12] ^= 1;
         assert!(unseal_archive(&bad).is_err());
+
+        // The burn mark travels through the round trip; a sealed bundle is refused by name.
+        let mut b = crate::BundleBuilder::new();
+        b.add_key(
+            keypack_layout::KeyRole::Host,
+            secrecy::SecretSlice::from(text.as_bytes().to_vec()),
+            None,
+        )
+        .unwrap();
+        b.burn_after_boot("0123456789abcdef0123456789abcdef")
+            .unwrap();
+        let marked = b.seal(1234).unwrap();
+        let back = unseal_archive(marked.expose_archive()).unwrap();
+        assert_eq!(back.expose_archive(), marked.expose_archive());
+        assert_eq!(back.burn_mark(), marked.burn_mark());
+
+        let mut b = crate::BundleBuilder::new();
+        b.add_key(
+            keypack_layout::KeyRole::Host,
+            secrecy::SecretSlice::from(text.as_bytes().to_vec()),
+            None,
+        )
+        .unwrap();
+        b.seal_with_passphrase_work_factor(secrecy::SecretString::from("pass phrase"), 2);
+        let sealed = b.seal(1234).unwrap();
+        let err = unseal_archive(sealed.expose_archive()).err().unwrap();
+        assert!(err.to_string().contains("sealed") || format!("{err:?}").contains("sealed"));
     }
 }

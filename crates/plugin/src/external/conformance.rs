@@ -262,7 +262,7 @@ fn valid_description(d: &BootDescription, name: &str, bundle: &SealedBundle) -> 
 /// Every file a description names.
 pub fn description_paths(desc: &BootDescription) -> Vec<PathBuf> {
     match &desc.boot {
-        Boot::Disk { image } => vec![image.clone()],
+        Boot::Disk { image } | Boot::Cdrom { image } => vec![image.clone()],
         Boot::Kernel {
             kernel, initrds, ..
         } => std::iter::once(kernel.clone())
