@@ -348,3 +348,84 @@ fn systemd_ask_password_is_asked_until_the_third_answer() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Under the scripted stage 1 or a plain initrd the passphrase is typed on the console: a
+/// pseudo-terminal stands in for `/dev/console`. The prompt names the try, the typed passphrase
+/// is not echoed back, a wrong answer is asked again, and the right one installs the keys.
+#[test]
+fn the_console_prompt_asks_without_echo_until_the_right_answer() {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    use std::io::{Read, Write};
+
+    if not_root("the_console_prompt_asks_without_echo_until_the_right_answer") {
+        return;
+    }
+    let fx = sealed_source();
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let console = PathBuf::from(ptsname(&master, Vec::new()).unwrap().into_string().unwrap());
+    let mut stage1 = fx.stage1();
+    stage1.passphrase = PassphraseConfig {
+        fw_cfg: fx.tmp.path().join("no-fw-cfg"),
+        ask_password: None,
+        console,
+    };
+    let worker = std::thread::spawn(move || stage1.run());
+    let mut master = std::fs::File::from(master);
+    let mut seen = String::new();
+    // load-keys opens the console for each try: between two, the master reads EIO (no slave
+    // open), so a failed read is retried until the deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut wait_for = |master: &mut std::fs::File, want: &str| {
+        let mut buf = [0u8; 256];
+        while !seen.contains(want) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {want:?} on the console: {seen:?}"
+            );
+            match master.read(&mut buf) {
+                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    };
+    wait_for(&mut master, "try 1 of 3: ");
+    master.write_all(b"not the passphrase\n").unwrap();
+    wait_for(&mut master, "try 2 of 3: ");
+    master.write_all(format!("{PASS}\n").as_bytes()).unwrap();
+    let problems = worker.join().unwrap();
+    let mut rest = [0u8; 256];
+    // Whatever the console printed after the last answer (a newline); the pty may be closed.
+    let n = master.read(&mut rest).unwrap_or(0);
+    seen.push_str(&String::from_utf8_lossy(&rest[..n]));
+    assert_eq!(problems, 0, "{seen}");
+    assert!(!seen.contains(PASS), "the passphrase was echoed: {seen:?}");
+    assert!(
+        !seen.contains("not the passphrase"),
+        "a wrong answer was echoed: {seen:?}"
+    );
+    fx.installed_everything();
+}
+
+/// `--seal` with `--burn-after-boot`: when the passphrase is wrong nothing is installed, so the
+/// bundle must stay on the stick — the burn is not even looked at (no disk is scanned).
+#[test]
+fn a_sealed_bundle_that_was_not_unsealed_is_never_burned() {
+    if not_root("a_sealed_bundle_that_was_not_unsealed_is_never_burned") {
+        return;
+    }
+    let fx = sealed_source();
+    let mark = fx.src.join(keypack_layout::BURN_MARK_PATH);
+    fs::write(&mark, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let out = fx.run_bin(&fx.fw_cfg("not the passphrase"));
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains(NOT_UNSEALED), "{all}");
+    assert!(!all.contains(load_keys::burn::PREFIX), "{all}");
+    fx.installed_nothing();
+}

@@ -58,8 +58,11 @@ pub fn sealed_blob_of(desc: &BootDescription) -> Result<Option<Vec<u8>>> {
             Ok(None)
         }
         Boot::Disk { image } => {
-            let info = keypack_media_ventoy::inspect(image)
-                .with_context(|| format!("reading {}", image.display()))?;
+            // `run --image` boots any raw disk: one that is not a Ventoy disk keypack can read
+            // holds no bundle keypack sealed, so there is no passphrase to hand over.
+            let Ok(info) = keypack_media_ventoy::inspect(image) else {
+                return Ok(None);
+            };
             for (_, archive) in &info.archives {
                 if let Some(blob) = keypack_bundle::sealed_blob_in_archive(archive)
                     .with_context(|| format!("reading the bundle on {}", image.display()))?
@@ -69,7 +72,7 @@ pub fn sealed_blob_of(desc: &BootDescription) -> Result<Option<Vec<u8>>> {
             }
             Ok(None)
         }
-        Boot::Cdrom { image } => keypack_media_iso::sealed_blob(image)
-            .with_context(|| format!("reading {}", image.display())),
+        // Likewise an ISO without keypack's area (a plain ISO booted as a CD-ROM).
+        Boot::Cdrom { image } => Ok(keypack_media_iso::sealed_blob(image).ok().flatten()),
     }
 }
