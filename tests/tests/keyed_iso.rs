@@ -9,145 +9,96 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use keypack_e2e::env::{self, Env, HOST, key_data, tcg_run};
+use keypack_e2e::iso;
 use keypack_e2e::tools::{cargo_bin, have, skip};
-use keypack_e2e::{guest, iso};
 
-const HOST: &str = "web1";
-
-struct Env {
-    keypack: PathBuf,
-    dir: tempfile::TempDir,
+/// The keyed-ISO boots' setup: the tools, the guest, a keys repository without users, and the
+/// guest's base initrd. `None` when a prerequisite is missing (the skip marker printed).
+struct Booted {
+    env: Env,
+    kernel: keypack_e2e::guest::Kernel,
+    host_pub: String,
+    client: PathBuf,
+    base: PathBuf,
 }
 
-impl Env {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+fn boot_setup(test: &str, extra_tools: &[&str]) -> Option<Booted> {
+    let mut extra = vec!["ssh-keyscan", "dropbearconvert"];
+    extra.extend_from_slice(extra_tools);
+    if !env::prerequisites(test, &extra) {
+        return None;
     }
-    fn host_state(&self) -> PathBuf {
-        self.path("state").join(HOST)
+    if let Some(why) = iso::missing_tools() {
+        skip(test, &why);
+        return None;
     }
-    fn kp(&self, args: &[&str]) -> Output {
-        let out = Command::new(&self.keypack)
-            .args(args)
-            .env("KEYPACK_STATE_DIR", self.path("state"))
-            .env("KEYPACK_KEYS_REPO", self.path("repo"))
-            .env("SOPS_AGE_KEY_FILE", self.path("age.txt"))
-            .env_remove("KEYPACK_IDENTITY")
-            .env_remove("KEYPACK_MEDIA")
-            .output()
-            .expect("run keypack");
-        eprintln!(
-            "$ keypack {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kp(args);
-        assert!(
-            out.status.success(),
-            "keypack {args:?} failed: {}\nserial log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.serial()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-    fn serial(&self) -> String {
-        std::fs::read_to_string(self.host_state().join("serial.log")).unwrap_or_default()
-    }
-    fn run(&self, firmware: &str, wait_ssh: bool) {
-        let mut args = vec![
-            "run",
-            "-H",
-            HOST,
-            firmware,
-            "--accel",
-            "tcg",
-            "--port",
-            "auto",
-            "--memory",
-            "512",
-            "--cpus",
-            "1",
-            "--timeout",
-            "420",
-        ];
-        if wait_ssh {
-            args.push("--wait-ssh");
-        }
-        self.ok(&args);
-    }
-    /// Boots with `firmware`, checks the served host key is the packed one, stops.
-    fn boot_and_check(&self, firmware: &str, client: &Path, host_pub: &str, iso: &Path) {
-        self.run(firmware, true);
-        let st: serde_json::Value =
-            serde_json::from_str(&self.ok(&["status", "-H", HOST, "--json"])).unwrap();
-        let pid = st["pid"].as_u64().unwrap();
-        let cmdline =
-            String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
-                .replace('\0', " ");
-        assert!(
-            cmdline.contains(&format!(
-                "file={},format=raw,if=ide,media=cdrom,readonly=on -boot order=d",
-                iso.display()
-            )),
-            "booted as a read-only CD-ROM: {cmdline}"
-        );
-        assert!(
-            !cmdline.contains("-kernel"),
-            "no direct kernel boot: {cmdline}"
-        );
-        assert_eq!(
-            cmdline.contains("pflash"),
-            firmware == "--uefi",
-            "{firmware}: {cmdline}"
-        );
-        let c = client.display().to_string();
-        let served = self.ok(&[
-            "ssh",
-            "-H",
-            HOST,
-            "-i",
-            &c,
-            "--",
-            "-o",
-            "BatchMode=yes",
-            "cat",
-            "/etc/ssh/ssh_host_ed25519_key.pub",
-        ]);
-        assert_eq!(key_data(&served), key_data(host_pub), "{firmware}");
-        let log = self.ok(&["log", "-H", HOST]);
-        assert!(log.contains("Found injected keys"), "{firmware}: {log}");
-        self.ok(&["stop", "-H", HOST]);
-        std::fs::remove_file(self.host_state().join("serial.log")).unwrap();
-    }
+    let kernel = env::guest_kernel(test)?;
+    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let env = Env::new(keypack);
+    let host_pub = env.keys_repo(&[]).host_public_key;
+    let (client, base) = env.guest_initrd(&load_keys, &kernel);
+    Some(Booted {
+        env,
+        kernel,
+        host_pub,
+        client,
+        base,
+    })
 }
 
-impl Drop for Env {
-    /// A failed assertion must not leave a VM running.
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.host_state().join("qemu.pid")) {
-            let pid = pid.trim();
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&*self.dir.path().to_string_lossy())
-                && let Ok(pid) = pid.parse::<u32>()
-            {
-                let _ = keypack_e2e::tools::signal_pid(pid, rustix::process::Signal::KILL);
-            }
-        }
+fn run(env: &Env, firmware: &str, wait_ssh: bool) {
+    let mut args = tcg_run(&[firmware, "--timeout", "420"]);
+    if wait_ssh {
+        args.push("--wait-ssh");
     }
+    env.ok(&args);
 }
 
-fn key_data(line: &str) -> String {
-    line.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
+/// Boots with `firmware`, checks the served host key is the packed one, stops.
+fn boot_and_check(env: &Env, firmware: &str, client: &Path, host_pub: &str, iso: &Path) {
+    run(env, firmware, true);
+    let pid = env.status()["pid"].as_u64().unwrap();
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(
+        cmdline.contains(&format!(
+            "file={},format=raw,if=ide,media=cdrom,readonly=on -boot order=d",
+            iso.display()
+        )),
+        "booted as a read-only CD-ROM: {cmdline}"
+    );
+    assert!(
+        !cmdline.contains("-kernel"),
+        "no direct kernel boot: {cmdline}"
+    );
+    assert_eq!(
+        cmdline.contains("pflash"),
+        firmware == "--uefi",
+        "{firmware}: {cmdline}"
+    );
+    let c = client.display().to_string();
+    let served = env.ok(&[
+        "ssh",
+        "-H",
+        HOST,
+        "-i",
+        &c,
+        "--",
+        "-o",
+        "BatchMode=yes",
+        "cat",
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+    ]);
+    assert_eq!(key_data(&served), key_data(host_pub), "{firmware}");
+    let log = env.ok(&["log", "-H", HOST]);
+    assert!(log.contains("Found injected keys"), "{firmware}: {log}");
+    env.ok(&["stop", "-H", HOST]);
+    std::fs::remove_file(env.host_state().join("serial.log")).unwrap();
 }
 
 /// Bytes of `a` and `b` outside `[off, off+len)` are equal (and the files equally long).
@@ -178,49 +129,18 @@ fn cpio_listing(area: &[u8], dir: &Path) -> Vec<String> {
 #[test]
 fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
     const T: &str = "keyed_iso_boots_as_a_cdrom_under_uefi_and_bios";
-    for tool in [
-        "qemu-system-x86_64",
-        "sops",
-        "ssh",
-        "ssh-keyscan",
-        "ssh-keygen",
-        "cpio",
-        "dpkg",
-        "dropbear",
-        "dropbearconvert",
-        "busybox",
-        "gzip",
-    ] {
-        if !have(tool) {
-            return skip(T, &format!("{tool} is not installed"));
-        }
-    }
-    if let Some(why) = iso::missing_tools() {
-        return skip(T, &why);
-    }
-    let kernel = match guest::kernel() {
-        Ok(k) => k,
-        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    let Some(Booted {
+        env,
+        kernel,
+        host_pub,
+        client,
+        base,
+    }) = boot_setup(T, &[])
+    else {
+        return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
-    let env = Env {
-        keypack,
-        dir: tempfile::tempdir().expect("temp dir"),
-    };
-    let state = env.path("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let host_pub = keypack_e2e::repo::make_repo(env.dir.path(), HOST, &[])
-        .expect("sops keys repository")
-        .host_public_key;
-    let client = env.path("client");
-    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").expect("keygen");
-    let base = env.path("base.cpio.gz");
-    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
-    let input =
-        iso::make_convention_iso(env.dir.path(), "guest.iso", &kernel.vmlinuz, &base, 1 << 20)
-            .expect("convention ISO");
+    let input = iso::make_convention_iso(env.dir(), "guest.iso", &kernel.vmlinuz, &base, 1 << 20)
+        .expect("convention ISO");
     let input_bytes = std::fs::read(&input).unwrap();
     let (offset, len) = iso::xorriso_area(&input).unwrap();
     assert_eq!(len, 1 << 20);
@@ -265,7 +185,7 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
         "zero padding"
     );
     assert_eq!(
-        cpio_listing(&area, env.dir.path()),
+        cpio_listing(&area, env.dir()),
         [
             "etc",
             "etc/ssh",
@@ -344,8 +264,8 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
             .unwrap();
     assert_eq!(input_doc["state"], "empty");
 
-    env.boot_and_check("--uefi", &client, &host_pub, &keyed);
-    env.boot_and_check("--bios", &client, &host_pub, &keyed);
+    boot_and_check(&env, "--uefi", &client, &host_pub, &keyed);
+    boot_and_check(&env, "--bios", &client, &host_pub, &keyed);
 
     // Same ISO, build again: only the area is rewritten, in the same file.
     env.ok(&[
@@ -379,7 +299,7 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
         serde_json::from_str(&env.ok(&["inspect", "--json", &keyed.display().to_string()]))
             .unwrap();
     assert_eq!(doc["state"], "empty");
-    env.run("--bios", false);
+    run(&env, "--bios", false);
     let start = Instant::now();
     while !env.serial().contains("No injected keys found") {
         assert!(
@@ -814,48 +734,17 @@ in
 #[test]
 fn the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios() {
     const T: &str = "the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios";
-    for tool in [
-        "qemu-system-x86_64",
-        "sops",
-        "ssh",
-        "ssh-keyscan",
-        "ssh-keygen",
-        "cpio",
-        "dpkg",
-        "dropbear",
-        "dropbearconvert",
-        "busybox",
-        "gzip",
-        "grub-mkimage",
-    ] {
-        if !have(tool) {
-            return skip(T, &format!("{tool} is not installed"));
-        }
-    }
-    if let Some(why) = iso::missing_tools() {
-        return skip(T, &why);
-    }
-    let kernel = match guest::kernel() {
-        Ok(k) => k,
-        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    let Some(Booted {
+        env,
+        kernel,
+        host_pub,
+        client,
+        base,
+    }) = boot_setup(T, &["grub-mkimage"])
+    else {
+        return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
-    let env = Env {
-        keypack,
-        dir: tempfile::tempdir().expect("temp dir"),
-    };
-    let state = env.path("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let host_pub = keypack_e2e::repo::make_repo(env.dir.path(), HOST, &[])
-        .expect("sops keys repository")
-        .host_public_key;
-    let client = env.path("client");
-    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").expect("keygen");
-    let base = env.path("base.cpio.gz");
-    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
-    let plain = iso::make_nixos_layout_iso(env.dir.path(), "nixos.iso", &kernel.vmlinuz, &base)
+    let plain = iso::make_nixos_layout_iso(env.dir(), "nixos.iso", &kernel.vmlinuz, &base)
         .expect("NixOS-layout ISO");
     let no_area = env.kp(&[
         "build",
@@ -894,8 +783,8 @@ fn the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios() {
         &with_area.display().to_string(),
     ]);
     let keyed = env.host_state().join(format!("{HOST}.iso"));
-    env.boot_and_check("--uefi", &client, &host_pub, &keyed);
-    env.boot_and_check("--bios", &client, &host_pub, &keyed);
+    boot_and_check(&env, "--uefi", &client, &host_pub, &keyed);
+    boot_and_check(&env, "--bios", &client, &host_pub, &keyed);
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
