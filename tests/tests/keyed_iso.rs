@@ -328,74 +328,22 @@ menuentry 'NixOS Installer ' --class installer {\n  terminal_output console\n  l
 submenu \"HiDPI\" --class hidpi {\n  menuentry 'NixOS (serial)' --class serial {\n    linux /boot/bzImage ${isoboot} console=ttyS0\n    initrd /boot/initrd\n  }\n}\n";
     let isolinux = "SERIAL 0 115200\nDEFAULT boot\nLABEL boot\nLINUX /boot/bzImage\nAPPEND init=/nix/store/x/init root=LABEL=nixos\nINITRD /boot/initrd\n\
 LABEL boot-serial\nLINUX /boot/bzImage\nAPPEND init=/nix/store/x/init console=ttyS0 initrd=/boot/initrd\n";
-    for (p, text) in [
-        ("EFI/boot/grub.cfg", grub),
-        ("isolinux/isolinux.cfg", isolinux),
-        ("boot/bzImage", "kernel"),
-        ("boot/initrd", "initrd"),
-    ] {
-        std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
-        std::fs::write(tree.join(p), text).unwrap();
-    }
-    std::fs::copy(iso::ISOLINUX_BIN, tree.join("isolinux/isolinux.bin")).unwrap();
-    std::fs::copy(iso::LDLINUX_C32, tree.join("isolinux/ldlinux.c32")).unwrap();
-    let efi = tree.join("boot/efi.img");
-    let efi_s = efi.display().to_string();
-    let grub_s = tree.join("EFI/boot/grub.cfg").display().to_string();
-    let cmds: [&[&str]; 4] = [
-        &["truncate", "-s", "2M", &efi_s],
-        &["mformat", "-i", &efi_s, "-v", "EFIBOOT", "::"],
-        &["mmd", "-i", &efi_s, "::/EFI", "::/EFI/boot"],
-        &["mcopy", "-i", &efi_s, &grub_s, "::/EFI/boot/grub.cfg"],
-    ];
-    for cmd in cmds {
-        let out = Command::new(cmd[0])
-            .args(&cmd[1..])
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out_iso = dir.join("nixos.iso");
-    let out = Command::new("xorriso")
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-R",
-            "-J",
-            "-V",
-            "nixos-shaped",
-            "-b",
+    let files = [
+        ("EFI/boot/grub.cfg", grub.as_bytes().to_vec()),
+        ("isolinux/isolinux.cfg", isolinux.as_bytes().to_vec()),
+        ("boot/bzImage", b"kernel".to_vec()),
+        ("boot/initrd", b"initrd".to_vec()),
+        (
             "isolinux/isolinux.bin",
-            "-c",
-            "isolinux/boot.cat",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-            "-boot-info-table",
-            "-isohybrid-mbr",
-            "/usr/lib/ISOLINUX/isohdpfx.bin",
-            "-eltorito-alt-boot",
-            "-e",
-            "boot/efi.img",
-            "-no-emul-boot",
-            "-isohybrid-gpt-basdat",
-            "-o",
-        ])
-        .arg(&out_iso)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "xorriso: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+            std::fs::read(iso::ISOLINUX_BIN).unwrap(),
+        ),
+    ];
+    iso::write_tree(&tree, files).unwrap();
+    let efi_s = tree.join("boot/efi.img").display().to_string();
+    let grub_s = tree.join("EFI/boot/grub.cfg").display().to_string();
+    iso::fat_efi_image(&efi_s, "2M", "boot", &[(&grub_s, "grub.cfg")]).unwrap();
+    let out_iso = dir.join("nixos.iso");
+    iso::mkisofs(&out_iso, &tree, "nixos-shaped", true).unwrap();
     out_iso
 }
 
