@@ -100,6 +100,26 @@ pub fn tcg_run<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
+/// `ssh -H HOST -i CLIENT -- -o BatchMode=yes REMOTE…`: keypack's ssh with the client key.
+pub fn ssh_args<'a>(client: &'a str, remote: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["ssh", "-H", HOST, "-i", client, "--", "-o", "BatchMode=yes"];
+    a.extend_from_slice(remote);
+    a
+}
+
+/// The guest's command printing the host public key it serves.
+pub const CAT_HOST_KEY: &[&str] = &["cat", "/etc/ssh/ssh_host_ed25519_key.pub"];
+
+/// The workspace's keypack (dev profile), built if needed.
+pub fn keypack_bin() -> PathBuf {
+    crate::tools::cargo_bin("keypack", "keypack", "dev").expect("build keypack")
+}
+
+/// The guest's load-keys (release-small, as shipped), built if needed.
+pub fn load_keys_bin() -> PathBuf {
+    crate::tools::cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys")
+}
+
 /// One test's folder and the keypack binary run in it.
 pub struct Env {
     keypack: PathBuf,

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use keypack_e2e::env::{self, Env, HOST, key_data, qemu_pids, tcg_run};
-use keypack_e2e::tools::{cargo_bin, have, skip};
+use keypack_e2e::env::{self, CAT_HOST_KEY, Env, HOST, key_data, qemu_pids, ssh_args, tcg_run};
+use keypack_e2e::tools::{have, skip};
 
 const CANARY: &str = "AGE-SECRET-KEY-1KEYPACKE2ECANARYMUSTNOTREACHQEMU";
 
@@ -167,8 +167,8 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     let Some(kernel) = env::guest_kernel(T) else {
         return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
     let env = new_env(keypack);
     let host_pub = env.keys_repo(&["alice"]).host_public_key;
     let (client, base) = env.guest_initrd(&load_keys, &kernel);
@@ -255,30 +255,12 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     );
 
     // ssh with the pinned key: the guest serves what load-keys installed from the bundle.
-    let served = env.ok(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
-        &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "cat",
-        "/etc/ssh/ssh_host_ed25519_key.pub",
-    ]);
+    let served = env.ok(&ssh_args(&c, CAT_HOST_KEY));
     assert_eq!(key_data(&served), key_data(&host_pub));
-    let modes = env.ok(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
+    let modes = env.ok(&ssh_args(
         &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "stat -c %a /newroot/etc/ssh/ssh_host_ed25519_key /run/keypack/users/alice/id_ed25519",
-    ]);
+        &["stat -c %a /newroot/etc/ssh/ssh_host_ed25519_key /run/keypack/users/alice/id_ed25519"],
+    ));
     assert_eq!(
         modes.split_whitespace().collect::<Vec<_>>(),
         ["600", "600"],
@@ -380,17 +362,7 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    env.ok(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
-        &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "true",
-    ]);
+    env.ok(&ssh_args(&c, &["true"]));
 
     // restart with --net isolated: a new VM, SSH answers again through the forward, and the
     // guest no longer reaches the host's loopback.
@@ -462,17 +434,7 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     let pinned = fingerprint(&env.path("host.pub"));
     assert!(err.contains("does not match the packed one"), "{err}");
     assert!(err.contains(&format!("expected {pinned}")), "{err}");
-    let err = env.fails(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
-        &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "true",
-    ]);
+    let err = env.fails(&ssh_args(&c, &["true"]));
     assert!(
         err.contains("does not match") && err.contains(&pinned),
         "{err}"
@@ -497,7 +459,7 @@ fn run_faults_are_clear_errors() {
     if !have("qemu-system-x86_64") {
         return skip(T, "qemu-system-x86_64 is not installed");
     }
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let keypack = env::keypack_bin();
     let env = new_env(keypack);
 
     let err = env.fails(&["run", "-H", HOST, "--accel", "tcg"]);
@@ -654,7 +616,7 @@ fn run_dry_run_of_an_initrd_build_writes_nothing() {
             return skip(T, &format!("{tool} is not installed"));
         }
     }
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let keypack = env::keypack_bin();
     let env = new_env(keypack);
     env.keys_repo(&["alice"]);
     let (kernel, base) = (env.path("vmlinuz"), env.path("base-initrd.img"));
@@ -717,7 +679,7 @@ fn accel_auto_falls_back_to_tcg_when_kvm_fails_the_run_cpu_model() {
     let Some(real) = keypack_plugin::child::find_program(Path::new("qemu-system-x86_64")) else {
         return skip(T, "qemu-system-x86_64 is not installed");
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let keypack = env::keypack_bin();
     let env = new_env(keypack);
     let fake = env.path("qemu-msr");
     std::fs::write(
@@ -780,7 +742,7 @@ fn wait_ssh_timeout_saves_a_screenshot_and_shows_the_console() {
             return skip(T, &format!("{tool} is not installed"));
         }
     }
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let keypack = env::keypack_bin();
     let env = new_env(keypack);
     let state = env.host_state();
     std::fs::create_dir_all(&state).unwrap();

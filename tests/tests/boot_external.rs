@@ -6,7 +6,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use keypack_e2e::env::{self, Env, HOST, key_data, tcg_run};
+use keypack_e2e::env::{self, CAT_HOST_KEY, Env, HOST, key_data, ssh_args, tcg_run};
 use keypack_e2e::tools::cargo_bin;
 
 const CANARY: &str = "AGE-SECRET-KEY-1KEYPACKE2ECANARYMUSTNOTREACHAPLUGIN";
@@ -24,8 +24,8 @@ fn boot_through_the_external_initrd_medium_and_ssh_with_the_pinned_key() {
     let Some(kernel) = env::guest_kernel(T) else {
         return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
     let plugin = cargo_bin("keypack-media-initrd", "keypack-media-initrd-ext", "dev")
         .expect("build keypack-media-initrd-ext");
     let env = Env::new(keypack);
@@ -99,18 +99,7 @@ fn boot_through_the_external_initrd_medium_and_ssh_with_the_pinned_key() {
         env.serial()
     );
     let c = client.display().to_string();
-    let served = env.ok(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
-        &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "cat",
-        "/etc/ssh/ssh_host_ed25519_key.pub",
-    ]);
+    let served = env.ok(&ssh_args(&c, CAT_HOST_KEY));
     assert_eq!(key_data(&served), key_data(&host_pub));
     env.ok(&["stop", "-H", HOST, "--timeout", "30"]);
 }

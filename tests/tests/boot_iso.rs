@@ -7,8 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use keypack_e2e::env::{self, Env, HOST, key_data, tcg_run};
-use keypack_e2e::tools::cargo_bin;
+use keypack_e2e::env::{self, CAT_HOST_KEY, Env, HOST, key_data, ssh_args, tcg_run};
 
 fn grub_cfg() -> &'static str {
     r#"set textmode=false
@@ -87,8 +86,8 @@ fn boot_from_an_iso_build_run_ssh_stop() {
     let Some(kernel) = env::guest_kernel(T) else {
         return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
     let env = Env::new(keypack);
     let host_pub = env.keys_repo(&[]).host_public_key;
     let (client, base) = env.guest_initrd(&load_keys, &kernel);
@@ -145,18 +144,7 @@ fn boot_from_an_iso_build_run_ssh_stop() {
     );
 
     let c = client.display().to_string();
-    let served = env.ok(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
-        &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "cat",
-        "/etc/ssh/ssh_host_ed25519_key.pub",
-    ]);
+    let served = env.ok(&ssh_args(&c, CAT_HOST_KEY));
     assert_eq!(key_data(&served), key_data(&host_pub));
     let log = env.ok(&["log", "-H", HOST]);
     assert!(log.contains("=== Stage 1"), "{log}");

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use keypack_e2e::env::{self, Env, HOST, tcg_run};
 use keypack_e2e::guest;
-use keypack_e2e::tools::cargo_bin;
 
 fn prerequisites(test: &str) -> bool {
     env::prerequisites(
@@ -48,8 +47,8 @@ fn setup(test: &str, exfat: bool) -> Option<Setup> {
         return None;
     }
     let kernel = env::guest_kernel(test)?;
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
     let env = Env::new(keypack);
     env.keys_repo(&["alice"]);
     let (_client, base) = env.guest_initrd(&load_keys, &kernel);

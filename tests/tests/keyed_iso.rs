@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use keypack_e2e::env::{self, Env, HOST, key_data, tcg_run};
+use keypack_e2e::env::{self, CAT_HOST_KEY, Env, HOST, key_data, ssh_args, tcg_run};
 use keypack_e2e::iso;
-use keypack_e2e::tools::{cargo_bin, have, skip};
+use keypack_e2e::tools::{have, skip};
 
 /// The keyed-ISO boots' setup: the tools, the guest, a keys repository without users, and the
 /// guest's base initrd. `None` when a prerequisite is missing (the skip marker printed).
@@ -37,8 +37,8 @@ fn boot_setup(test: &str, extra_tools: &[&str]) -> Option<Booted> {
         return None;
     }
     let kernel = env::guest_kernel(test)?;
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
     let env = Env::new(keypack);
     let host_pub = env.keys_repo(&[]).host_public_key;
     let (client, base) = env.guest_initrd(&load_keys, &kernel);
@@ -49,6 +49,19 @@ fn boot_setup(test: &str, extra_tools: &[&str]) -> Option<Booted> {
         client,
         base,
     })
+}
+
+/// `keypack build --media iso --iso ISO`, which must succeed.
+fn build_iso(env: &Env, iso: &Path) {
+    env.ok(&[
+        "build",
+        "-H",
+        HOST,
+        "--media",
+        "iso",
+        "--iso",
+        &iso.display().to_string(),
+    ]);
 }
 
 fn run(env: &Env, firmware: &str, wait_ssh: bool) {
@@ -82,18 +95,7 @@ fn boot_and_check(env: &Env, firmware: &str, client: &Path, host_pub: &str, iso:
         "{firmware}: {cmdline}"
     );
     let c = client.display().to_string();
-    let served = env.ok(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
-        &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "cat",
-        "/etc/ssh/ssh_host_ed25519_key.pub",
-    ]);
+    let served = env.ok(&ssh_args(&c, CAT_HOST_KEY));
     assert_eq!(key_data(&served), key_data(host_pub), "{firmware}");
     let log = env.ok(&["log", "-H", HOST]);
     assert!(log.contains("Found injected keys"), "{firmware}: {log}");
@@ -146,15 +148,7 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
     assert_eq!(len, 1 << 20);
 
     // Build: HOST.iso in the state folder, 0600, booted as a CD-ROM.
-    env.ok(&[
-        "build",
-        "-H",
-        HOST,
-        "--media",
-        "iso",
-        "--iso",
-        &input.display().to_string(),
-    ]);
+    build_iso(&env, &input);
     let keyed = env.host_state().join(format!("{HOST}.iso"));
     let boot: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.host_state().join("boot.json")).unwrap())
@@ -268,15 +262,7 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
     boot_and_check(&env, "--bios", &client, &host_pub, &keyed);
 
     // Same ISO, build again: only the area is rewritten, in the same file.
-    env.ok(&[
-        "build",
-        "-H",
-        HOST,
-        "--media",
-        "iso",
-        "--iso",
-        &input.display().to_string(),
-    ]);
+    build_iso(&env, &input);
     assert_eq!(
         std::fs::metadata(&keyed).unwrap().ino(),
         meta.ino(),
@@ -482,7 +468,7 @@ fn nix_iso_keys_adds_the_area_to_every_boot_entry() {
     );
 
     // keypack accepts it as a keyed ISO (empty area).
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let keypack = env::keypack_bin();
     let out = Command::new(&keypack)
         .args(["inspect", "--json"])
         .arg(&output)
@@ -637,7 +623,7 @@ fn nix_module_evaluates_and_its_builder_writes_a_keyed_iso() {
         String::from_utf8_lossy(&run.stderr)
     );
     let keyed = out_dir.join("iso/nixos.iso");
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let keypack = env::keypack_bin();
     let out = Command::new(&keypack)
         .args(["inspect", "--json"])
         .arg(&keyed)
@@ -721,15 +707,7 @@ fn the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios() {
         "iso-keys.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    env.ok(&[
-        "build",
-        "-H",
-        HOST,
-        "--media",
-        "iso",
-        "--iso",
-        &with_area.display().to_string(),
-    ]);
+    build_iso(&env, &with_area);
     let keyed = env.host_state().join(format!("{HOST}.iso"));
     boot_and_check(&env, "--uefi", &client, &host_pub, &keyed);
     boot_and_check(&env, "--bios", &client, &host_pub, &keyed);

@@ -10,7 +10,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use keypack_e2e::env::{self, Env, HOST};
-use keypack_e2e::tools::cargo_bin;
 
 const PASS: &str = "sealed e2e passphrase, long enough";
 const NOT_UNSEALED: &str =
@@ -146,8 +145,8 @@ fn sealed_initrd_build_run_ssh_wrong_passphrases_and_no_key_material_on_the_medi
     let Some(kernel) = env::guest_kernel(T) else {
         return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
     // Keys (the unsealed comparison bundle) go into private folders only: `Env` makes them 0700.
     let env = Env::new(keypack).with_var("KEYPACK_PIN_FD", "0");
     let repo = env.keys_repo(&["alice"]);
