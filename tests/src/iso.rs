@@ -83,12 +83,7 @@ pub fn make_convention_iso(
         ("isolinux/isolinux.cfg", isolinux_cfg(&cmdline).into_bytes()),
         ("isolinux/isolinux.bin", std::fs::read(ISOLINUX_BIN)?),
     ];
-    for (p, bytes) in files {
-        let to = tree.join(p);
-        std::fs::create_dir_all(to.parent().expect("parent"))?;
-        std::fs::write(&to, bytes).with_context(|| format!("writing {}", to.display()))?;
-    }
-    std::fs::copy(LDLINUX_C32, tree.join("isolinux/ldlinux.c32"))?;
+    write_tree(&tree, files)?;
     let work = dir.join(format!("{name}-efi"));
     std::fs::create_dir_all(&work)?;
     let embedded = work.join("embedded.cfg");
@@ -98,77 +93,23 @@ pub fn make_convention_iso(
     let efi_img_s = efi_img.display().to_string();
     let efi_bin_s = efi_bin.display().to_string();
     let graft = format!("boot/grub/grub.cfg={}", embedded.display());
-    let steps: [Vec<&str>; 5] = [
-        vec![
-            "grub-mkstandalone",
-            "-O",
-            "x86_64-efi",
-            "-d",
-            GRUB_EFI_DIR,
-            "--locales=",
-            "--fonts=",
-            "--themes=",
-            "--install-modules=normal linux search search_fs_file iso9660 configfile echo test part_msdos part_gpt fat gzio",
-            "-o",
-            &efi_bin_s,
-            &graft,
-        ],
-        vec!["truncate", "-s", "4M", &efi_img_s],
-        vec!["mformat", "-i", &efi_img_s, "-v", "EFIBOOT", "::"],
-        vec!["mmd", "-i", &efi_img_s, "::/EFI", "::/EFI/BOOT"],
-        vec![
-            "mcopy",
-            "-i",
-            &efi_img_s,
-            &efi_bin_s,
-            "::/EFI/BOOT/BOOTX64.EFI",
-        ],
-    ];
-    for step in steps {
-        let out = Command::new(step[0])
-            .args(&step[1..])
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .output()
-            .with_context(|| format!("running {}", step[0]))?;
-        if !out.status.success() {
-            bail!(
-                "{} failed: {}",
-                step[0],
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
+    run_steps([vec![
+        "grub-mkstandalone",
+        "-O",
+        "x86_64-efi",
+        "-d",
+        GRUB_EFI_DIR,
+        "--locales=",
+        "--fonts=",
+        "--themes=",
+        "--install-modules=normal linux search search_fs_file iso9660 configfile echo test part_msdos part_gpt fat gzio",
+        "-o",
+        &efi_bin_s,
+        &graft,
+    ]])?;
+    fat_efi_image(&efi_img_s, "4M", "BOOT", &[(&efi_bin_s, "BOOTX64.EFI")])?;
     let iso = dir.join(name);
-    let out = Command::new("xorriso")
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-R",
-            "-J",
-            "-V",
-            LABEL,
-            "-b",
-            "isolinux/isolinux.bin",
-            "-c",
-            "isolinux/boot.cat",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-            "-boot-info-table",
-            "-eltorito-alt-boot",
-            "-e",
-            "boot/efi.img",
-            "-no-emul-boot",
-            "-o",
-        ])
-        .arg(&iso)
-        .arg(&tree)
-        .output()
-        .context("running xorriso")?;
-    if !out.status.success() {
-        bail!("xorriso failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    mkisofs(&iso, &tree, LABEL, false)?;
     Ok(iso)
 }
 
@@ -269,12 +210,7 @@ LABEL boot-nomodeset\nLINUX /boot/bzImage\nAPPEND {cmdline} nomodeset initrd=/bo
         ("isolinux/isolinux.cfg", isolinux.into_bytes()),
         ("isolinux/isolinux.bin", std::fs::read(ISOLINUX_BIN)?),
     ];
-    for (p, bytes) in files {
-        let to = tree.join(p);
-        std::fs::create_dir_all(to.parent().expect("parent"))?;
-        std::fs::write(&to, bytes).with_context(|| format!("writing {}", to.display()))?;
-    }
-    std::fs::copy(LDLINUX_C32, tree.join("isolinux/ldlinux.c32"))?;
+    write_tree(&tree, files)?;
     let work = dir.join(format!("{name}-efi"));
     std::fs::create_dir_all(&work)?;
     let efi_bin = work.join("bootx64.efi").display().to_string();
@@ -292,14 +228,35 @@ LABEL boot-nomodeset\nLINUX /boot/bzImage\nAPPEND {cmdline} nomodeset initrd=/bo
         "x86_64-efi",
     ];
     mkimage.extend(NIXOS_GRUB_MODULES);
-    let steps: [Vec<&str>; 6] = [
-        mkimage,
-        vec!["truncate", "-s", "4M", &efi_img],
-        vec!["mformat", "-i", &efi_img, "-v", "EFIBOOT", "::"],
-        vec!["mmd", "-i", &efi_img, "::/EFI", "::/EFI/boot"],
-        vec!["mcopy", "-i", &efi_img, &efi_bin, "::/EFI/boot/bootx64.efi"],
-        vec!["mcopy", "-i", &efi_img, &grub_cfg, "::/EFI/boot/grub.cfg"],
-    ];
+    run_steps([mkimage])?;
+    fat_efi_image(
+        &efi_img,
+        "4M",
+        "boot",
+        &[(&efi_bin, "bootx64.efi"), (&grub_cfg, "grub.cfg")],
+    )?;
+    let iso = dir.join(name);
+    mkisofs(&iso, &tree, LABEL, true)?;
+    Ok(iso)
+}
+
+/// Writes `files` under `tree` and isolinux's core module beside `isolinux/isolinux.cfg`.
+pub fn write_tree<'a>(
+    tree: &Path,
+    files: impl IntoIterator<Item = (&'a str, Vec<u8>)>,
+) -> Result<()> {
+    for (p, bytes) in files {
+        let to = tree.join(p);
+        std::fs::create_dir_all(to.parent().expect("parent"))?;
+        std::fs::write(&to, bytes).with_context(|| format!("writing {}", to.display()))?;
+    }
+    std::fs::copy(LDLINUX_C32, tree.join("isolinux/ldlinux.c32"))?;
+    Ok(())
+}
+
+/// Runs each command line in turn (mtools without its drive-geometry check), failing on the
+/// first that fails.
+pub fn run_steps<'a>(steps: impl IntoIterator<Item = Vec<&'a str>>) -> Result<()> {
     for step in steps {
         let out = Command::new(step[0])
             .args(&step[1..])
@@ -314,39 +271,64 @@ LABEL boot-nomodeset\nLINUX /boot/bzImage\nAPPEND {cmdline} nomodeset initrd=/bo
             );
         }
     }
-    let iso = dir.join(name);
+    Ok(())
+}
+
+/// The El Torito EFI image `img` (FAT, `size` for `truncate -s`) holding each `(source, name)`
+/// as `/EFI/<dir>/<name>`, made with mtools.
+pub fn fat_efi_image(img: &str, size: &str, dir: &str, files: &[(&str, &str)]) -> Result<()> {
+    let efi_dir = format!("::/EFI/{dir}");
+    let targets: Vec<String> = files
+        .iter()
+        .map(|(_, name)| format!("{efi_dir}/{name}"))
+        .collect();
+    let mut steps = vec![
+        vec!["truncate", "-s", size, img],
+        vec!["mformat", "-i", img, "-v", "EFIBOOT", "::"],
+        vec!["mmd", "-i", img, "::/EFI", &efi_dir],
+    ];
+    for ((source, _), target) in files.iter().zip(&targets) {
+        steps.push(vec!["mcopy", "-i", img, source, target]);
+    }
+    run_steps(steps)
+}
+
+/// `xorriso -as mkisofs` of `tree` into `iso`, laid out as nixpkgs' ISO: isolinux as the first
+/// El Torito entry, `boot/efi.img` as the UEFI one; `hybrid` adds the isohybrid MBR and GPT.
+pub fn mkisofs(iso: &Path, tree: &Path, label: &str, hybrid: bool) -> Result<()> {
+    let mut args = vec![
+        "-as",
+        "mkisofs",
+        "-quiet",
+        "-R",
+        "-J",
+        "-V",
+        label,
+        "-b",
+        "isolinux/isolinux.bin",
+        "-c",
+        "isolinux/boot.cat",
+        "-no-emul-boot",
+        "-boot-load-size",
+        "4",
+        "-boot-info-table",
+    ];
+    if hybrid {
+        args.extend(["-isohybrid-mbr", "/usr/lib/ISOLINUX/isohdpfx.bin"]);
+    }
+    args.extend(["-eltorito-alt-boot", "-e", "boot/efi.img", "-no-emul-boot"]);
+    if hybrid {
+        args.push("-isohybrid-gpt-basdat");
+    }
+    args.push("-o");
     let out = Command::new("xorriso")
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-R",
-            "-J",
-            "-V",
-            LABEL,
-            "-b",
-            "isolinux/isolinux.bin",
-            "-c",
-            "isolinux/boot.cat",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-            "-boot-info-table",
-            "-isohybrid-mbr",
-            "/usr/lib/ISOLINUX/isohdpfx.bin",
-            "-eltorito-alt-boot",
-            "-e",
-            "boot/efi.img",
-            "-no-emul-boot",
-            "-isohybrid-gpt-basdat",
-            "-o",
-        ])
-        .arg(&iso)
-        .arg(&tree)
+        .args(args)
+        .arg(iso)
+        .arg(tree)
         .output()
         .context("running xorriso")?;
     if !out.status.success() {
         bail!("xorriso failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(iso)
+    Ok(())
 }

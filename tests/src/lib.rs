@@ -12,6 +12,7 @@
 //! `KEYPACK-SKIPPED` marker.
 #![forbid(unsafe_code)]
 
+pub mod env;
 pub mod guest;
 pub mod iso;
 pub mod repo;

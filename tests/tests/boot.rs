@@ -6,82 +6,17 @@
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use keypack_e2e::guest;
-use keypack_e2e::tools::{cargo_bin, have, skip};
+use keypack_e2e::env::{self, CAT_HOST_KEY, Env, HOST, key_data, qemu_pids, ssh_args, tcg_run};
+use keypack_e2e::tools::{have, skip};
 
-const HOST: &str = "web1";
 const CANARY: &str = "AGE-SECRET-KEY-1KEYPACKE2ECANARYMUSTNOTREACHQEMU";
 
-struct Env {
-    keypack: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new(keypack: PathBuf) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let state = dir.path().join("state");
-        std::fs::create_dir(&state).unwrap();
-        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Self { keypack, dir }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn host_state(&self) -> PathBuf {
-        self.path("state").join(HOST)
-    }
-    /// `keypack ARGS` in this environment (state folder, keys repo, age key), not started.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.keypack);
-        cmd.args(args)
-            .env("KEYPACK_STATE_DIR", self.path("state"))
-            .env("KEYPACK_KEYS_REPO", self.path("repo"))
-            .env("SOPS_AGE_KEY_FILE", self.path("age.txt"))
-            // A secret-looking variable in keypack's environment must not reach QEMU.
-            .env("SOPS_AGE_KEY", CANARY)
-            .env_remove("KEYPACK_IDENTITY");
-        cmd
-    }
-    fn kp(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run keypack");
-        eprintln!(
-            "$ keypack {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kp(args);
-        assert!(
-            out.status.success(),
-            "keypack {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.kp(args);
-        assert!(!out.status.success(), "keypack {args:?} should have failed");
-        String::from_utf8(out.stderr).unwrap()
-    }
-    fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["status", "-H", HOST, "--json"])).expect("status JSON")
-    }
-}
-
-impl Drop for Env {
-    /// A failed assertion must not leave a VM running.
-    fn drop(&mut self) {
-        for pid in qemu_pids(&self.host_state().join("qemu.pid")) {
-            let _ = keypack_e2e::tools::signal_pid(pid, rustix::process::Signal::KILL);
-        }
-    }
+/// The shared environment with a secret-looking variable that must not reach QEMU.
+fn new_env(keypack: PathBuf) -> Env {
+    Env::new(keypack).with_var("SOPS_AGE_KEY", CANARY)
 }
 
 fn sh(cmd: &mut Command) -> String {
@@ -101,20 +36,6 @@ fn keygen(path: &Path, comment: &str) -> String {
 fn fingerprint(pub_file: &Path) -> String {
     let out = sh(Command::new("ssh-keygen").arg("-lf").arg(pub_file));
     out.split_whitespace().nth(1).unwrap().to_owned()
-}
-
-fn key_data(line: &str) -> String {
-    line.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The throwaway sops repository (see `keypack_e2e::repo`); returns the host public key.
-fn make_repo(env: &Env) -> String {
-    keypack_e2e::repo::make_repo(env.dir.path(), HOST, &["alice"])
-        .expect("sops keys repository")
-        .host_public_key
 }
 
 /// `keypack build --media initrd` from the sops repository, with the test guest.
@@ -206,26 +127,6 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-fn qemu_pids(pidfile: &Path) -> Vec<u32> {
-    let needle = pidfile.as_os_str().as_encoded_bytes().to_vec();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rfind(')')
-                .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'));
-            !zombie
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .unwrap_or_default()
-                    .split(|b| *b == 0)
-                    .any(|a| a == needle.as_slice())
-        })
-        .collect()
-}
-
 /// The listening sockets on `port`, as `/proc/net/tcp{,6}` local addresses.
 fn listeners(port: u16) -> Vec<String> {
     let mut out = Vec::new();
@@ -245,26 +146,7 @@ fn listeners(port: u16) -> Vec<String> {
 }
 
 fn prerequisites(test: &str) -> bool {
-    for tool in [
-        "qemu-system-x86_64",
-        "sops",
-        "ssh",
-        "ssh-keyscan",
-        "ssh-keygen",
-        "cpio",
-        "dpkg",
-        "dropbear",
-        "dropbearconvert",
-        "busybox",
-        "gzip",
-        "tar",
-    ] {
-        if !have(tool) {
-            skip(test, &format!("{tool} is not installed"));
-            return false;
-        }
-    }
-    true
+    env::prerequisites(test, &["ssh-keyscan", "dropbearconvert", "tar"])
 }
 
 /// `run` of the disk image `image` under TCG on a free port, then `extra`.
@@ -276,32 +158,20 @@ fn image_run<'a>(image: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-fn run_args(port: &str) -> Vec<String> {
-    [
-        "run", "-H", HOST, "--accel", "tcg", "--port", port, "--memory", "512", "--cpus", "1",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 #[test]
 fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     const T: &str = "boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key";
     if !prerequisites(T) {
         return;
     }
-    let kernel = match guest::kernel() {
-        Ok(k) => k,
-        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    let Some(kernel) = env::guest_kernel(T) else {
+        return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
-    let env = Env::new(keypack);
-    let host_pub = make_repo(&env);
-    let client = env.path("client");
-    let client_pub = keygen(&client, "keypack-e2e-client");
-    let base = env.path("base.cpio.gz");
-    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
+    let env = new_env(keypack);
+    let host_pub = env.keys_repo(&["alice"]).host_public_key;
+    let (client, base) = env.guest_initrd(&load_keys, &kernel);
     let c = client.display().to_string();
     let started = Instant::now();
 
@@ -320,9 +190,7 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     std::fs::copy(&cpio, env.host_state().join("initrd.img")).unwrap();
 
     // run --wait-ssh returns once SSH answers with the pinned key.
-    let mut args = run_args("auto");
-    args.extend(["--wait-ssh", "--timeout", "180"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = tcg_run(&["--wait-ssh", "--timeout", "180"]);
     let out = env.kp(&args);
     assert!(
         out.status.success(),
@@ -387,30 +255,12 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     );
 
     // ssh with the pinned key: the guest serves what load-keys installed from the bundle.
-    let served = env.ok(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
-        &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "cat",
-        "/etc/ssh/ssh_host_ed25519_key.pub",
-    ]);
+    let served = env.ok(&ssh_args(&c, CAT_HOST_KEY));
     assert_eq!(key_data(&served), key_data(&host_pub));
-    let modes = env.ok(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
+    let modes = env.ok(&ssh_args(
         &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "stat -c %a /newroot/etc/ssh/ssh_host_ed25519_key /run/keypack/users/alice/id_ed25519",
-    ]);
+        &["stat -c %a /newroot/etc/ssh/ssh_host_ed25519_key /run/keypack/users/alice/id_ed25519"],
+    ));
     assert_eq!(
         modes.split_whitespace().collect::<Vec<_>>(),
         ["600", "600"],
@@ -512,17 +362,7 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    env.ok(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
-        &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "true",
-    ]);
+    env.ok(&ssh_args(&c, &["true"]));
 
     // restart with --net isolated: a new VM, SSH answers again through the forward, and the
     // guest no longer reaches the host's loopback.
@@ -594,17 +434,7 @@ fn boot_build_run_ssh_status_log_kill_stop_and_refuse_a_foreign_host_key() {
     let pinned = fingerprint(&env.path("host.pub"));
     assert!(err.contains("does not match the packed one"), "{err}");
     assert!(err.contains(&format!("expected {pinned}")), "{err}");
-    let err = env.fails(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
-        &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "true",
-    ]);
+    let err = env.fails(&ssh_args(&c, &["true"]));
     assert!(
         err.contains("does not match") && err.contains(&pinned),
         "{err}"
@@ -629,8 +459,8 @@ fn run_faults_are_clear_errors() {
     if !have("qemu-system-x86_64") {
         return skip(T, "qemu-system-x86_64 is not installed");
     }
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let env = Env::new(keypack);
+    let keypack = env::keypack_bin();
+    let env = new_env(keypack);
 
     let err = env.fails(&["run", "-H", HOST, "--accel", "tcg"]);
     assert!(
@@ -786,9 +616,9 @@ fn run_dry_run_of_an_initrd_build_writes_nothing() {
             return skip(T, &format!("{tool} is not installed"));
         }
     }
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let env = Env::new(keypack);
-    make_repo(&env);
+    let keypack = env::keypack_bin();
+    let env = new_env(keypack);
+    env.keys_repo(&["alice"]);
     let (kernel, base) = (env.path("vmlinuz"), env.path("base-initrd.img"));
     std::fs::write(&kernel, b"not a kernel: --dry-run boots nothing").unwrap();
     std::fs::write(&base, b"070701 not an initrd either").unwrap();
@@ -849,8 +679,8 @@ fn accel_auto_falls_back_to_tcg_when_kvm_fails_the_run_cpu_model() {
     let Some(real) = keypack_plugin::child::find_program(Path::new("qemu-system-x86_64")) else {
         return skip(T, "qemu-system-x86_64 is not installed");
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let env = Env::new(keypack);
+    let keypack = env::keypack_bin();
+    let env = new_env(keypack);
     let fake = env.path("qemu-msr");
     std::fs::write(
         &fake,
@@ -912,8 +742,8 @@ fn wait_ssh_timeout_saves_a_screenshot_and_shows_the_console() {
             return skip(T, &format!("{tool} is not installed"));
         }
     }
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let env = Env::new(keypack);
+    let keypack = env::keypack_bin();
+    let env = new_env(keypack);
     let state = env.host_state();
     std::fs::create_dir_all(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();

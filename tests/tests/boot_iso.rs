@@ -4,78 +4,10 @@
 //! (TCG) → `keypack ssh` serves the packed host key → `stop`. The configurations' variant entry
 //! would make the guest serve a foreign key, so a wrong entry choice fails the pinned check.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use keypack_e2e::guest;
-use keypack_e2e::tools::{cargo_bin, have, skip};
-
-const HOST: &str = "web1";
-
-struct Env {
-    keypack: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn host_state(&self) -> PathBuf {
-        self.path("state").join(HOST)
-    }
-    fn kp(&self, args: &[&str]) -> Output {
-        let out = Command::new(&self.keypack)
-            .args(args)
-            .env("KEYPACK_STATE_DIR", self.path("state"))
-            .env("KEYPACK_KEYS_REPO", self.path("repo"))
-            .env("SOPS_AGE_KEY_FILE", self.path("age.txt"))
-            .env_remove("KEYPACK_IDENTITY")
-            .env_remove("KEYPACK_MEDIA")
-            .output()
-            .expect("run keypack");
-        eprintln!(
-            "$ keypack {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kp(args);
-        assert!(
-            out.status.success(),
-            "keypack {args:?} failed: {}\nserial log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(self.host_state().join("serial.log")).unwrap_or_default()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Env {
-    /// A failed assertion must not leave a VM running.
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.host_state().join("qemu.pid")) {
-            let pid = pid.trim();
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&*self.dir.path().to_string_lossy())
-                && let Ok(pid) = pid.parse::<u32>()
-            {
-                let _ = keypack_e2e::tools::signal_pid(pid, rustix::process::Signal::KILL);
-            }
-        }
-    }
-}
-
-fn key_data(line: &str) -> String {
-    line.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+use keypack_e2e::env::{self, CAT_HOST_KEY, Env, HOST, key_data, ssh_args, tcg_run};
 
 fn grub_cfg() -> &'static str {
     r#"set textmode=false
@@ -148,45 +80,18 @@ fn make_iso(dir: &Path, kernel: &Path, initrd: &Path) -> PathBuf {
 #[test]
 fn boot_from_an_iso_build_run_ssh_stop() {
     const T: &str = "boot_from_an_iso_build_run_ssh_stop";
-    for tool in [
-        "qemu-system-x86_64",
-        "sops",
-        "ssh",
-        "ssh-keyscan",
-        "ssh-keygen",
-        "cpio",
-        "dpkg",
-        "dropbear",
-        "dropbearconvert",
-        "busybox",
-        "gzip",
-        "xorriso",
-    ] {
-        if !have(tool) {
-            return skip(T, &format!("{tool} is not installed"));
-        }
+    if !env::prerequisites(T, &["ssh-keyscan", "dropbearconvert", "xorriso"]) {
+        return;
     }
-    let kernel = match guest::kernel() {
-        Ok(k) => k,
-        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    let Some(kernel) = env::guest_kernel(T) else {
+        return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
-    let env = Env {
-        keypack,
-        dir: tempfile::tempdir().expect("temp dir"),
-    };
-    let state = env.path("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let host_pub = keypack_e2e::repo::make_repo(env.dir.path(), HOST, &[])
-        .expect("sops keys repository")
-        .host_public_key;
-    let client = env.path("client");
-    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").expect("keygen");
-    let base = env.path("base.cpio.gz");
-    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
-    let iso = make_iso(env.dir.path(), &kernel.vmlinuz, &base);
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
+    let env = Env::new(keypack);
+    let host_pub = env.keys_repo(&[]).host_public_key;
+    let (client, base) = env.guest_initrd(&load_keys, &kernel);
+    let iso = make_iso(env.dir(), &kernel.vmlinuz, &base);
     let iso_s = iso.display().to_string();
 
     env.ok(&["build", "-H", HOST, "--media", "initrd", "--iso", &iso_s]);
@@ -215,22 +120,7 @@ fn boot_from_an_iso_build_run_ssh_stop() {
         "extracted initrd is the guest's"
     );
 
-    env.ok(&[
-        "run",
-        "-H",
-        HOST,
-        "--accel",
-        "tcg",
-        "--port",
-        "auto",
-        "--memory",
-        "512",
-        "--cpus",
-        "1",
-        "--wait-ssh",
-        "--timeout",
-        "180",
-    ]);
+    env.ok(&tcg_run(&["--wait-ssh", "--timeout", "180"]));
     let st: serde_json::Value =
         serde_json::from_str(&env.ok(&["status", "-H", HOST, "--json"])).unwrap();
     assert_eq!(st["running"], true);
@@ -254,18 +144,7 @@ fn boot_from_an_iso_build_run_ssh_stop() {
     );
 
     let c = client.display().to_string();
-    let served = env.ok(&[
-        "ssh",
-        "-H",
-        HOST,
-        "-i",
-        &c,
-        "--",
-        "-o",
-        "BatchMode=yes",
-        "cat",
-        "/etc/ssh/ssh_host_ed25519_key.pub",
-    ]);
+    let served = env.ok(&ssh_args(&c, CAT_HOST_KEY));
     assert_eq!(key_data(&served), key_data(&host_pub));
     let log = env.ok(&["log", "-H", HOST]);
     assert!(log.contains("=== Stage 1"), "{log}");

@@ -13,115 +13,19 @@
 #[allow(unused_imports)]
 mod ventoy_fixture;
 
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use keypack_e2e::env::{self, Env, HOST, tcg_run};
 use keypack_e2e::guest;
-use keypack_e2e::tools::{cargo_bin, have, signal_pid, skip};
-
-const HOST: &str = "web1";
-
-struct Env {
-    keypack: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn host_state(&self) -> PathBuf {
-        self.path("state").join(HOST)
-    }
-    fn kp(&self, args: &[&str]) -> Output {
-        let out = Command::new(&self.keypack)
-            .args(args)
-            .env("KEYPACK_STATE_DIR", self.path("state"))
-            .env("KEYPACK_KEYS_REPO", self.path("repo"))
-            .env("SOPS_AGE_KEY_FILE", self.path("age.txt"))
-            .env_remove("KEYPACK_IDENTITY")
-            .output()
-            .expect("run keypack");
-        eprintln!(
-            "$ keypack {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kp(args);
-        assert!(
-            out.status.success(),
-            "keypack {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-    fn serial(&self) -> String {
-        std::fs::read_to_string(self.host_state().join("serial.log")).unwrap_or_default()
-    }
-    fn qemu_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.host_state().join("qemu.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-    /// Kills QEMU (SIGKILL: a power cut, no flush by the guest) and waits until it is gone.
-    fn kill(&self) {
-        if let Some(pid) = self.qemu_pid() {
-            let _ = signal_pid(pid, rustix::process::Signal::KILL);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                if stat
-                    .rfind(')')
-                    .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'))
-                {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        // Clears the stale pidfile and record.
-        let _ = self.kp(&["status", "-H", HOST]);
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(pid) = self.qemu_pid() {
-            let _ = signal_pid(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
 
 fn prerequisites(test: &str) -> bool {
-    for tool in [
-        "qemu-system-x86_64",
-        "sops",
-        "ssh",
-        "ssh-keygen",
-        "cpio",
-        "dpkg",
-        "dropbear",
-        "dropbearconvert",
-        "busybox",
-        "gzip",
-        "mtype",
-        "fsck.fat",
-        "fsck.exfat",
-    ] {
-        if !have(tool) {
-            skip(test, &format!("{tool} is not installed"));
-            return false;
-        }
-    }
-    true
+    env::prerequisites(
+        test,
+        &["dropbearconvert", "mtype", "fsck.fat", "fsck.exfat"],
+    )
 }
 
 /// Everything one test needs: the repo, the guest, the stick and the keys initrd.
@@ -142,27 +46,13 @@ fn setup(test: &str, exfat: bool) -> Option<Setup> {
     if !prerequisites(test) {
         return None;
     }
-    let kernel = match guest::kernel() {
-        Ok(k) => k,
-        Err(e) => {
-            skip(test, &format!("no Debian kernel for the test guest: {e:#}"));
-            return None;
-        }
-    };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let env = Env { keypack, dir };
-    let state = env.path("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    keypack_e2e::repo::make_repo(env.dir.path(), HOST, &["alice"]).expect("sops keys repository");
-    let client = env.path("client");
-    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").expect("ssh-keygen");
-    let base = env.path("base.cpio.gz");
-    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
-    let iso = ventoy_fixture::fake_iso(env.dir.path(), "k.iso", 2 << 20);
+    let kernel = env::guest_kernel(test)?;
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
+    let env = Env::new(keypack);
+    env.keys_repo(&["alice"]);
+    let (_client, base) = env.guest_initrd(&load_keys, &kernel);
+    let iso = ventoy_fixture::fake_iso(env.dir(), "k.iso", 2 << 20);
     let stick = env.path("stick.img");
     let fixture = ventoy_fixture::fixture().dir.display().to_string();
     let (i, s) = (iso.display().to_string(), stick.display().to_string());
@@ -319,21 +209,7 @@ fn build_initrd(env: &Env, kernel: &guest::Kernel, base: &Path, append: &str) {
 }
 
 fn run_args<'a>(stick: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "run",
-        "-H",
-        HOST,
-        "--accel",
-        "tcg",
-        "--port",
-        "auto",
-        "--memory",
-        "512",
-        "--cpus",
-        "1",
-        "--extra-disk",
-        stick,
-    ];
+    let mut a = tcg_run(&["--extra-disk", stick]);
     a.extend_from_slice(extra);
     a
 }
@@ -565,7 +441,7 @@ fn interrupted(test: &str, exfat: bool, steps: &[&str]) {
         let i = img.display().to_string();
         env.ok(&run_args(&i, &[]));
         let log = wait_for(env, &format!("stopped after step {step}"), 300);
-        env.kill();
+        env.power_cut();
         assert!(!log.contains("burn after boot: done"), "{step}: {log}");
 
         let image = std::fs::read(&img).unwrap();

@@ -9,145 +9,98 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use keypack_e2e::tools::{cargo_bin, have, skip};
-use keypack_e2e::{guest, iso};
+use keypack_e2e::env::{self, CAT_HOST_KEY, Env, HOST, key_data, ssh_args, tcg_run};
+use keypack_e2e::iso;
+use keypack_e2e::tools::{have, skip};
 
-const HOST: &str = "web1";
-
-struct Env {
-    keypack: PathBuf,
-    dir: tempfile::TempDir,
+/// The keyed-ISO boots' setup: the tools, the guest, a keys repository without users, and the
+/// guest's base initrd. `None` when a prerequisite is missing (the skip marker printed).
+struct Booted {
+    env: Env,
+    kernel: keypack_e2e::guest::Kernel,
+    host_pub: String,
+    client: PathBuf,
+    base: PathBuf,
 }
 
-impl Env {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+fn boot_setup(test: &str, extra_tools: &[&str]) -> Option<Booted> {
+    let mut extra = vec!["ssh-keyscan", "dropbearconvert"];
+    extra.extend_from_slice(extra_tools);
+    if !env::prerequisites(test, &extra) {
+        return None;
     }
-    fn host_state(&self) -> PathBuf {
-        self.path("state").join(HOST)
+    if let Some(why) = iso::missing_tools() {
+        skip(test, &why);
+        return None;
     }
-    fn kp(&self, args: &[&str]) -> Output {
-        let out = Command::new(&self.keypack)
-            .args(args)
-            .env("KEYPACK_STATE_DIR", self.path("state"))
-            .env("KEYPACK_KEYS_REPO", self.path("repo"))
-            .env("SOPS_AGE_KEY_FILE", self.path("age.txt"))
-            .env_remove("KEYPACK_IDENTITY")
-            .env_remove("KEYPACK_MEDIA")
-            .output()
-            .expect("run keypack");
-        eprintln!(
-            "$ keypack {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kp(args);
-        assert!(
-            out.status.success(),
-            "keypack {args:?} failed: {}\nserial log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.serial()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-    fn serial(&self) -> String {
-        std::fs::read_to_string(self.host_state().join("serial.log")).unwrap_or_default()
-    }
-    fn run(&self, firmware: &str, wait_ssh: bool) {
-        let mut args = vec![
-            "run",
-            "-H",
-            HOST,
-            firmware,
-            "--accel",
-            "tcg",
-            "--port",
-            "auto",
-            "--memory",
-            "512",
-            "--cpus",
-            "1",
-            "--timeout",
-            "420",
-        ];
-        if wait_ssh {
-            args.push("--wait-ssh");
-        }
-        self.ok(&args);
-    }
-    /// Boots with `firmware`, checks the served host key is the packed one, stops.
-    fn boot_and_check(&self, firmware: &str, client: &Path, host_pub: &str, iso: &Path) {
-        self.run(firmware, true);
-        let st: serde_json::Value =
-            serde_json::from_str(&self.ok(&["status", "-H", HOST, "--json"])).unwrap();
-        let pid = st["pid"].as_u64().unwrap();
-        let cmdline =
-            String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
-                .replace('\0', " ");
-        assert!(
-            cmdline.contains(&format!(
-                "file={},format=raw,if=ide,media=cdrom,readonly=on -boot order=d",
-                iso.display()
-            )),
-            "booted as a read-only CD-ROM: {cmdline}"
-        );
-        assert!(
-            !cmdline.contains("-kernel"),
-            "no direct kernel boot: {cmdline}"
-        );
-        assert_eq!(
-            cmdline.contains("pflash"),
-            firmware == "--uefi",
-            "{firmware}: {cmdline}"
-        );
-        let c = client.display().to_string();
-        let served = self.ok(&[
-            "ssh",
-            "-H",
-            HOST,
-            "-i",
-            &c,
-            "--",
-            "-o",
-            "BatchMode=yes",
-            "cat",
-            "/etc/ssh/ssh_host_ed25519_key.pub",
-        ]);
-        assert_eq!(key_data(&served), key_data(host_pub), "{firmware}");
-        let log = self.ok(&["log", "-H", HOST]);
-        assert!(log.contains("Found injected keys"), "{firmware}: {log}");
-        self.ok(&["stop", "-H", HOST]);
-        std::fs::remove_file(self.host_state().join("serial.log")).unwrap();
-    }
+    let kernel = env::guest_kernel(test)?;
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
+    let env = Env::new(keypack);
+    let host_pub = env.keys_repo(&[]).host_public_key;
+    let (client, base) = env.guest_initrd(&load_keys, &kernel);
+    Some(Booted {
+        env,
+        kernel,
+        host_pub,
+        client,
+        base,
+    })
 }
 
-impl Drop for Env {
-    /// A failed assertion must not leave a VM running.
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.host_state().join("qemu.pid")) {
-            let pid = pid.trim();
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&*self.dir.path().to_string_lossy())
-                && let Ok(pid) = pid.parse::<u32>()
-            {
-                let _ = keypack_e2e::tools::signal_pid(pid, rustix::process::Signal::KILL);
-            }
-        }
-    }
+/// `keypack build --media iso --iso ISO`, which must succeed.
+fn build_iso(env: &Env, iso: &Path) {
+    env.ok(&[
+        "build",
+        "-H",
+        HOST,
+        "--media",
+        "iso",
+        "--iso",
+        &iso.display().to_string(),
+    ]);
 }
 
-fn key_data(line: &str) -> String {
-    line.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
+fn run(env: &Env, firmware: &str, wait_ssh: bool) {
+    let mut args = tcg_run(&[firmware, "--timeout", "420"]);
+    if wait_ssh {
+        args.push("--wait-ssh");
+    }
+    env.ok(&args);
+}
+
+/// Boots with `firmware`, checks the served host key is the packed one, stops.
+fn boot_and_check(env: &Env, firmware: &str, client: &Path, host_pub: &str, iso: &Path) {
+    run(env, firmware, true);
+    let pid = env.status()["pid"].as_u64().unwrap();
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(
+        cmdline.contains(&format!(
+            "file={},format=raw,if=ide,media=cdrom,readonly=on -boot order=d",
+            iso.display()
+        )),
+        "booted as a read-only CD-ROM: {cmdline}"
+    );
+    assert!(
+        !cmdline.contains("-kernel"),
+        "no direct kernel boot: {cmdline}"
+    );
+    assert_eq!(
+        cmdline.contains("pflash"),
+        firmware == "--uefi",
+        "{firmware}: {cmdline}"
+    );
+    let c = client.display().to_string();
+    let served = env.ok(&ssh_args(&c, CAT_HOST_KEY));
+    assert_eq!(key_data(&served), key_data(host_pub), "{firmware}");
+    let log = env.ok(&["log", "-H", HOST]);
+    assert!(log.contains("Found injected keys"), "{firmware}: {log}");
+    env.ok(&["stop", "-H", HOST]);
+    std::fs::remove_file(env.host_state().join("serial.log")).unwrap();
 }
 
 /// Bytes of `a` and `b` outside `[off, off+len)` are equal (and the files equally long).
@@ -178,63 +131,24 @@ fn cpio_listing(area: &[u8], dir: &Path) -> Vec<String> {
 #[test]
 fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
     const T: &str = "keyed_iso_boots_as_a_cdrom_under_uefi_and_bios";
-    for tool in [
-        "qemu-system-x86_64",
-        "sops",
-        "ssh",
-        "ssh-keyscan",
-        "ssh-keygen",
-        "cpio",
-        "dpkg",
-        "dropbear",
-        "dropbearconvert",
-        "busybox",
-        "gzip",
-    ] {
-        if !have(tool) {
-            return skip(T, &format!("{tool} is not installed"));
-        }
-    }
-    if let Some(why) = iso::missing_tools() {
-        return skip(T, &why);
-    }
-    let kernel = match guest::kernel() {
-        Ok(k) => k,
-        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    let Some(Booted {
+        env,
+        kernel,
+        host_pub,
+        client,
+        base,
+    }) = boot_setup(T, &[])
+    else {
+        return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
-    let env = Env {
-        keypack,
-        dir: tempfile::tempdir().expect("temp dir"),
-    };
-    let state = env.path("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let host_pub = keypack_e2e::repo::make_repo(env.dir.path(), HOST, &[])
-        .expect("sops keys repository")
-        .host_public_key;
-    let client = env.path("client");
-    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").expect("keygen");
-    let base = env.path("base.cpio.gz");
-    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
-    let input =
-        iso::make_convention_iso(env.dir.path(), "guest.iso", &kernel.vmlinuz, &base, 1 << 20)
-            .expect("convention ISO");
+    let input = iso::make_convention_iso(env.dir(), "guest.iso", &kernel.vmlinuz, &base, 1 << 20)
+        .expect("convention ISO");
     let input_bytes = std::fs::read(&input).unwrap();
     let (offset, len) = iso::xorriso_area(&input).unwrap();
     assert_eq!(len, 1 << 20);
 
     // Build: HOST.iso in the state folder, 0600, booted as a CD-ROM.
-    env.ok(&[
-        "build",
-        "-H",
-        HOST,
-        "--media",
-        "iso",
-        "--iso",
-        &input.display().to_string(),
-    ]);
+    build_iso(&env, &input);
     let keyed = env.host_state().join(format!("{HOST}.iso"));
     let boot: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.host_state().join("boot.json")).unwrap())
@@ -265,7 +179,7 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
         "zero padding"
     );
     assert_eq!(
-        cpio_listing(&area, env.dir.path()),
+        cpio_listing(&area, env.dir()),
         [
             "etc",
             "etc/ssh",
@@ -344,19 +258,11 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
             .unwrap();
     assert_eq!(input_doc["state"], "empty");
 
-    env.boot_and_check("--uefi", &client, &host_pub, &keyed);
-    env.boot_and_check("--bios", &client, &host_pub, &keyed);
+    boot_and_check(&env, "--uefi", &client, &host_pub, &keyed);
+    boot_and_check(&env, "--bios", &client, &host_pub, &keyed);
 
     // Same ISO, build again: only the area is rewritten, in the same file.
-    env.ok(&[
-        "build",
-        "-H",
-        HOST,
-        "--media",
-        "iso",
-        "--iso",
-        &input.display().to_string(),
-    ]);
+    build_iso(&env, &input);
     assert_eq!(
         std::fs::metadata(&keyed).unwrap().ino(),
         meta.ino(),
@@ -379,7 +285,7 @@ fn keyed_iso_boots_as_a_cdrom_under_uefi_and_bios() {
         serde_json::from_str(&env.ok(&["inspect", "--json", &keyed.display().to_string()]))
             .unwrap();
     assert_eq!(doc["state"], "empty");
-    env.run("--bios", false);
+    run(&env, "--bios", false);
     let start = Instant::now();
     while !env.serial().contains("No injected keys found") {
         assert!(
@@ -408,74 +314,22 @@ menuentry 'NixOS Installer ' --class installer {\n  terminal_output console\n  l
 submenu \"HiDPI\" --class hidpi {\n  menuentry 'NixOS (serial)' --class serial {\n    linux /boot/bzImage ${isoboot} console=ttyS0\n    initrd /boot/initrd\n  }\n}\n";
     let isolinux = "SERIAL 0 115200\nDEFAULT boot\nLABEL boot\nLINUX /boot/bzImage\nAPPEND init=/nix/store/x/init root=LABEL=nixos\nINITRD /boot/initrd\n\
 LABEL boot-serial\nLINUX /boot/bzImage\nAPPEND init=/nix/store/x/init console=ttyS0 initrd=/boot/initrd\n";
-    for (p, text) in [
-        ("EFI/boot/grub.cfg", grub),
-        ("isolinux/isolinux.cfg", isolinux),
-        ("boot/bzImage", "kernel"),
-        ("boot/initrd", "initrd"),
-    ] {
-        std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
-        std::fs::write(tree.join(p), text).unwrap();
-    }
-    std::fs::copy(iso::ISOLINUX_BIN, tree.join("isolinux/isolinux.bin")).unwrap();
-    std::fs::copy(iso::LDLINUX_C32, tree.join("isolinux/ldlinux.c32")).unwrap();
-    let efi = tree.join("boot/efi.img");
-    let efi_s = efi.display().to_string();
-    let grub_s = tree.join("EFI/boot/grub.cfg").display().to_string();
-    let cmds: [&[&str]; 4] = [
-        &["truncate", "-s", "2M", &efi_s],
-        &["mformat", "-i", &efi_s, "-v", "EFIBOOT", "::"],
-        &["mmd", "-i", &efi_s, "::/EFI", "::/EFI/boot"],
-        &["mcopy", "-i", &efi_s, &grub_s, "::/EFI/boot/grub.cfg"],
-    ];
-    for cmd in cmds {
-        let out = Command::new(cmd[0])
-            .args(&cmd[1..])
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out_iso = dir.join("nixos.iso");
-    let out = Command::new("xorriso")
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-R",
-            "-J",
-            "-V",
-            "nixos-shaped",
-            "-b",
+    let files = [
+        ("EFI/boot/grub.cfg", grub.as_bytes().to_vec()),
+        ("isolinux/isolinux.cfg", isolinux.as_bytes().to_vec()),
+        ("boot/bzImage", b"kernel".to_vec()),
+        ("boot/initrd", b"initrd".to_vec()),
+        (
             "isolinux/isolinux.bin",
-            "-c",
-            "isolinux/boot.cat",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-            "-boot-info-table",
-            "-isohybrid-mbr",
-            "/usr/lib/ISOLINUX/isohdpfx.bin",
-            "-eltorito-alt-boot",
-            "-e",
-            "boot/efi.img",
-            "-no-emul-boot",
-            "-isohybrid-gpt-basdat",
-            "-o",
-        ])
-        .arg(&out_iso)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "xorriso: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+            std::fs::read(iso::ISOLINUX_BIN).unwrap(),
+        ),
+    ];
+    iso::write_tree(&tree, files).unwrap();
+    let efi_s = tree.join("boot/efi.img").display().to_string();
+    let grub_s = tree.join("EFI/boot/grub.cfg").display().to_string();
+    iso::fat_efi_image(&efi_s, "2M", "boot", &[(&grub_s, "grub.cfg")]).unwrap();
+    let out_iso = dir.join("nixos.iso");
+    iso::mkisofs(&out_iso, &tree, "nixos-shaped", true).unwrap();
     out_iso
 }
 
@@ -614,7 +468,7 @@ fn nix_iso_keys_adds_the_area_to_every_boot_entry() {
     );
 
     // keypack accepts it as a keyed ISO (empty area).
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let keypack = env::keypack_bin();
     let out = Command::new(&keypack)
         .args(["inspect", "--json"])
         .arg(&output)
@@ -769,7 +623,7 @@ fn nix_module_evaluates_and_its_builder_writes_a_keyed_iso() {
         String::from_utf8_lossy(&run.stderr)
     );
     let keyed = out_dir.join("iso/nixos.iso");
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
+    let keypack = env::keypack_bin();
     let out = Command::new(&keypack)
         .args(["inspect", "--json"])
         .arg(&keyed)
@@ -814,48 +668,17 @@ in
 #[test]
 fn the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios() {
     const T: &str = "the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios";
-    for tool in [
-        "qemu-system-x86_64",
-        "sops",
-        "ssh",
-        "ssh-keyscan",
-        "ssh-keygen",
-        "cpio",
-        "dpkg",
-        "dropbear",
-        "dropbearconvert",
-        "busybox",
-        "gzip",
-        "grub-mkimage",
-    ] {
-        if !have(tool) {
-            return skip(T, &format!("{tool} is not installed"));
-        }
-    }
-    if let Some(why) = iso::missing_tools() {
-        return skip(T, &why);
-    }
-    let kernel = match guest::kernel() {
-        Ok(k) => k,
-        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    let Some(Booted {
+        env,
+        kernel,
+        host_pub,
+        client,
+        base,
+    }) = boot_setup(T, &["grub-mkimage"])
+    else {
+        return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
-    let env = Env {
-        keypack,
-        dir: tempfile::tempdir().expect("temp dir"),
-    };
-    let state = env.path("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let host_pub = keypack_e2e::repo::make_repo(env.dir.path(), HOST, &[])
-        .expect("sops keys repository")
-        .host_public_key;
-    let client = env.path("client");
-    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").expect("keygen");
-    let base = env.path("base.cpio.gz");
-    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
-    let plain = iso::make_nixos_layout_iso(env.dir.path(), "nixos.iso", &kernel.vmlinuz, &base)
+    let plain = iso::make_nixos_layout_iso(env.dir(), "nixos.iso", &kernel.vmlinuz, &base)
         .expect("NixOS-layout ISO");
     let no_area = env.kp(&[
         "build",
@@ -884,18 +707,10 @@ fn the_nix_rewritten_nixos_layout_boots_with_keys_under_uefi_and_bios() {
         "iso-keys.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    env.ok(&[
-        "build",
-        "-H",
-        HOST,
-        "--media",
-        "iso",
-        "--iso",
-        &with_area.display().to_string(),
-    ]);
+    build_iso(&env, &with_area);
     let keyed = env.host_state().join(format!("{HOST}.iso"));
-    env.boot_and_check("--uefi", &client, &host_pub, &keyed);
-    env.boot_and_check("--bios", &client, &host_pub, &keyed);
+    boot_and_check(&env, "--uefi", &client, &host_pub, &keyed);
+    boot_and_check(&env, "--bios", &client, &host_pub, &keyed);
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

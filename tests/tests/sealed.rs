@@ -5,95 +5,23 @@
 //! QEMU's firmware config → `keypack ssh` with the pinned key; then the guest booted by hand
 //! with a wrong firmware-config passphrase installs no key, says so, and boots on.
 
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use keypack_e2e::guest;
-use keypack_e2e::tools::{cargo_bin, have, skip};
+use keypack_e2e::env::{self, Env, HOST};
 
-const HOST: &str = "web1";
 const PASS: &str = "sealed e2e passphrase, long enough";
 const NOT_UNSEALED: &str =
     "the sealed keys were NOT unsealed: no key installed; booting on without keys";
 
-struct Env {
-    keypack: PathBuf,
-    dir: tempfile::TempDir,
-    qemu_pids: std::cell::RefCell<Vec<u32>>,
-}
-
-impl Env {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn host_state(&self) -> PathBuf {
-        self.path("state").join(HOST)
-    }
-    /// `keypack ARGS` with `answers` on stdin, read through `KEYPACK_PIN_FD=0`.
-    fn kp(&self, args: &[&str], answers: &str) -> Output {
-        let mut child = Command::new(&self.keypack)
-            .args(args)
-            .env("KEYPACK_STATE_DIR", self.path("state"))
-            .env("KEYPACK_KEYS_REPO", self.path("repo"))
-            .env("SOPS_AGE_KEY_FILE", self.path("age.txt"))
-            .env("KEYPACK_PIN_FD", "0")
-            .env_remove("KEYPACK_IDENTITY")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run keypack");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(answers.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        eprintln!(
-            "$ keypack {}\n{}{err}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(!err.contains(PASS), "the passphrase was printed");
-        out
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.keypack)
-            .args(["stop", "-H", HOST])
-            .env("KEYPACK_STATE_DIR", self.path("state"))
-            .output();
-        for pid in self.qemu_pids.borrow().iter() {
-            let _ = keypack_e2e::tools::signal_pid(*pid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
-fn prerequisites(test: &str) -> bool {
-    for tool in [
-        "qemu-system-x86_64",
-        "sops",
-        "ssh",
-        "ssh-keygen",
-        "cpio",
-        "dpkg",
-        "dropbear",
-        "busybox",
-        "gzip",
-    ] {
-        if !have(tool) {
-            skip(test, &format!("{tool} is not installed"));
-            return false;
-        }
-    }
-    true
+/// `keypack ARGS` with `answers` on stdin, read through `KEYPACK_PIN_FD=0`; the passphrase
+/// must not be printed.
+fn kp(env: &Env, args: &[&str], answers: &str) -> Output {
+    let out = env.kp_with_input(args, answers);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(PASS), "the passphrase was printed");
+    out
 }
 
 fn gunzip(path: &Path) -> Vec<u8> {
@@ -211,30 +139,18 @@ fn qemu_running(dir: &Path) -> Vec<u32> {
 fn sealed_initrd_build_run_ssh_wrong_passphrases_and_no_key_material_on_the_medium() {
     const T: &str =
         "sealed_initrd_build_run_ssh_wrong_passphrases_and_no_key_material_on_the_medium";
-    if !prerequisites(T) {
+    if !env::prerequisites(T, &[]) {
         return;
     }
-    let kernel = match guest::kernel() {
-        Ok(k) => k,
-        Err(e) => return skip(T, &format!("no Debian kernel for the test guest: {e:#}")),
+    let Some(kernel) = env::guest_kernel(T) else {
+        return;
     };
-    let keypack = cargo_bin("keypack", "keypack", "dev").expect("build keypack");
-    let load_keys = cargo_bin("load-keys", "load-keys", "release-small").expect("build load-keys");
-    let env = Env {
-        keypack,
-        dir: tempfile::tempdir().unwrap(),
-        qemu_pids: Default::default(),
-    };
-    // Keys (the unsealed comparison bundle) go into private folders only.
-    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let state = env.path("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let repo = keypack_e2e::repo::make_repo(env.dir.path(), HOST, &["alice"]).expect("repo");
-    let client = env.path("client");
-    let client_pub = keypack_e2e::repo::keygen(&client, "keypack-e2e-client").unwrap();
-    let base = env.path("base.cpio.gz");
-    guest::base_initrd(&base, &load_keys, &client_pub, &kernel).expect("base initrd");
+    let keypack = env::keypack_bin();
+    let load_keys = env::load_keys_bin();
+    // Keys (the unsealed comparison bundle) go into private folders only: `Env` makes them 0700.
+    let env = Env::new(keypack).with_var("KEYPACK_PIN_FD", "0");
+    let repo = env.keys_repo(&["alice"]);
+    let (client, base) = env.guest_initrd(&load_keys, &kernel);
     let (k, b) = (
         kernel.vmlinuz.display().to_string(),
         base.display().to_string(),
@@ -259,20 +175,21 @@ fn sealed_initrd_build_run_ssh_wrong_passphrases_and_no_key_material_on_the_medi
     let cpio = env.host_state().join("keys.cpio.gz");
 
     // Two different entries: refused, nothing written.
-    let out = env.kp(&build, &format!("{PASS}\n{PASS}x\n"));
+    let out = kp(&env, &build, &format!("{PASS}\n{PASS}x\n"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("do not match"));
     assert!(!cpio.exists(), "a mismatch writes nothing");
 
     let started = Instant::now();
-    let out = env.kp(&build, &format!("{PASS}\n{PASS}\n"));
+    let out = kp(&env, &build, &format!("{PASS}\n{PASS}\n"));
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sealed:"));
     eprintln!("sealed build took {:?}", started.elapsed());
 
     // The medium: the blob and the .pub lines, no private key material in any encoding.
     let unsealed = env.path("plain.tar.gz");
-    let out = env.kp(
+    let out = kp(
+        &env,
         &[
             "pack",
             "-H",
@@ -311,30 +228,30 @@ fn sealed_initrd_build_run_ssh_wrong_passphrases_and_no_key_material_on_the_medi
     let run = [
         "run", "-H", HOST, "--accel", "tcg", "--port", "auto", "--memory", "768", "--cpus", "1",
     ];
-    let out = env.kp(&run, "not the passphrase\n");
+    let out = kp(&env, &run, "not the passphrase\n");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("wrong passphrase") && err.contains("no VM was started"),
         "{err}"
     );
-    assert!(
-        qemu_running(env.dir.path()).is_empty(),
-        "a QEMU was started"
-    );
+    assert!(qemu_running(env.dir()).is_empty(), "a QEMU was started");
     assert!(!env.host_state().join("qemu.pid").exists());
     assert!(!env.host_state().join("run.json").exists());
 
     // The right one: through fw_cfg to load-keys, SSH answers with the pinned key.
     let mut wait = run.to_vec();
     wait.extend(["--wait-ssh", "--timeout", "400"]);
-    let out = env.kp(&wait, &format!("{PASS}\n"));
+    let out = kp(&env, &wait, &format!("{PASS}\n"));
     let log = std::fs::read_to_string(env.host_state().join("serial.log")).unwrap_or_default();
     assert!(
         out.status.success(),
         "run --wait-ssh failed; serial log:\n{log}"
     );
-    *env.qemu_pids.borrow_mut() = qemu_running(env.dir.path());
+    let vm_pids = qemu_running(env.dir());
+    for pid in &vm_pids {
+        env.kill_on_drop(*pid);
+    }
     assert!(
         log.contains("Found sealed keys (/keypack/sealed.age)"),
         "{log}"
@@ -343,7 +260,7 @@ fn sealed_initrd_build_run_ssh_wrong_passphrases_and_no_key_material_on_the_medi
     // The repository's host key and alice's (it has no deploy key).
     assert!(log.contains("Unsealed 2 private key file(s)"), "{log}");
     // Nothing secret on QEMU's command line; the passphrase came from its stdout memfd.
-    for pid in env.qemu_pids.borrow().iter() {
+    for pid in &vm_pids {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         assert!(!contains(&cmdline, PASS.as_bytes()));
         assert!(contains(
@@ -354,7 +271,8 @@ fn sealed_initrd_build_run_ssh_wrong_passphrases_and_no_key_material_on_the_medi
         assert!(!contains(&environ, PASS.as_bytes()));
     }
     let c = client.display().to_string();
-    let served = env.kp(
+    let served = kp(
+        &env,
         &[
             "ssh",
             "-H",
@@ -373,7 +291,7 @@ fn sealed_initrd_build_run_ssh_wrong_passphrases_and_no_key_material_on_the_medi
     let served = String::from_utf8(served.stdout).unwrap();
     assert!(served.contains(host_pub_data), "{served}");
     assert!(served.trim_end().ends_with("600"), "{served}");
-    let out = env.kp(&["stop", "-H", HOST], "");
+    let out = kp(&env, &["stop", "-H", HOST], "");
     assert!(out.status.success());
 
     // A wrong passphrase reaching the guest (QEMU given a wrong fw_cfg value by hand): no key
@@ -413,7 +331,7 @@ fn sealed_initrd_build_run_ssh_wrong_passphrases_and_no_key_material_on_the_medi
         .stdin(Stdio::null())
         .spawn()
         .expect("qemu");
-    env.qemu_pids.borrow_mut().push(qemu.id());
+    env.kill_on_drop(qemu.id());
     let deadline = Instant::now() + Duration::from_secs(400);
     let mut log = String::new();
     while Instant::now() < deadline {
