@@ -7,6 +7,30 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// Identity of a file as far as "did it change since the last build" goes (device, inode,
+/// size, mtime): the media keep it in their state folder to decide on a keys-only rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileId {
+    /// The identity of `path` now, or `None` when it cannot be read.
+    pub fn of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
 /// Prefix of every temp file keypack writes; the next run removes stale ones it finds.
 pub const TEMP_PREFIX: &str = ".keypack-tmp-";
 

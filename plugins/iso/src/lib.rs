@@ -33,10 +33,10 @@ mod error;
 pub mod inspect;
 pub mod write;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, FromArgMatches};
+use keypack_plugin::output::FileId;
 use keypack_plugin::{
     BOOT_DESCRIPTION_VERSION, Boot, BootDescription, BuildInputs, Firmware, HostName, Medium,
     PluginError, SealedBundle,
@@ -122,27 +122,6 @@ pub enum BuildMode {
     Full,
     /// Only the area of the existing output was rewritten.
     KeysOnly,
-}
-
-/// Identity of a file as far as "did it change" goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime_ns: i128,
-}
-
-impl FileId {
-    fn of(path: &Path) -> Option<FileId> {
-        let m = std::fs::metadata(path).ok()?;
-        Some(FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        })
-    }
 }
 
 /// What the last full build wrote; a keys-only rebuild needs all of it unchanged.

@@ -30,10 +30,11 @@ mod update;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, FromArgMatches};
+use keypack_plugin::output::FileId;
 use keypack_plugin::output::PendingFile;
 use keypack_plugin::{
     BOOT_DESCRIPTION_VERSION, Boot, BootDescription, BuildInputs, Firmware, Medium, PluginError,
@@ -185,27 +186,6 @@ pub fn settings(args: &VentoyArgs, iso_name: &str) -> json::Settings {
         menu_timeout: args.menu_timeout,
         default_image: !args.no_default_image,
         text_menu: args.text_menu,
-    }
-}
-
-/// Identity of a file, to notice that it changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime_ns: i128,
-}
-
-impl FileId {
-    fn of(path: &Path) -> Option<FileId> {
-        let m = std::fs::metadata(path).ok()?;
-        Some(FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        })
     }
 }
 
