@@ -99,6 +99,35 @@ fn push_hex8(out: &mut Vec<u8>, v: u32) {
     }
 }
 
+/// The fields of a newc header that the readers use.
+struct Header {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u32,
+    name_len: u32,
+}
+
+/// Parses one newc header (`070701`, or `070702` with a checksum field the readers ignore).
+fn parse_header(head: &[u8]) -> Result<Header, &'static str> {
+    if head.len() < HEADER_LEN || (&head[..6] != b"070701" && &head[..6] != b"070702") {
+        return Err("no newc magic");
+    }
+    let field = |i: usize| -> Result<u32, &'static str> {
+        std::str::from_utf8(&head[6 + 8 * i..14 + 8 * i])
+            .ok()
+            .and_then(|text| u32::from_str_radix(text, 16).ok())
+            .ok_or("a header field is not hex")
+    };
+    Ok(Header {
+        mode: field(1)?,
+        uid: field(2)?,
+        gid: field(3)?,
+        size: field(6)?,
+        name_len: field(11)?,
+    })
+}
+
 /// One record read back by [`read_archive`]; `data` borrows from the caller's buffer.
 pub struct ReadRecord<'a> {
     /// Path as stored (without a leading `/`), lossily decoded.
@@ -122,17 +151,13 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ReadRecord<'_>>, String> {
         let head = bytes
             .get(pos..pos + HEADER_LEN)
             .ok_or_else(|| format!("archive ends inside a header at byte {pos}"))?;
-        if &head[..6] != b"070701" && &head[..6] != b"070702" {
-            return Err(format!("no newc magic at byte {pos}"));
-        }
-        let field = |i: usize| -> Result<u32, String> {
-            let text = std::str::from_utf8(&head[6 + 8 * i..14 + 8 * i])
-                .map_err(|_| format!("a header field at byte {pos} is not hex"))?;
-            u32::from_str_radix(text, 16)
-                .map_err(|_| format!("a header field at byte {pos} is not hex"))
-        };
-        let (mode, uid, gid, size, name_len) =
-            (field(1)?, field(2)?, field(3)?, field(6)?, field(11)?);
+        let Header {
+            mode,
+            uid,
+            gid,
+            size,
+            name_len,
+        } = parse_header(head).map_err(|why| format!("{why} at byte {pos}"))?;
         let name_start = pos + HEADER_LEN;
         let name_end = name_start + name_len as usize;
         let name = bytes
@@ -172,16 +197,19 @@ pub fn find_file(
     let mut pos: u64 = 0;
     loop {
         let mut head = [0u8; HEADER_LEN];
-        if r.read_exact(&mut head).is_err() || &head[..6] != b"070701" {
+        if r.read_exact(&mut head).is_err() {
             return Ok(None);
         }
-        let field = |i: usize| -> Option<u64> {
-            let text = std::str::from_utf8(&head[6 + i * 8..14 + i * 8]).ok()?;
-            u64::from_str_radix(text, 16).ok()
-        };
-        let (Some(mode), Some(size), Some(name_len)) = (field(1), field(6), field(11)) else {
+        let Ok(Header {
+            mode,
+            size,
+            name_len,
+            ..
+        }) = parse_header(&head)
+        else {
             return Ok(None);
         };
+        let (mode, size, name_len) = (u64::from(mode), u64::from(size), u64::from(name_len));
         if name_len == 0 || name_len > 4096 {
             return Ok(None);
         }
