@@ -141,11 +141,7 @@ impl BundleBuilder {
     /// plaintext file `keypack/burn-after-boot` holding `token` (32 lowercase hex digits, unique
     /// to this bundle), which `load-keys` matches against the copy on the Ventoy disk.
     pub fn burn_after_boot(&mut self, token: &str) -> Result<&mut Self, BundleError> {
-        let hex = token.len() == 32
-            && token
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !hex {
+        if !keypack_layout::is_burn_token(token) {
             return Err(BundleError::BadBurnToken);
         }
         self.burn_mark = Some(token.to_string());

@@ -71,9 +71,4 @@ pub fn archive_token(archive: &[u8]) -> Option<String> {
 }
 
 /// Whether `token` looks like one keypack writes (32 lowercase hex digits).
-pub fn valid_token(token: &str) -> bool {
-    token.len() == 32
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use keypack_layout::is_burn_token as valid_token;

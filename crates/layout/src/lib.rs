@@ -52,8 +52,15 @@ pub const MAX_SEALED_BLOB_SIZE: u64 = 1024 * 1024;
 pub const BURN_MARK_PATH: &str = "keypack/burn-after-boot";
 /// Mode of the burn mark (it is not secret).
 pub const BURN_MARK_MODE: u32 = 0o644;
-/// Mode of the `keypack/` folder of marker files in the initrd medium's cpio.
-pub const MARK_DIR_MODE: u32 = 0o755;
+
+/// Whether `token` is a burn mark token as keypack writes it (32 lowercase hex digits): checked
+/// by the bundle builder before it writes one and by `load-keys` before it acts on one.
+pub fn is_burn_token(token: &str) -> bool {
+    token.len() == 32
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 /// Why a host or user name was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
