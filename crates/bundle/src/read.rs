@@ -276,7 +276,7 @@ pub fn sealed_blob_in_archive(bytes: &[u8]) -> Result<Option<Vec<u8>>, BundleErr
     Ok(None)
 }
 
-/// Largest archive [`unseal_archive`] reads back (a bundle holds a few small keys).
+/// Largest archive [`reopen_archive`] reads back (a bundle holds a few small keys).
 pub const MAX_ARCHIVE_SIZE: usize = 4 << 20;
 
 /// The [`crate::SealedBundle`] that `bytes` is: for an out-of-process media plugin, which
@@ -285,7 +285,7 @@ pub const MAX_ARCHIVE_SIZE: usize = 4 << 20;
 /// The private keys are read out of the archive, checked and sealed again with the entries'
 /// mtime; the result must be byte-identical to `bytes`, so a plugin builds from exactly what
 /// keypack sealed (anything else in the archive, or another layout, is refused).
-pub fn unseal_archive(bytes: &[u8]) -> Result<crate::SealedBundle, BundleError> {
+pub fn reopen_archive(bytes: &[u8]) -> Result<crate::SealedBundle, BundleError> {
     if bytes.len() > MAX_ARCHIVE_SIZE {
         return Err(BundleError::UnexpectedEntry {
             path: String::new(),
@@ -372,13 +372,13 @@ mod unseal_tests {
         )
         .unwrap();
         let sealed = b.seal(1234).unwrap();
-        let back = unseal_archive(sealed.expose_archive()).unwrap();
+        let back = reopen_archive(sealed.expose_archive()).unwrap();
         assert_eq!(back.manifest(), sealed.manifest());
         assert_eq!(back.expose_archive(), sealed.expose_archive());
         let mut bad = sealed.expose_archive().to_vec();
         let n = bad.len();
         bad[n - 12] ^= 1;
-        assert!(unseal_archive(&bad).is_err());
+        assert!(reopen_archive(&bad).is_err());
 
         // The burn mark travels through the round trip; a sealed bundle is refused by name.
         let mut b = crate::BundleBuilder::new();
@@ -391,7 +391,7 @@ mod unseal_tests {
         b.burn_after_boot("0123456789abcdef0123456789abcdef")
             .unwrap();
         let marked = b.seal(1234).unwrap();
-        let back = unseal_archive(marked.expose_archive()).unwrap();
+        let back = reopen_archive(marked.expose_archive()).unwrap();
         assert_eq!(back.expose_archive(), marked.expose_archive());
         assert_eq!(back.burn_mark(), marked.burn_mark());
 
@@ -404,7 +404,7 @@ mod unseal_tests {
         .unwrap();
         b.seal_with_passphrase_work_factor(secrecy::SecretString::from("pass phrase"), 2);
         let sealed = b.seal(1234).unwrap();
-        let err = unseal_archive(sealed.expose_archive()).err().unwrap();
+        let err = reopen_archive(sealed.expose_archive()).err().unwrap();
         assert!(err.to_string().contains("sealed") || format!("{err:?}").contains("sealed"));
     }
 }

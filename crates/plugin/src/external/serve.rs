@@ -3,8 +3,8 @@
 //! The same medium code runs compiled in or out of process: `describe` is derived from
 //! [`Medium::augment_args`] (each long flag with its value type and help), and `build` gets
 //! its `ArgMatches` by parsing the flag values keypack sent as `--name=value` against that
-//! same clap command, and its `&SealedBundle` by unsealing the archive of the inherited fd
-//! ([`keypack_bundle::unseal_archive`], which refuses anything keypack did not seal).
+//! same clap command, and its `&SealedBundle` by reopening the archive of the inherited fd
+//! ([`keypack_bundle::reopen_archive`], which refuses anything keypack did not seal).
 
 use std::any::TypeId;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -173,7 +173,7 @@ fn build(medium: &dyn Medium, req: &BuildRequest) -> Result<crate::BootDescripti
         .map_err(|e| e.to_string().trim().to_owned())?;
     let archive = read_bundle(req.bundle_fd, req.bundle_len)?;
     let bundle =
-        keypack_bundle::unseal_archive(&archive).map_err(|e| format!("the bundle: {e}"))?;
+        keypack_bundle::reopen_archive(&archive).map_err(|e| format!("the bundle: {e}"))?;
     drop(archive);
     let host = HostName::new(&req.host).map_err(|e| format!("host {:?}: {e}", req.host))?;
     let inputs = BuildInputs::new(&host, &req.output, &req.state_dir, &matches)
