@@ -386,10 +386,9 @@ impl PassphraseSource for Console {
             .write(true)
             .open(&self.0)
             .ok()?;
-        let prompt =
-            format!("Passphrase for the sealed SSH keys (keypack), try {attempt} of {TRIES}: ");
-        tty.write_all(prompt.as_bytes()).ok()?;
-        tty.flush().ok()?;
+        // Echo goes off before the prompt is shown, as readpassphrase(3) does: a user who types
+        // as soon as the prompt appears must never see the passphrase echoed, and whatever was
+        // typed before the prompt is discarded (Flush) rather than taken as the answer.
         let saved = rustix::termios::tcgetattr(tty.as_fd()).ok();
         if let Some(t) = &saved {
             let mut quiet = t.clone();
@@ -400,7 +399,12 @@ impl PassphraseSource for Console {
                 &quiet,
             );
         }
-        let line = read_line_timeout(&mut tty, PROMPT_TIMEOUT);
+        let prompt =
+            format!("Passphrase for the sealed SSH keys (keypack), try {attempt} of {TRIES}: ");
+        let shown = tty.write_all(prompt.as_bytes()).and_then(|()| tty.flush());
+        let line = shown
+            .ok()
+            .and_then(|()| read_line_timeout(&mut tty, PROMPT_TIMEOUT));
         if let Some(t) = &saved {
             let _ =
                 rustix::termios::tcsetattr(tty.as_fd(), rustix::termios::OptionalActions::Now, t);

@@ -364,6 +364,8 @@ fn the_console_prompt_asks_without_echo_until_the_right_answer() {
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
     grantpt(&master).unwrap();
     unlockpt(&master).unwrap();
+    // Non-blocking, so that the deadline below bounds the test even when nothing comes.
+    rustix::io::ioctl_fionbio(&master, true).unwrap();
     let console = PathBuf::from(ptsname(&master, Vec::new()).unwrap().into_string().unwrap());
     let mut stage1 = fx.stage1();
     stage1.passphrase = PassphraseConfig {
@@ -375,8 +377,9 @@ fn the_console_prompt_asks_without_echo_until_the_right_answer() {
     let mut master = std::fs::File::from(master);
     let mut seen = String::new();
     // load-keys opens the console for each try: between two, the master reads EIO (no slave
-    // open), so a failed read is retried until the deadline.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    // open), and EAGAIN while nothing was written, so a failed read is retried until the
+    // deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut wait_for = |master: &mut std::fs::File, want: &str| {
         let mut buf = [0u8; 256];
         while !seen.contains(want) {
