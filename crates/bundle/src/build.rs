@@ -349,7 +349,7 @@ fn check_stored_public(path: &str, stored: &str, derived: &str) -> Result<(), Bu
     Ok(())
 }
 
-fn write_archive(
+pub(crate) fn write_archive(
     files: &[(ManifestEntry, SecretSlice<u8>)],
     extra: &[(ExtraEntry, Box<[u8]>)],
     mtime: u64,
@@ -410,6 +410,21 @@ pub struct SealedBundle {
 }
 
 impl SealedBundle {
+    /// A bundle from parts already checked to be consistent (`crate::reopen`).
+    pub(crate) fn from_parts(
+        archive: SecretSlice<u8>,
+        manifest: Manifest,
+        files: Vec<(ManifestEntry, SecretSlice<u8>)>,
+        extra: Vec<(ExtraEntry, Box<[u8]>)>,
+    ) -> Self {
+        Self {
+            archive,
+            manifest,
+            files,
+            extra,
+        }
+    }
+
     /// The manifest: paths, modes, owners, sizes, fingerprints. No secret.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

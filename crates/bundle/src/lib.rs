@@ -22,15 +22,14 @@
 mod build;
 mod error;
 mod read;
+mod reopen;
 mod seal;
 
 pub use build::{BundleBuilder, ExtraEntry, Manifest, ManifestEntry, SealedBundle};
 pub use error::BundleError;
 pub use keypack_layout::KeyRole;
-pub use read::{
-    ArchiveEntry, MAX_ARCHIVE_SIZE, archive_problems, burn_mark, read_archive, reopen_archive,
-    sealed_blob_in_archive,
-};
+pub use read::{ArchiveEntry, archive_problems, burn_mark, read_archive, sealed_blob_in_archive};
+pub use reopen::{MAX_ARCHIVE_SIZE, reopen_archive};
 pub use seal::{
     DEFAULT_SCRYPT_WORK_FACTOR, MAX_SCRYPT_WORK_FACTOR, SEAL_KIND, SealInfo, UnsealError,
     blob_work_factor, check_passphrase, seal_info, unseal,

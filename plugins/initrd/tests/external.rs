@@ -82,6 +82,60 @@ fn the_external_initrd_medium_passes_the_check_and_writes_the_in_process_bytes()
     assert_eq!(out_ext.medium, "initrd-ext");
 }
 
+/// A `--seal passphrase` bundle (private keys only inside `keypack/sealed.age`) goes through
+/// the fd too: the plugin reopens it with the manifest's sealed entries and writes the bytes
+/// the compiled-in medium writes, blob included, no private key in plaintext.
+#[test]
+fn a_sealed_bundle_builds_out_of_process_to_the_in_process_bytes() {
+    let ext = ExternalMedium::describe(Path::new(PROGRAM), "initrd-ext").expect("describe");
+    let mut builder = keypack_bundle::BundleBuilder::new();
+    let host_key = testing::throwaway_key();
+    builder
+        .add_key(keypack_bundle::KeyRole::Host, host_key.clone(), None)
+        .unwrap();
+    builder
+        .burn_after_boot("0123456789abcdef0123456789abcdef")
+        .unwrap();
+    builder.seal_with_passphrase_work_factor(secrecy::SecretString::from("a passphrase"), 2);
+    let bundle = builder.seal(0).unwrap();
+    assert!(bundle.manifest().sealed.is_some());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let check = inputs(tmp.path());
+    let out_ext = testing::build_into(&ext, &bundle, &tmp.path().join("ext"), &check, Some(7));
+    let out_in = testing::build_into(&Initrd, &bundle, &tmp.path().join("in"), &check, Some(7));
+    let (Boot::Kernel { initrds: a, .. }, Boot::Kernel { initrds: b, .. }) =
+        (&out_ext.boot, &out_in.boot)
+    else {
+        panic!("kernel boots expected: {out_ext:?} {out_in:?}");
+    };
+    let (ext_bytes, in_bytes) = (std::fs::read(&a[1]).unwrap(), std::fs::read(&b[1]).unwrap());
+    assert!(
+        ext_bytes == in_bytes,
+        "keys.cpio.gz of a sealed bundle differs between out of process and in process"
+    );
+    let mut cpio = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(ext_bytes.as_slice()),
+        &mut cpio,
+    )
+    .unwrap();
+    let blob = keypack_bundle::sealed_blob_in_archive(bundle.expose_archive())
+        .unwrap()
+        .unwrap();
+    assert!(
+        testing::contains(&cpio, &blob),
+        "the sealed blob is in the cpio"
+    );
+    assert!(testing::contains(&cpio, b"keypack/burn-after-boot"));
+    use secrecy::ExposeSecret;
+    assert!(
+        !testing::contains(&cpio, &host_key.expose_secret()[40..120]),
+        "a private key in plaintext"
+    );
+    assert_eq!(out_ext.host_public_key, out_in.host_public_key);
+}
+
 #[test]
 fn an_external_medium_error_reaches_keypack_as_the_plugin_said_it() {
     let ext = ExternalMedium::describe(Path::new(PROGRAM), "initrd-ext").expect("describe");

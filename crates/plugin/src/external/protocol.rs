@@ -177,6 +177,10 @@ pub struct ManifestItem {
     pub fingerprint: String,
     /// `ssh-ed25519 AAAA… comment`.
     pub public_key: String,
+    /// `true` for a private key that is inside `keypack/sealed.age` (a `--seal` build), not
+    /// in the archive in plaintext. Absent means `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
 }
 
 impl From<&keypack_bundle::ManifestEntry> for ManifestItem {
@@ -196,7 +200,34 @@ impl From<&keypack_bundle::ManifestEntry> for ManifestItem {
             size: e.size,
             fingerprint: e.fingerprint.clone(),
             public_key: e.public_key.clone(),
+            sealed: e.sealed,
         }
+    }
+}
+
+impl ManifestItem {
+    /// The bundle's own entry, for a plugin reopening the archive (`serve`); `None` for a
+    /// role or user name the layout does not know.
+    pub fn to_entry(&self) -> Option<keypack_bundle::ManifestEntry> {
+        use keypack_layout::{KeyRole, UserName};
+        let role = match (self.role.as_str(), &self.user) {
+            ("host", None) => KeyRole::Host,
+            ("deploy", None) => KeyRole::Deploy,
+            ("user", Some(u)) => KeyRole::User(UserName::new(u).ok()?),
+            _ => return None,
+        };
+        Some(keypack_bundle::ManifestEntry {
+            path: self.path.clone(),
+            role,
+            public: self.public,
+            mode: self.mode,
+            uid: 0,
+            gid: 0,
+            size: self.size,
+            fingerprint: self.fingerprint.clone(),
+            public_key: self.public_key.clone(),
+            sealed: self.sealed,
+        })
     }
 }
 

@@ -4,7 +4,8 @@
 //! [`Medium::augment_args`] (each long flag with its value type and help), and `build` gets
 //! its `ArgMatches` by parsing the flag values keypack sent as `--name=value` against that
 //! same clap command, and its `&SealedBundle` by reopening the archive of the inherited fd
-//! ([`keypack_bundle::reopen_archive`], which refuses anything keypack did not seal).
+//! ([`keypack_bundle::reopen_archive`], which refuses anything keypack did not seal; a sealed
+//! bundle with the manifest's `sealed` entries).
 
 use std::any::TypeId;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -171,9 +172,20 @@ fn build(medium: &dyn Medium, req: &BuildRequest) -> Result<crate::BootDescripti
     let matches = flag_command(medium)
         .try_get_matches_from(&argv)
         .map_err(|e| e.to_string().trim().to_owned())?;
+    // A sealed bundle's private keys are inside its blob: their entries come from the
+    // manifest, and reopen_archive matches each with its `.pub` file in the archive.
+    let sealed_keys = req
+        .manifest
+        .iter()
+        .filter(|m| m.sealed)
+        .map(|m| {
+            m.to_entry()
+                .ok_or_else(|| format!("the manifest: {}: unknown role", m.path))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let archive = read_bundle(req.bundle_fd, req.bundle_len)?;
-    let bundle =
-        keypack_bundle::reopen_archive(&archive).map_err(|e| format!("the bundle: {e}"))?;
+    let bundle = keypack_bundle::reopen_archive(&archive, &sealed_keys)
+        .map_err(|e| format!("the bundle: {e}"))?;
     drop(archive);
     let host = HostName::new(&req.host).map_err(|e| format!("host {:?}: {e}", req.host))?;
     let inputs = BuildInputs::new(&host, &req.output, &req.state_dir, &matches)
