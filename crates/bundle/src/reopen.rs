@@ -243,13 +243,17 @@ mod tests {
         )
         .unwrap();
         let text = key.to_openssh(ssh_key::LineEnding::LF).unwrap();
-        let mut b = crate::BundleBuilder::new();
-        b.add_key(
-            keypack_layout::KeyRole::Host,
-            secrecy::SecretSlice::from(text.as_bytes().to_vec()),
-            None,
-        )
-        .unwrap();
+        let host_only = || {
+            let mut b = crate::BundleBuilder::new();
+            b.add_key(
+                keypack_layout::KeyRole::Host,
+                secrecy::SecretSlice::from(text.as_bytes().to_vec()),
+                None,
+            )
+            .unwrap();
+            b
+        };
+        let b = host_only();
         let sealed = b.seal(1234).unwrap();
         let back = reopen_archive(sealed.expose_archive(), &[]).unwrap();
         assert_eq!(back.manifest(), sealed.manifest());
@@ -260,13 +264,7 @@ mod tests {
         assert!(reopen_archive(&bad, &[]).is_err());
 
         // The burn mark travels through the round trip; a sealed bundle is refused by name.
-        let mut b = crate::BundleBuilder::new();
-        b.add_key(
-            keypack_layout::KeyRole::Host,
-            secrecy::SecretSlice::from(text.as_bytes().to_vec()),
-            None,
-        )
-        .unwrap();
+        let mut b = host_only();
         b.burn_after_boot("0123456789abcdef0123456789abcdef")
             .unwrap();
         let marked = b.seal(1234).unwrap();
@@ -276,13 +274,7 @@ mod tests {
 
         // A sealed bundle reopens with its manifest's sealed entries, to the same manifest;
         // without them, or with a key that is not the one sealed, it is refused.
-        let mut b = crate::BundleBuilder::new();
-        b.add_key(
-            keypack_layout::KeyRole::Host,
-            secrecy::SecretSlice::from(text.as_bytes().to_vec()),
-            None,
-        )
-        .unwrap();
+        let mut b = host_only();
         b.burn_after_boot("0123456789abcdef0123456789abcdef")
             .unwrap();
         b.seal_with_passphrase_work_factor(secrecy::SecretString::from("pass phrase"), 2);
