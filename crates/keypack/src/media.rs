@@ -24,7 +24,8 @@ pub static BUILT_IN_MEDIA: &[&dyn Medium] = &[
     &keypack_media_iso::IsoMedium,
 ];
 
-/// Every runner plugin (listed by `keypack plugins`; `run` uses the first).
+/// The compiled-in runners (listed by `keypack plugins`; `run` uses the first unless
+/// `--runner` names another, which may be an external program).
 pub static RUNNERS: &[&dyn Runner] = &[&keypack_runner_qemu::Qemu];
 
 /// The medium used without `--media`.
@@ -50,7 +51,7 @@ pub struct MediumEntry {
     pub shadows: Vec<PathBuf>,
 }
 
-/// An external runner program (listed; `keypack run` uses the built-in QEMU runner).
+/// An external runner program (`keypack run --runner NAME`).
 pub struct ExternalRunner {
     /// `NAME` of `keypack-runner-NAME`.
     pub name: String,
@@ -130,7 +131,8 @@ fn discover_into(found: Vec<Found>) -> Registry {
                     f.path.display()
                 );
             }
-            // Described for its `about` line only: keypack run does not use it yet.
+            // Described now for its `about` line and to catch a broken program early; `run`
+            // starts it again for `start`.
             let about = match external::describe_program(&f.path, &f.name, PluginKind::Runner) {
                 Ok(d) => keypack_plugin::external::session::printable(&d.about),
                 Err(e) => {
@@ -194,6 +196,25 @@ fn discover_into(found: Vec<Found>) -> Registry {
         external_runners,
         broken,
     }
+}
+
+/// Whether `name` is a compiled-in runner.
+pub fn is_built_in_runner(name: &str) -> bool {
+    RUNNERS.iter().any(|r| r.name() == name)
+}
+
+/// The program of the external runner `name` (discovering the plugins).
+pub fn external_runner(name: &str) -> anyhow::Result<PathBuf> {
+    let reg = registry();
+    if let Some(r) = reg.external_runners.iter().find(|r| r.name == name) {
+        return Ok(r.path.clone());
+    }
+    let mut names: Vec<&str> = RUNNERS.iter().map(|r| r.name()).collect();
+    names.extend(reg.external_runners.iter().map(|r| r.name.as_str()));
+    anyhow::bail!(
+        "no runner `{name}` (runners: {}); an external runner is a program keypack-runner-{name} in an absolute PATH entry or in plugin_dir (`keypack plugins` lists them)",
+        names.join(", ")
+    )
 }
 
 /// Whether this command line needs the external media (to parse or show `build`'s flags).

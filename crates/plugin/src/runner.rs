@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::BootDescription;
+use crate::external::protocol::{StartRequest, StartedReply, StopOutcome, StopRequest};
 
 /// File name of the last build's boot description in the host's state folder.
 pub const BOOT_DESCRIPTION_FILE: &str = "boot.json";
@@ -21,6 +22,21 @@ pub trait Runner: Sync {
     fn name(&self) -> &'static str;
     /// One line for `keypack plugins`.
     fn about(&self) -> &'static str;
+}
+
+/// What an out-of-process runner does, served by [`crate::external::serve_runner`] as a
+/// `keypack-runner-NAME` program (`keypack run --runner NAME`). Errors are one line for the
+/// user.
+pub trait RunnerService {
+    /// Its name (`NAME` of `keypack-runner-NAME`).
+    fn name(&self) -> &str;
+    /// One line for `keypack plugins`.
+    fn about(&self) -> &str;
+    /// Starts the machine and returns once it runs (not once it booted: keypack waits for SSH
+    /// itself). `passphrase` is a sealed build's passphrase, for the guest only.
+    fn start(&self, req: &StartRequest, passphrase: Option<&[u8]>) -> Result<StartedReply, String>;
+    /// Stops the machine `start` started.
+    fn stop(&self, req: &StopRequest) -> Result<StopOutcome, String>;
 }
 
 /// Reading or writing `boot.json` failed.

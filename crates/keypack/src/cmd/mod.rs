@@ -15,6 +15,7 @@ pub mod pack;
 pub mod pin;
 pub mod plugins;
 pub mod run;
+pub mod run_external;
 pub mod seal;
 pub mod shell;
 pub mod user;

@@ -123,13 +123,13 @@ pub fn plugins(args: PluginsArgs) -> Result<ExitCode> {
             m.medium.about()
         );
     }
-    println!("runners (keypack run):");
+    println!("runners (keypack run --runner NAME):");
     for r in media::RUNNERS {
         println!("  {:width$}  {}  [built-in]", r.name(), r.about());
     }
     for r in &reg.external_runners {
         println!(
-            "  {:width$}  {} (listed; keypack run uses the built-in runner)  [external: {}]",
+            "  {:width$}  {}  [external: {}]",
             r.name,
             r.about,
             r.path.display()

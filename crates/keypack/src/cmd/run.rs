@@ -21,6 +21,7 @@ use keypack_runner_qemu::{
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::cmd::run_external;
 use crate::state;
 
 fn parse_host(s: &str) -> Result<HostName, String> {
@@ -110,6 +111,11 @@ pub struct RunArgs {
     /// Print the QEMU command line instead of starting it.
     #[arg(long)]
     pub dry_run: bool,
+    /// The runner that boots it: the built-in `qemu`, or an external runner program
+    /// `keypack-runner-NAME` (`keypack plugins` lists them). An external runner takes no QEMU
+    /// options (--firmware, --accel, --dry-run).
+    #[arg(long, value_name = "NAME", default_value = keypack_runner_qemu::NAME)]
+    pub runner: String,
     /// Attach this raw disk image read-write as a further virtio disk after the boot medium
     /// (repeatable). It must be a regular file you own and not the boot medium; the guest may
     /// change it (e.g. a Ventoy image that `--burn-after-boot` burns)
@@ -255,6 +261,20 @@ fn shell_quote(s: &str) -> String {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let (vm, dir) = vm_for(&args.host)?;
     let desc = description(&args, &dir)?;
+    if !crate::media::is_built_in_runner(&args.runner) {
+        return run_external(&args, &vm, &dir, desc);
+    }
+    if !args.dry_run
+        && let (Some(r), _) = run_external::running(&dir)?
+    {
+        bail!(
+            "{} already runs (pid {}, runner {}); `keypack stop -H {}` first",
+            args.host,
+            r.pid,
+            r.runner,
+            args.host
+        );
+    }
     let opts = options(&args);
     if args.dry_run {
         // Writes nothing: neither the joined initrd (it holds the keys) nor the variable store.
@@ -333,6 +353,99 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `keypack run --runner NAME` with an external runner.
+fn run_external(
+    args: &RunArgs,
+    vm: &Vm,
+    dir: &std::path::Path,
+    desc: BootDescription,
+) -> Result<ExitCode> {
+    let qemu_only = [
+        (args.firmware.is_some(), "--firmware"),
+        (!matches!(args.accel, AccelArg::Auto), "--accel"),
+        (args.dry_run, "--dry-run"),
+    ];
+    if let Some((_, flag)) = qemu_only.iter().find(|(given, _)| *given) {
+        bail!(
+            "{flag} is an option of the built-in QEMU runner; runner {} takes none",
+            args.runner
+        );
+    }
+    let program = crate::media::external_runner(&args.runner)?;
+    if let Status::Running { pid, .. } = vm.status()? {
+        bail!(
+            "{} already runs (pid {pid}, the built-in QEMU runner); `keypack stop -H {}` first",
+            args.host,
+            args.host
+        );
+    }
+    if let (Some(r), _) = run_external::running(dir)? {
+        bail!(
+            "{} already runs (pid {}, runner {}); `keypack stop -H {}` first",
+            args.host,
+            r.pid,
+            r.runner,
+            args.host
+        );
+    }
+    let desc = if args.bios {
+        BootDescription {
+            firmware: Firmware::Bios,
+            ..desc
+        }
+    } else {
+        desc
+    };
+    let passphrase = match super::seal::sealed_blob_of(&desc)? {
+        Some(blob) => Some(check_run_passphrase(&args.host, &blob)?),
+        None => None,
+    };
+    let ssh_port = keypack_runner_qemu::ports::pick(args.port)?;
+    let record = run_external::start(
+        &run_external::Start {
+            host: &args.host,
+            dir,
+            runner: (&args.runner, &program),
+            desc: &desc,
+            ssh_port,
+            memory_mib: args.memory,
+            cpus: args.cpus,
+            network: match args.net {
+                NetArg::User => keypack_plugin::external::protocol::Network::User,
+                NetArg::Isolated => keypack_plugin::external::protocol::Network::Isolated,
+            },
+            extra_disks: options(args).extra_disks,
+        },
+        passphrase.as_ref().map(|p| p.expose_secret().as_bytes()),
+    )?;
+    drop(passphrase);
+    eprintln!(
+        "started {} (pid {}, runner {} [external: {}], ssh on 127.0.0.1:{}){}",
+        args.host,
+        record.pid,
+        record.runner,
+        program.display(),
+        record.ssh_port,
+        record
+            .console
+            .as_ref()
+            .map(|c| format!("; console: {}", c.display()))
+            .unwrap_or_default()
+    );
+    if args.wait_ssh {
+        if record.host_public_key.is_empty() {
+            bail!("--wait-ssh needs a pinned host key: build the host first (`keypack build`)");
+        }
+        let waited = run_external::wait_ssh(&record, Duration::from_secs(args.timeout))?;
+        eprintln!(
+            "SSH answers with the pinned host key {} after {:.1} s",
+            record.host_key_fingerprint,
+            waited.as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Asks for a sealed build's passphrase once and checks it against `blob` (no VM yet).
 fn check_run_passphrase(host: &HostName, blob: &[u8]) -> Result<secrecy::SecretString> {
     let what = format!("sealed keys of host {host}");
@@ -390,18 +503,35 @@ fn stop_vm(vm: &Vm, host: &HostName, timeout: u64) -> Result<()> {
     Ok(())
 }
 
+/// Stops what runs for `host`: a machine an external runner started (through that runner),
+/// else the built-in QEMU runner's VM.
+fn stop_machine(vm: &Vm, dir: &std::path::Path, host: &HostName, timeout: u64) -> Result<()> {
+    use keypack_plugin::external::protocol::StopOutcome as Ext;
+    let Some((runner, outcome)) = run_external::stop(dir, host, timeout)? else {
+        return stop_vm(vm, host, timeout);
+    };
+    let how = match outcome {
+        Ext::NotRunning => "it was not running; record removed",
+        Ext::PoweredOff => "powered off",
+        Ext::Quit => "the guest ignored the power-off request; the machine quit",
+        Ext::Killed => "killed",
+    };
+    eprintln!("stopped {host} ({how}; runner {runner})");
+    Ok(())
+}
+
 /// `keypack stop`.
 pub fn stop(args: HostArgs) -> Result<ExitCode> {
-    let (vm, _) = vm_for(&args.host)?;
-    stop_vm(&vm, &args.host, args.timeout)?;
+    let (vm, dir) = vm_for(&args.host)?;
+    stop_machine(&vm, &dir, &args.host, args.timeout)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `keypack restart`.
 pub fn restart(args: RunArgs) -> Result<ExitCode> {
     if !args.dry_run {
-        let (vm, _) = vm_for(&args.host)?;
-        stop_vm(&vm, &args.host, 30)?;
+        let (vm, dir) = vm_for(&args.host)?;
+        stop_machine(&vm, &dir, &args.host, 30)?;
     }
     run(args)
 }
@@ -426,6 +556,7 @@ fn status_json(
                 "running": true,
                 "state": "running",
                 "pid": pid,
+                "runner": keypack_runner_qemu::NAME,
                 "serial_log": vm.serial_log(),
                 "qmp_socket": vm.qmp_socket(),
             });
@@ -458,9 +589,55 @@ fn status_json(
     }
 }
 
+/// `keypack status` of a machine an external runner started.
+fn status_external(args: &StatusArgs, r: &run_external::ExternalRun) -> Result<ExitCode> {
+    let up = now().saturating_sub(r.started_unix);
+    if args.json {
+        let v = json!({
+            "host": args.host.as_str(),
+            "running": true,
+            "state": "running",
+            "pid": r.pid,
+            "runner": r.runner,
+            "runner_path": r.program,
+            "serial_log": r.console,
+            "started_unix": r.started_unix,
+            "uptime_seconds": up,
+            "medium": r.medium,
+            "ssh": format!("127.0.0.1:{}", r.ssh_port),
+            "forwards": [{
+                "proto": "tcp",
+                "address": "127.0.0.1",
+                "port": r.ssh_port,
+                "guest_port": 22,
+            }],
+            "host_key_fingerprint": r.host_key_fingerprint,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}: running (pid {}, runner {} [external: {}])",
+        args.host,
+        r.pid,
+        r.runner,
+        r.program.display()
+    );
+    println!("  uptime:   {}m{:02}s", up / 60, up % 60);
+    println!("  ssh:      127.0.0.1:{} -> guest :22", r.ssh_port);
+    println!("  host key: {} (pinned)", r.host_key_fingerprint);
+    if let Some(c) = &r.console {
+        println!("  console:  {}", c.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `keypack status`.
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
     let (vm, dir) = vm_for(&args.host)?;
+    if let (Some(r), _) = run_external::running(&dir)? {
+        return status_external(&args, &r);
+    }
     let status = vm.status()?;
     let pinned = read_boot_description(&dir)
         .ok()
@@ -525,8 +702,13 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
 
 /// `keypack log`.
 pub fn log(args: LogArgs) -> Result<ExitCode> {
-    let (vm, _) = vm_for(&args.host)?;
-    let path = vm.serial_log();
+    let (vm, dir) = vm_for(&args.host)?;
+    // A machine an external runner started has its console where the runner said.
+    let external = run_external::load(&dir)?.filter(|r| r.console.is_some());
+    let path = external
+        .as_ref()
+        .and_then(|r| r.console.clone())
+        .unwrap_or_else(|| vm.serial_log());
     let mut file = std::fs::File::open(&path).with_context(|| {
         format!(
             "no console log for {} yet ({}); start the VM with `keypack run -H {}`",
@@ -543,7 +725,10 @@ pub fn log(args: LogArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     loop {
-        let running = matches!(vm.status()?, Status::Running { .. });
+        let running = match &external {
+            Some(r) => run_external::is_running(r),
+            None => matches!(vm.status()?, Status::Running { .. }),
+        };
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if len < pos {
             // A new run truncated the log: start over.
@@ -603,9 +788,11 @@ impl LogPrinter {
     }
 }
 
-/// `keypack ssh`.
-pub fn ssh(args: SshArgs) -> Result<ExitCode> {
-    let (vm, _) = vm_for(&args.host)?;
+/// The SSH port and pinned host key of what runs for the host.
+fn ssh_target(vm: &Vm, dir: &std::path::Path, host: &HostName) -> Result<(u16, String)> {
+    if let (Some(r), _) = run_external::running(dir)? {
+        return Ok((r.ssh_port, r.host_public_key));
+    }
     let record = match vm.status()? {
         Status::Running {
             record: Some(r), ..
@@ -618,24 +805,31 @@ pub fn ssh(args: SshArgs) -> Result<ExitCode> {
         }
         Status::Stopped { .. } => {
             return Err(keypack_runner_qemu::QemuError::NotRunning {
-                host: args.host.as_str().to_owned(),
+                host: host.as_str().to_owned(),
             }
             .into());
         }
     };
-    if record.host_public_key.is_empty() {
+    Ok((record.ssh_port, record.host_public_key))
+}
+
+/// `keypack ssh`.
+pub fn ssh(args: SshArgs) -> Result<ExitCode> {
+    let (vm, dir) = vm_for(&args.host)?;
+    let (ssh_port, host_public_key) = ssh_target(&vm, &dir, &args.host)?;
+    if host_public_key.is_empty() {
         bail!(
             "no pinned host key for {} (booted with --image and no build); refusing an unverified SSH connection",
             args.host
         );
     }
     let known_hosts = vm.known_hosts();
-    hostkey::write_known_hosts(&known_hosts, args.host.as_str(), &record.host_public_key)?;
+    hostkey::write_known_hosts(&known_hosts, args.host.as_str(), &host_public_key)?;
     let alias = hostkey::alias(args.host.as_str());
     if args.print_config {
         println!("Host {alias}");
         println!("  HostName 127.0.0.1");
-        println!("  Port {}", record.ssh_port);
+        println!("  Port {}", ssh_port);
         println!("  User {}", args.user);
         println!("  HostKeyAlias {alias}");
         println!("  UserKnownHostsFile {}", known_hosts.display());
@@ -649,8 +843,8 @@ pub fn ssh(args: SshArgs) -> Result<ExitCode> {
     }
     // Ask the VM which key it serves first, so a mismatch names both fingerprints (ssh's own
     // refusal below stays as the second line of defence).
-    if let Some(served) = hostkey::scan(record.ssh_port, Duration::from_secs(10))? {
-        hostkey::check(&record.host_public_key, &served)?;
+    if let Some(served) = hostkey::scan(ssh_port, Duration::from_secs(10))? {
+        hostkey::check(&host_public_key, &served)?;
     }
     // Absolute PATH entries only (never `./ssh`), and a scrubbed environment: the agent
     // socket and TERM for the session, nothing else of ours (keypack_plugin::child).
@@ -664,7 +858,7 @@ pub fn ssh(args: SshArgs) -> Result<ExitCode> {
         .args(["-o", "StrictHostKeyChecking=yes"])
         .args(["-o", &format!("HostKeyAlias={alias}")])
         .args(["-o", "CheckHostIP=no", "-o", "UpdateHostKeys=no"])
-        .args(["-p", &record.ssh_port.to_string()]);
+        .args(["-p", &ssh_port.to_string()]);
     if let Some(id) = &args.identity {
         cmd.arg("-i").arg(id).args(["-o", "IdentitiesOnly=yes"]);
     }

@@ -395,19 +395,123 @@ fn a_plugin_sees_a_sealed_read_only_fd_and_nothing_else_of_keypack() {
     assert!(!json.contains(private_line));
 }
 
-/// A runner program: hello and describe (all keypack asks a runner yet).
+/// A runner program that describes itself; `start` is answered as `FAKE_START` says: an error
+/// with a hint, a pid that does not run, or it dies; the request is saved for the test.
 const RUNNER: &str = r#"#!/usr/bin/env python3
-import json, sys
+import json, os, sys
 for line in sys.stdin:
-    t = json.loads(line)["type"]
+    req = json.loads(line)
+    t = req["type"]
     if t == "hello":
         print(json.dumps({"type": "hello", "version": 1}), flush=True)
     elif t == "describe":
         print(json.dumps({"type": "description", "kind": "runner", "name": "fake",
                           "about": "a fake runner"}), flush=True)
+    elif t == "start":
+        open(os.path.join(req["state_dir"], "start.json"), "w").write(line)
+        how = open(os.path.join(req["state_dir"], "..", "..", "..", "fake-start")).read().strip()
+        if how == "error":
+            print(json.dumps({"type": "error", "message": "no hypervisor here",
+                              "hint": "install one"}), flush=True)
+        elif how == "ghost":
+            print(json.dumps({"type": "started", "pid": 999999999}), flush=True)
+        else:
+            sys.exit(4)
     else:
         break
 "#;
+
+/// `keypack run --runner NAME` with a runner that fails: an unknown name lists the runners, a
+/// runner's error is shown as it said it, a pid that does not run and a dying runner are clean
+/// errors, QEMU's own flags are refused; none leaves a record behind. The `start` request
+/// carries the boot description, the runner's own 0700 folder and no passphrase fd for an
+/// unsealed build.
+#[test]
+fn an_external_runner_that_fails_leaves_a_clean_error_and_no_record() {
+    const T: &str = "an_external_runner_that_fails_leaves_a_clean_error_and_no_record";
+    if !have_sops(T) || !have_python(T) {
+        return;
+    }
+    let repo = standard_repo();
+    let bin = bin_dir(&repo, "bin", &[("keypack-runner-fake", RUNNER)]);
+    let (k, i) = boot_inputs(&repo);
+    let root = repo.root().display().to_string();
+    let build = [
+        "build",
+        "--keys-repo",
+        &root,
+        "-i",
+        crate::common::AGE_KEY,
+        "-H",
+        "web1",
+        "--media",
+        "initrd",
+        "--kernel",
+        &k,
+        "--initrd",
+        &i,
+    ];
+    let out = kp(&repo, &[&bin], &build, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let state = repo.tmp.path().join("state").join("web1");
+    let record = state.join("runner.json");
+    let run = |how: &str, extra: &[&str]| {
+        std::fs::write(repo.tmp.path().join("fake-start"), how).unwrap();
+        let mut args = vec!["run", "-H", "web1", "--runner", "fake", "--port", "auto"];
+        args.extend_from_slice(extra);
+        let out = kp(&repo, &[&bin], &args, &[]);
+        assert!(!out.status.success());
+        assert!(!record.exists(), "a failed start leaves no record");
+        stderr(&out)
+    };
+
+    let err = stderr(&kp(
+        &repo,
+        &[&bin],
+        &["run", "-H", "web1", "--runner", "nosuch"],
+        &[],
+    ));
+    assert!(
+        err.contains("no runner `nosuch` (runners: qemu, fake)"),
+        "{err}"
+    );
+    let err = run("error", &[]);
+    assert!(
+        err.contains("runner fake") && err.contains("no hypervisor here"),
+        "{err}"
+    );
+    let err = run("ghost", &[]);
+    assert!(err.contains("pid 999999999, which does not run"), "{err}");
+    let err = run("die", &[]);
+    assert!(err.contains("exited before answering"), "{err}");
+    for flag in [["--accel", "kvm"], ["--firmware", "/x"]] {
+        let err = run("error", &flag);
+        assert!(
+            err.contains(&format!(
+                "{} is an option of the built-in QEMU runner",
+                flag[0]
+            )),
+            "{err}"
+        );
+    }
+
+    let runner_dir = state.join("runner-fake");
+    assert_eq!(
+        std::fs::metadata(&runner_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let req: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runner_dir.join("start.json")).unwrap()).unwrap();
+    assert_eq!(req["host"], "web1");
+    assert_eq!(req["boot"]["medium"], "initrd");
+    assert_eq!(req["state_dir"], runner_dir.display().to_string());
+    assert!(req["ssh_port"].as_u64().unwrap() > 0);
+    assert!(req.get("passphrase_fd").is_none(), "{req}");
+    // The machine it never started: stop and status say so plainly.
+    let out = kp(&repo, &[&bin], &["status", "-H", "web1", "--json"], &[]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["running"], false);
+}
 
 fn py_plugin(name: &str, on_build: &str) -> String {
     format!(

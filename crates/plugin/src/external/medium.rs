@@ -298,15 +298,18 @@ impl Medium for ExternalMedium {
 /// read-only: the fd handed to a plugin can neither change the bundle nor be made writable.
 /// Close-on-exec; [`Session::start`] lets only the plugin inherit it.
 pub fn sealed_bundle_fd(archive: &[u8]) -> Result<OwnedFd, ExternalError> {
+    sealed_memfd("keypack-bundle", archive)
+}
+
+/// `bytes` in a memfd named `name`, sealed and reopened read-only as for the bundle (a sealed
+/// build's passphrase for a runner goes the same way).
+pub(crate) fn sealed_memfd(name: &str, bytes: &[u8]) -> Result<OwnedFd, ExternalError> {
     use rustix::fs::{MemfdFlags, OFlags, SealFlags};
     let err = |e: rustix::io::Errno| ExternalError::Memfd(e.into());
-    let fd = rustix::fs::memfd_create(
-        "keypack-bundle",
-        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-    )
-    .map_err(err)?;
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(err)?;
     let mut file = std::fs::File::from(fd);
-    file.write_all(archive).map_err(ExternalError::Memfd)?;
+    file.write_all(bytes).map_err(ExternalError::Memfd)?;
     rustix::fs::fcntl_add_seals(
         &file,
         SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,

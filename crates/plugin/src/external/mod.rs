@@ -16,6 +16,7 @@ pub mod conformance;
 mod discover;
 mod medium;
 pub mod protocol;
+mod runner;
 mod serve;
 pub mod session;
 
@@ -23,7 +24,8 @@ use std::path::PathBuf;
 
 pub use discover::{Found, MEDIA_PREFIX, RUNNER_PREFIX, discover};
 pub use medium::{ExternalMedium, describe_program, sealed_bundle_fd};
-pub use serve::serve;
+pub use runner::{start_runner, stop_runner};
+pub use serve::{serve, serve_runner};
 
 /// Why talking to an external plugin failed.
 #[derive(Debug, thiserror::Error)]

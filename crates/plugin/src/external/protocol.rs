@@ -35,6 +35,10 @@ pub enum Request {
     Describe,
     /// Builds the medium; the bundle is the inherited file descriptor `bundle_fd`.
     Build(Box<BuildRequest>),
+    /// A runner starts a machine from a boot description and returns once it runs.
+    Start(Box<StartRequest>),
+    /// A runner stops the machine it started.
+    Stop(StopRequest),
     /// Last message; the plugin exits with status 0.
     Bye,
 }
@@ -55,8 +59,96 @@ pub enum Response {
         /// The boot description.
         boot: BootDescription,
     },
+    /// Answer to `start`: the machine runs.
+    Started(StartedReply),
+    /// Answer to `stop`: how the machine ended.
+    Stopped {
+        /// How.
+        outcome: StopOutcome,
+    },
     /// Answer to any request that failed.
     Error(ErrorReply),
+}
+
+/// The `start` request of a runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// The host whose build this is.
+    pub host: String,
+    /// What to boot (paths; the build's artifacts are 0600 files of the same user).
+    pub boot: BootDescription,
+    /// The runner's own folder for this host (`<state>/runner-NAME`, 0700, absolute): its
+    /// pidfile, sockets and console log go here, and it is the runner's working directory.
+    pub state_dir: PathBuf,
+    /// The port on 127.0.0.1 that must reach the guest's port 22 (keypack checked it is free).
+    pub ssh_port: u16,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Guest CPUs.
+    pub cpus: u32,
+    /// `user` (outbound access) or `isolated` (none; only the SSH forward comes in).
+    pub network: Network,
+    /// Raw disk images to attach read-write after the boot medium.
+    #[serde(default)]
+    pub extra_disks: Vec<PathBuf>,
+    /// For a sealed build (`--seal passphrase`): the inherited file descriptor of a
+    /// read-only sealed memfd holding the passphrase keypack checked, for the runner to hand
+    /// the guest (QEMU: `-fw_cfg name=opt/io.keypack.passphrase`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_fd: Option<i32>,
+    /// Size of the passphrase in bytes (0 without one).
+    #[serde(default)]
+    pub passphrase_len: u64,
+}
+
+/// The guest network of a `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Network {
+    /// Outbound access.
+    User,
+    /// No access beyond the SSH forward.
+    Isolated,
+}
+
+/// The answer to `start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedReply {
+    /// The process that is the machine (keypack checks it is alive for `status` and `ssh`).
+    pub pid: u32,
+    /// The machine's console log, when the runner keeps one (`keypack log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<PathBuf>,
+    /// One line for the user (a fallback taken, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
+}
+
+/// The `stop` request of a runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// The host.
+    pub host: String,
+    /// The runner's folder, as in `start`.
+    pub state_dir: PathBuf,
+    /// The pid `started` named.
+    pub pid: u32,
+    /// Seconds the guest has to power off before the runner forces it.
+    pub timeout_secs: u64,
+}
+
+/// How a machine ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopOutcome {
+    /// It was not running.
+    NotRunning,
+    /// The guest powered off when asked.
+    PoweredOff,
+    /// The guest ignored the request; the machine was told to quit.
+    Quit,
+    /// It was killed.
+    Killed,
 }
 
 /// What kind of plugin a program is.

@@ -1,4 +1,5 @@
-//! The plugin side: [`serve`] runs an `impl Medium` as a `keypack-media-NAME` program.
+//! The plugin side: [`serve`] runs an `impl Medium` as a `keypack-media-NAME` program, and
+//! [`serve_runner`] an `impl RunnerService` as a `keypack-runner-NAME` program.
 //!
 //! The same medium code runs compiled in or out of process: `describe` is derived from
 //! [`Medium::augment_args`] (each long flag with its value type and help), and `build` gets
@@ -19,12 +20,91 @@ use super::protocol::{
     BuildRequest, Description, ErrorReply, FlagSetting, FlagSpec, FlagValue, MAX_LINE, PluginKind,
     Request, Response, VERSIONS,
 };
+use crate::runner::RunnerService;
 use crate::{BuildInputs, HostName, Medium};
 
 /// Serves `medium` on stdin/stdout until `bye` or end of input. Returns the exit status for
 /// `main`. Nothing else may write to stdout; diagnostics go to stderr, which keypack shows
 /// prefixed with the plugin's name.
 pub fn serve(medium: &dyn Medium) -> ExitCode {
+    serve_loop(&MediumHandler(medium))
+}
+
+/// Serves `runner` on stdin/stdout as a `keypack-runner-NAME` program (`start`, `stop`), the
+/// way [`serve`] serves a medium.
+pub fn serve_runner(runner: &dyn RunnerService) -> ExitCode {
+    serve_loop(&RunnerHandler(runner))
+}
+
+/// What a served program answers after the handshake.
+trait Handler {
+    fn describe(&self) -> Description;
+    /// `build`, `start` or `stop`.
+    fn handle(&self, req: Request) -> Response;
+}
+
+struct MediumHandler<'a>(&'a dyn Medium);
+
+impl Handler for MediumHandler<'_> {
+    fn describe(&self) -> Description {
+        describe(self.0)
+    }
+    fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Build(req) => match build(self.0, &req) {
+                Ok(boot) => Response::Built { boot },
+                Err(message) => error(message, None),
+            },
+            _ => error("a medium answers `build`, not this request".into(), None),
+        }
+    }
+}
+
+struct RunnerHandler<'a>(&'a dyn RunnerService);
+
+impl Handler for RunnerHandler<'_> {
+    fn describe(&self) -> Description {
+        Description {
+            kind: PluginKind::Runner,
+            name: self.0.name().to_owned(),
+            about: self.0.about().to_owned(),
+            needs_iso: false,
+            default_artifact_name: String::new(),
+            heading: None,
+            flags: Vec::new(),
+        }
+    }
+    fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Start(req) => {
+                let passphrase = match req.passphrase_fd {
+                    Some(fd) => match read_fd(fd, req.passphrase_len, MAX_PASSPHRASE_LEN) {
+                        Ok(p) => Some(p),
+                        Err(message) => return error(message, None),
+                    },
+                    None => None,
+                };
+                match self.0.start(&req, passphrase.as_deref().map(|p| &p[..])) {
+                    Ok(started) => Response::Started(started),
+                    Err(message) => error(message, None),
+                }
+            }
+            Request::Stop(req) => match self.0.stop(&req) {
+                Ok(outcome) => Response::Stopped { outcome },
+                Err(message) => error(message, None),
+            },
+            _ => error(
+                "a runner answers `start` and `stop`, not this request".into(),
+                None,
+            ),
+        }
+    }
+}
+
+/// Longest passphrase a runner reads from its fd.
+const MAX_PASSPHRASE_LEN: u64 = 4096;
+
+fn serve_loop(handler: &dyn Handler) -> ExitCode {
     let stdin = std::io::stdin();
     let mut input = BufReader::new(stdin.lock());
     let mut out = std::io::stdout().lock();
@@ -70,12 +150,9 @@ pub fn serve(medium: &dyn Medium) -> ExitCode {
                     }
                 }
             }
-            Request::Describe => Response::Description(describe(medium)),
-            Request::Build(req) => match build(medium, &req) {
-                Ok(boot) => Response::Built { boot },
-                Err(message) => error(message, None),
-            },
+            Request::Describe => Response::Description(handler.describe()),
             Request::Bye => return ExitCode::SUCCESS,
+            other => handler.handle(other),
         };
         if send(&mut out, &resp).is_err() {
             return ExitCode::FAILURE;
@@ -205,23 +282,26 @@ fn build(medium: &dyn Medium, req: &BuildRequest) -> Result<crate::BootDescripti
     })
 }
 
-/// The archive from the inherited fd, opened through `/proc/self/fd` (no unsafe fd adoption).
+/// The archive from the inherited fd.
 fn read_bundle(fd: i32, len: u64) -> Result<Zeroizing<Vec<u8>>, String> {
-    if fd < 0 || len > keypack_bundle::MAX_ARCHIVE_SIZE as u64 {
-        return Err(format!("bundle_fd {fd} / bundle_len {len} out of range"));
+    read_fd(fd, len, keypack_bundle::MAX_ARCHIVE_SIZE as u64)
+}
+
+/// Exactly `len` (at most `max`) bytes of the inherited fd `fd`, opened through
+/// `/proc/self/fd` (no unsafe fd adoption), into memory that is wiped when dropped.
+fn read_fd(fd: i32, len: u64, max: u64) -> Result<Zeroizing<Vec<u8>>, String> {
+    if fd < 0 || len > max {
+        return Err(format!("fd {fd} / length {len} out of range"));
     }
     let mut f = std::fs::File::open(format!("/proc/self/fd/{fd}"))
-        .map_err(|e| format!("opening the bundle fd {fd}: {e}"))?;
+        .map_err(|e| format!("opening fd {fd}: {e}"))?;
     let mut buf = Zeroizing::new(Vec::with_capacity(len as usize));
     (&mut f)
         .take(len)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("reading the bundle fd {fd}: {e}"))?;
+        .map_err(|e| format!("reading fd {fd}: {e}"))?;
     if buf.len() as u64 != len {
-        return Err(format!(
-            "the bundle fd holds {} bytes, not {len}",
-            buf.len()
-        ));
+        return Err(format!("fd {fd} holds {} bytes, not {len}", buf.len()));
     }
     Ok(buf)
 }
