@@ -2,7 +2,8 @@
 //! the working directory; a built-in wins), `keypack plugins` with origins, `keypack plugins
 //! check`, a build through the Python example plugin of `plugins/examples/`, the boundary a
 //! plugin sees (a sealed read-only memfd, no other fd, the allow-listed environment) and the
-//! clean failures of broken plugins (garbage, death, hang, flood, stray key copies, 0644).
+//! clean failures of broken plugins (garbage, death, hang, flood, stray key copies, 0644); an
+//! external runner's failures and the passphrase descriptor it gets.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -413,6 +414,21 @@ for line in sys.stdin:
         if how == "error":
             print(json.dumps({"type": "error", "message": "no hypervisor here",
                               "hint": "install one"}), flush=True)
+        elif how == "probe":
+            # A sealed build's passphrase fd, from inside: access mode, seals, a failed write,
+            # the descriptors, and a digest (the passphrase itself goes nowhere).
+            import fcntl, hashlib
+            fd = req["passphrase_fd"]
+            r = {"rdonly": fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY,
+                 "seals": fcntl.fcntl(fd, fcntl.F_GET_SEALS),
+                 "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
+                 "sha256": hashlib.sha256(os.pread(fd, req["passphrase_len"], 0)).hexdigest()}
+            try:
+                os.write(fd, b"x"); r["write"] = "allowed"
+            except OSError as e:
+                r["write"] = e.errno
+            open(os.path.join(req["state_dir"], "probe.json"), "w").write(json.dumps(r))
+            print(json.dumps({"type": "error", "message": "probed"}), flush=True)
         elif how == "ghost":
             print(json.dumps({"type": "started", "pid": 999999999}), flush=True)
         else:
@@ -507,6 +523,75 @@ fn an_external_runner_that_fails_leaves_a_clean_error_and_no_record() {
     assert_eq!(req["state_dir"], runner_dir.display().to_string());
     assert!(req["ssh_port"].as_u64().unwrap() > 0);
     assert!(req.get("passphrase_fd").is_none(), "{req}");
+    // A sealed build: the runner gets the checked passphrase as a read-only sealed memfd,
+    // its only descriptor besides stdio; a wrong one never reaches it.
+    let pass = "runner probe passphrase";
+    let mut sealed = build.to_vec();
+    sealed.extend(["--seal", "passphrase"]);
+    let with_pin = |args: &[&str], input: &str| {
+        let mut path: Vec<PathBuf> = vec![bin.clone()];
+        path.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        let mut child = repo
+            .command(args)
+            .env("PATH", std::env::join_paths(path).unwrap())
+            .env("KEYPACK_STATE_DIR", repo.tmp.path().join("state"))
+            .env("KEYPACK_PIN_FD", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(!stderr(&out).contains(pass), "the passphrase was printed");
+        out
+    };
+    let out = with_pin(&sealed, &format!("{pass}\n{pass}\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let probe = runner_dir.join("probe.json");
+    std::fs::write(repo.tmp.path().join("fake-start"), "probe").unwrap();
+    let run = ["run", "-H", "web1", "--runner", "fake", "--port", "auto"];
+    let out = with_pin(&run, "not the passphrase\n");
+    assert!(
+        stderr(&out).contains("wrong passphrase"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!probe.exists(), "a wrong passphrase started the runner");
+    let out = with_pin(&run, &format!("{pass}\n"));
+    assert!(
+        stderr(&out).contains("runner fake: probed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!record.exists());
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&probe).unwrap()).unwrap();
+    assert_eq!(r["rdonly"], true, "{r}");
+    assert_eq!(r["seals"].as_u64().unwrap() & 15, 15, "all four seals: {r}");
+    assert_ne!(r["write"], "allowed", "{r}");
+    let fds: Vec<u64> = r["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    // stdio, the passphrase, and the folder listdir itself opened.
+    assert_eq!(fds.len(), 5, "{r}");
+    use sha2::Digest;
+    assert_eq!(
+        r["sha256"],
+        format!("{:x}", sha2::Sha256::digest(pass.as_bytes())),
+        "the passphrase the runner got is the one typed, without the newline"
+    );
+
     // The machine it never started: stop and status say so plainly.
     let out = kp(&repo, &[&bin], &["status", "-H", "web1", "--json"], &[]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
