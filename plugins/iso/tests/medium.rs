@@ -5,7 +5,7 @@
 //! `reset` write in place, and the plugin conformance check passes.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use keypack_media_iso::{
@@ -15,63 +15,8 @@ use keypack_media_iso::{
 use keypack_plugin::testing::{self, Check, sealed_bundle, sealed_bundle_with_users};
 use keypack_plugin::{Boot, Firmware};
 
-fn skip(test: &str, why: &str) {
-    if std::env::var_os("KEYPACK_REQUIRE_ALL").is_some_and(|v| v == "1") {
-        panic!("{test}: prerequisite missing: {why}");
-    }
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "KEYPACK-SKIPPED: {test}: {why}");
-}
-
-fn have_xorriso() -> bool {
-    Command::new("xorriso")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A private folder for outputs (the medium writes keys).
-fn private_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
-}
-
-/// An ISO with a filler file before and after the area; `area` is the size of
-/// `/keypack/keys.img` (`None`: no area at all).
-fn make_iso(dir: &Path, area: Option<usize>) -> PathBuf {
-    let tree = dir.join("tree");
-    std::fs::create_dir_all(tree.join("boot")).unwrap();
-    let filler: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-    std::fs::write(tree.join("boot/aaa-kernel"), &filler).unwrap();
-    std::fs::write(tree.join("boot/zzz-initrd"), &filler[..123_457]).unwrap();
-    if let Some(n) = area {
-        std::fs::create_dir_all(tree.join("keypack")).unwrap();
-        std::fs::write(tree.join("keypack/keys.img"), vec![0u8; n]).unwrap();
-    }
-    let iso = dir.join("in.iso");
-    let out = Command::new("xorriso")
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-R",
-            "-J",
-            "-V",
-            "keypack-test",
-            "-o",
-        ])
-        .arg(&iso)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "xorriso: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    iso
-}
+mod common;
+use common::{have_xorriso, make_iso, private_dir, skip};
 
 /// `/keypack/keys.img` as xorriso reads it.
 fn xorriso_area(iso: &Path, dir: &Path) -> Vec<u8> {

@@ -22,6 +22,8 @@ pub struct ExternalMedium {
     name: &'static str,
     about: &'static str,
     artifact: &'static str,
+    /// `{host}.iso`-style name, when the medium names its artifact after the host.
+    artifact_pattern: Option<String>,
     heading: &'static str,
     needs_iso: bool,
     flags: Vec<(FlagSpec, &'static str, &'static str)>,
@@ -76,8 +78,13 @@ impl ExternalMedium {
         } else {
             desc.default_artifact_name.clone()
         };
+        // A pattern must stay a plain file name once filled in.
+        let artifact_pattern = desc
+            .artifact_name
+            .filter(|p| p.contains("{host}") && !p.contains('/') && !p.contains('\0'));
         Self {
             path: path.to_owned(),
+            artifact_pattern,
             name: leak(desc.name),
             about: leak(desc.about),
             artifact: leak(artifact),
@@ -280,6 +287,13 @@ impl Medium for ExternalMedium {
         self.artifact
     }
 
+    fn artifact_name(&self, host: &crate::HostName) -> String {
+        match &self.artifact_pattern {
+            Some(p) => p.replace("{host}", host.as_str()),
+            None => self.artifact.to_owned(),
+        }
+    }
+
     fn needs_iso(&self) -> bool {
         self.needs_iso
     }
@@ -346,6 +360,7 @@ mod tests {
             about: "about\x1b]0;title\x07".into(),
             needs_iso: false,
             default_artifact_name: "../../etc/passwd".into(),
+            artifact_name: Some("../{host}.iso".into()),
             heading: None,
             flags: vec![
                 flag("good"),
@@ -358,6 +373,12 @@ mod tests {
         let m = ExternalMedium::from_description(Path::new("/p"), desc);
         assert!(!m.about().contains('\x1b'), "{}", m.about());
         assert_eq!(m.default_artifact_name(), "passwd");
+        let web1 = crate::HostName::new("web1").unwrap();
+        assert_eq!(
+            m.artifact_name(&web1),
+            "passwd",
+            "a pattern with a / is ignored"
+        );
         let names: Vec<&str> = m.flags().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["good"]);
         assert!(!m.flags().any(|f| f.help.contains('\x1b')));

@@ -176,6 +176,10 @@ pub struct Description {
     /// File name of the artifact in the host's state folder.
     #[serde(default)]
     pub default_artifact_name: String,
+    /// File name of the artifact when it is named after the host: `{host}` stands for the
+    /// host's name (`{host}.iso` gives `web1.iso`). Absent: `default_artifact_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_name: Option<String>,
     /// Heading of its flags in `keypack build --help` [default: `NAME medium (--media NAME)`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heading: Option<String>,

@@ -70,6 +70,7 @@ impl Handler for RunnerHandler<'_> {
             about: self.0.about().to_owned(),
             needs_iso: false,
             default_artifact_name: String::new(),
+            artifact_name: None,
             heading: None,
             flags: Vec::new(),
         }
@@ -201,12 +202,21 @@ pub fn describe(medium: &dyn Medium) -> Description {
             })
         })
         .collect();
+    // A medium naming its artifact after the host: the name for a probe host, turned into a
+    // pattern keypack fills in for the real one.
+    const PROBE: &str = "keypackhostprobe";
+    let artifact_name = HostName::new(PROBE)
+        .ok()
+        .map(|h| medium.artifact_name(&h))
+        .filter(|n| n.contains(PROBE))
+        .map(|n| n.replace(PROBE, "{host}"));
     Description {
         kind: PluginKind::Media,
         name: medium.name().to_owned(),
         about: medium.about().to_owned(),
         needs_iso: medium.needs_iso(),
         default_artifact_name: medium.default_artifact_name().to_owned(),
+        artifact_name,
         heading,
         flags,
     }
