@@ -1,4 +1,5 @@
-//! In-place FAT32 edits: read a file, replace one crash-consistently, wipe and delete one.
+//! In-place FAT32 edits: read a file, replace one crash-consistently, wipe and delete one,
+//! wipe lost clusters.
 //!
 //! Supports: FAT32 as keypack writes it (`fatfs`, 512-byte sectors) and as `mkfs.fat` does;
 //! long and short names (ASCII case-insensitive lookup); every FAT copy is updated.
@@ -387,6 +388,72 @@ impl<'f> Fat32<'f> {
             clusters: chain.len() as u64,
             cluster_size: self.cluster,
         })
+    }
+}
+
+impl Fat32<'_> {
+    /// Which clusters a file or folder reaches: every folder from the root down, each
+    /// entry's chain (long-name slots, deleted entries, the volume label and `.`/`..` are not
+    /// files). Index = cluster number.
+    fn reachable(&self) -> Result<Vec<bool>, BurnError> {
+        let mut seen = vec![false; self.fat.len()];
+        let mut dirs = vec![self.root];
+        let mut buf = vec![0u8; self.cluster as usize];
+        while let Some(dir) = dirs.pop() {
+            if !self.in_range(dir) || seen[dir as usize] {
+                continue;
+            }
+            let chain = self.chain(dir);
+            for &c in &chain {
+                seen[c as usize] = true;
+            }
+            'folder: for c in chain {
+                self.part.rd(self.offset(c), &mut buf)?;
+                for e in buf.chunks_exact(32) {
+                    if e[0] == 0 {
+                        break 'folder;
+                    }
+                    if e[0] == 0xE5 || e[0] == b'.' || e[11] & 0x3F == 0x0F || e[11] & 0x08 != 0 {
+                        continue;
+                    }
+                    let first = (((le16(e, 20) << 16) | le16(e, 26)) as u32) & 0x0FFF_FFFF;
+                    if e[11] & 0x10 != 0 {
+                        dirs.push(first);
+                    } else {
+                        for c in self.chain(first) {
+                            seen[c as usize] = true;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Zeroes, then frees, every lost cluster: marked used but reached by no file. An
+    /// interrupted keys-only switch (`keypack media update --image`, killed between the
+    /// directory-entry switch and the wipe) leaves the *previous* bundle there, which a burn
+    /// must not leave behind either. Step: `lost`. Returns the clusters wiped.
+    pub(crate) fn wipe_lost(&mut self, stop: Stop<'_>) -> Result<u64, BurnError> {
+        let seen = self.reachable()?;
+        let limit = (self.clusters as usize + 2).min(self.fat.len());
+        let lost: Vec<u32> = (2..limit as u32)
+            .filter(|&c| {
+                let v = self.fat[c as usize];
+                v != 0 && v != BAD_CLUSTER && !seen[c as usize]
+            })
+            .collect();
+        if lost.is_empty() {
+            return Ok(0);
+        }
+        self.zero_chain(&lost)?;
+        self.part.sync()?;
+        stop.after("lost")?;
+        let frees: Vec<(u32, u32)> = lost.iter().map(|&c| (c, 0)).collect();
+        self.set_fat(&frees)?;
+        self.write_fsinfo()?;
+        self.part.sync()?;
+        Ok(lost.len() as u64)
     }
 }
 

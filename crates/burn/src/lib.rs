@@ -59,6 +59,7 @@ pub const STEPS: &[&str] = &[
     "json-wipe",
     "zero",
     "unlink",
+    "lost",
 ];
 
 /// What was removed of one archive.
@@ -109,6 +110,15 @@ impl Volume<'_> {
             Volume::Exfat(v) => v.replace_file(path, bytes, stop),
         }
     }
+    /// Lost clusters wiped. exFAT: none to look for — keypack never switches files on an
+    /// exFAT partition in place (`media update --mount` goes through the OS's driver).
+    fn wipe_lost(&mut self, stop: Stop<'_>) -> Result<u64, BurnError> {
+        match self {
+            Volume::Fat32(v) => v.wipe_lost(stop),
+            Volume::Exfat(_) => Ok(0),
+        }
+    }
+
     fn delete_file(&mut self, path: &str, stop: Stop<'_>) -> Result<Removed, BurnError> {
         match self {
             Volume::Fat32(v) => v.delete_file(path, stop),
@@ -201,6 +211,14 @@ pub fn burn_disk(
             removed.cluster_size
         ));
         archives.push((archive, removed));
+    }
+    let lost = vol.wipe_lost(stop)?;
+    if lost > 0 {
+        log(&format!(
+            "  {shown}: overwrote {lost} lost cluster{} with zeros and freed {} (an interrupted keys-only update leaves an earlier bundle there)",
+            if lost == 1 { "" } else { "s" },
+            if lost == 1 { "it" } else { "them" }
+        ));
     }
     Ok(Some(Burned {
         disk: shown.to_string(),

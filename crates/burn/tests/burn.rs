@@ -271,7 +271,8 @@ fn interrupted(tag: &str, exfat: bool) {
         return;
     }
     let base = build(tag, exfat, false);
-    for step in keypack_burn::STEPS {
+    // `lost` is reached only when there are lost clusters: its own test below.
+    for step in keypack_burn::STEPS.iter().filter(|s| **s != "lost") {
         let img = base.tmp.path().join(format!("{step}.img"));
         fs::copy(&base.img, &img).unwrap();
         let (r, _) = burn(&img, TOKEN, Some(step));
@@ -341,4 +342,111 @@ fn burned_stick_is_refreshed_by_media_update() {
     assert_eq!(v["injection"][0]["image"], "/k.iso");
     let (clean, report) = fsck(&c.img, c.tmp.path(), false, false);
     assert!(clean, "{report}");
+}
+
+/// Child-process half of `the_burn_also_wipes_the_earlier_bundle_an_interrupted_update_left`:
+/// a keys-only `media update --image` that aborts at the step `KEYPACK_VENTOY_CRASH_AFTER`.
+#[test]
+#[ignore = "run by the_burn_also_wipes_the_earlier_bundle_an_interrupted_update_left"]
+fn helper_interrupted_update() {
+    let img = std::env::var("KEYPACK_TEST_IMG").expect("set by the parent test");
+    let iso = std::env::var("KEYPACK_TEST_ISO").unwrap();
+    let bundle = fs::read(std::env::var("KEYPACK_TEST_BUNDLE").unwrap()).unwrap();
+    keypack_media_ventoy::update_image(
+        Path::new(&img),
+        Path::new(&iso),
+        "k.iso",
+        &bundle,
+        &update_settings("k.iso"),
+    )
+    .unwrap();
+}
+
+/// A keys-only update killed between the directory-entry switch and the wipe leaves the
+/// earlier bundle in lost clusters (allocated, reached by no file). The burn removes the
+/// current bundle and then zeroes and frees those clusters too: afterwards neither bundle's
+/// key text is anywhere on the image, and `fsck.fat -n` finds nothing to reclaim. Stopped at
+/// `lost` (zeroed, not yet freed), the earlier key is gone already and fsck repairs the rest.
+#[test]
+fn the_burn_also_wipes_the_earlier_bundle_an_interrupted_update_left() {
+    const T: &str = "the_burn_also_wipes_the_earlier_bundle_an_interrupted_update_left";
+    if !have_tools(T, &["mtype", "fsck.fat"]) {
+        return;
+    }
+    let c = build("LOSTOLD", false, false);
+    let newer_marker = marker("LOSTNEW");
+    let newer = marked_bundle(&newer_marker, TOKEN);
+    let newer_path = c.tmp.path().join("newer.tar.gz");
+    fs::write(&newer_path, &newer).unwrap();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "helper_interrupted_update",
+            "--nocapture",
+        ])
+        .env("KEYPACK_TEST_IMG", &c.img)
+        .env("KEYPACK_TEST_ISO", &c.iso)
+        .env("KEYPACK_TEST_BUNDLE", &newer_path)
+        .env("KEYPACK_VENTOY_CRASH_AFTER", "entry")
+        .output()
+        .unwrap()
+        .status;
+    assert!(
+        !status.success(),
+        "the update must abort after the entry switch"
+    );
+    assert!(
+        mtype(&c.img, "/keys.tar.gz") == newer,
+        "the newer bundle is in place"
+    );
+    assert!(
+        has(&c.img, &c.marker),
+        "the earlier bundle is still on the image, unreachable (what makes this test able to fail)"
+    );
+    let (_, report) = fsck(&c.img, c.tmp.path(), false, false);
+    assert!(
+        report.contains("Reclaimed"),
+        "fsck sees lost clusters: {report}"
+    );
+
+    let stopped = c.tmp.path().join("stopped.img");
+    fs::copy(&c.img, &stopped).unwrap();
+
+    let (r, lines) = burn(&c.img, TOKEN, None);
+    r.expect("burn").expect("found the bundle");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("lost cluster") && l.contains("earlier bundle")),
+        "{lines:?}"
+    );
+    for m in [&c.marker, &newer_marker] {
+        assert!(
+            !has(&c.img, m),
+            "key text still on the image after the burn"
+        );
+    }
+    let (clean, report) = fsck(&c.img, c.tmp.path(), false, false);
+    assert!(
+        clean && !report.contains("Reclaimed"),
+        "fsck after the burn: {report}"
+    );
+    assert!(
+        mtype(&c.img, "/k.iso") == fs::read(&c.iso).unwrap(),
+        "ISO changed"
+    );
+
+    let (r, _) = burn(&stopped, TOKEN, Some("lost"));
+    assert!(
+        matches!(r, Err(keypack_burn::BurnError::Stopped { .. })),
+        "{r:?}"
+    );
+    assert!(
+        !has(&stopped, &c.marker),
+        "stopped after zeroing: the earlier key is gone"
+    );
+    fsck(&stopped, c.tmp.path(), false, true);
+    let (clean, report) = fsck(&stopped, c.tmp.path(), false, false);
+    assert!(clean, "not clean after repair: {report}");
 }
