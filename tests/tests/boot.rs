@@ -731,6 +731,71 @@ fn accel_auto_falls_back_to_tcg_when_kvm_fails_the_run_cpu_model() {
     }
 }
 
+/// `--port auto` picks a free port, but another VM starting at the same moment can bind it
+/// before QEMU does (seen in CI: "127.0.0.1:N is already in use by pid … (qemu-system-x86)").
+/// A QEMU whose first start fails on the host forward stands in for that race: with `auto`
+/// keypack picks again and the VM runs; with a fixed port it is the error it was.
+#[test]
+fn port_auto_picks_again_when_the_port_is_taken_before_qemu_binds_it() {
+    const T: &str = "port_auto_picks_again_when_the_port_is_taken_before_qemu_binds_it";
+    let Some(real) = keypack_plugin::child::find_program(Path::new("qemu-system-x86_64")) else {
+        return skip(T, "qemu-system-x86_64 is not installed");
+    };
+    let env = new_env(env::keypack_bin());
+    let fake = env.path("qemu-race");
+    let once = env.path("raced");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh
+case \" $* \" in\n  *\" -daemonize \"*) if [ ! -e {once} ]; then : > {once}; echo 'qemu-system-x86_64: -netdev user,id=net0: could not set up host forwarding rule' >&2; exit 1; fi ;;\nesac\nexec {real} \"$@\"\n",
+            once = once.display(),
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let disk = env.path("disk.img");
+    std::fs::write(&disk, vec![0u8; 512]).unwrap();
+    let d = disk.display().to_string();
+    let run = |port: &str| {
+        let out = env
+            .command(&[
+                "run", "-H", HOST, "--image", &d, "--bios", "--accel", "tcg", "--memory", "256",
+                "--port", port,
+            ])
+            .env("KEYPACK_QEMU", &fake)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run("auto");
+    if let Some(pid) = env.qemu_pid() {
+        env.kill_on_drop(pid);
+    }
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("was taken while QEMU started; trying another"),
+        "{err}"
+    );
+    assert!(err.contains("started web1"), "{err}");
+    env.ok(&["stop", "-H", HOST, "--timeout", "1"]);
+
+    std::fs::remove_file(&once).unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let (ok, err) = run(&free);
+    assert!(!ok && err.contains("already in use"), "{err}");
+    assert!(!err.contains("trying another"), "{err}");
+}
+
 /// `--wait-ssh` that times out leaves evidence: a PNG of the guest's screen in the state
 /// folder, named in the error with QEMU's view of the guest, and the console's last lines,
 /// escaped. A blank disk under SeaBIOS stays up and never serves SSH; no kernel needed.

@@ -15,6 +15,24 @@ fn prerequisites(test: &str) -> bool {
     env::prerequisites(test, &["ssh-keyscan", "dropbearconvert"])
 }
 
+/// (package, program) of the external plugins built from this workspace.
+const MEDIUM: (&str, &str) = ("keypack-media-initrd", "keypack-media-initrd-ext");
+const RUNNER: (&str, &str) = ("keypack-runner-qemu", "keypack-runner-qemu-ext");
+
+/// An environment whose PATH starts with a private folder holding `programs`, built if
+/// needed.
+fn with_programs(programs: &[(&str, &str)]) -> Env {
+    let env = Env::new(env::keypack_bin());
+    let bin = env.path("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (package, program) in programs {
+        let built = cargo_bin(package, program, "dev").expect("build the plugin program");
+        std::fs::copy(&built, bin.join(program)).unwrap();
+    }
+    env.with_path_first(&bin)
+}
+
 #[test]
 fn boot_through_the_external_initrd_medium_and_ssh_with_the_pinned_key() {
     const T: &str = "boot_through_the_external_initrd_medium_and_ssh_with_the_pinned_key";
@@ -24,18 +42,11 @@ fn boot_through_the_external_initrd_medium_and_ssh_with_the_pinned_key() {
     let Some(kernel) = env::guest_kernel(T) else {
         return;
     };
-    let keypack = env::keypack_bin();
     let load_keys = env::load_keys_bin();
-    let plugin = cargo_bin("keypack-media-initrd", "keypack-media-initrd-ext", "dev")
-        .expect("build keypack-media-initrd-ext");
-    let env = Env::new(keypack);
-    let bin = env.path("bin");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o700)).unwrap();
     // Dropped onto PATH: that is all it takes to add a medium.
-    std::fs::copy(&plugin, bin.join("keypack-media-initrd-ext")).unwrap();
-    // A secret-looking variable in keypack's environment must not reach the plugin.
-    let env = env.with_path_first(&bin).with_var("SOPS_AGE_KEY", CANARY);
+    let env = with_programs(&[MEDIUM])
+        // A secret-looking variable in keypack's environment must not reach the plugin.
+        .with_var("SOPS_AGE_KEY", CANARY);
     let host_pub = env.keys_repo(&["alice"]).host_public_key;
     let (client, base) = env.guest_initrd(&load_keys, &kernel);
     let (k, b) = (
@@ -120,19 +131,8 @@ fn a_sealed_build_boots_through_an_external_runner_with_status_ssh_log_and_stop(
     let Some(kernel) = env::guest_kernel(T) else {
         return;
     };
-    let keypack = env::keypack_bin();
     let load_keys = env::load_keys_bin();
-    let medium = cargo_bin("keypack-media-initrd", "keypack-media-initrd-ext", "dev")
-        .expect("build keypack-media-initrd-ext");
-    let runner = cargo_bin("keypack-runner-qemu", "keypack-runner-qemu-ext", "dev")
-        .expect("build keypack-runner-qemu-ext");
-    let env = Env::new(keypack);
-    let bin = env.path("bin");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::copy(&medium, bin.join("keypack-media-initrd-ext")).unwrap();
-    std::fs::copy(&runner, bin.join("keypack-runner-qemu-ext")).unwrap();
-    let env = env.with_path_first(&bin).with_var("KEYPACK_PIN_FD", "0");
+    let env = with_programs(&[MEDIUM, RUNNER]).with_var("KEYPACK_PIN_FD", "0");
     let host_pub = env.keys_repo(&["alice"]).host_public_key;
     let (client, base) = env.guest_initrd(&load_keys, &kernel);
     let (k, b) = (

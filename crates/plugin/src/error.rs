@@ -24,6 +24,19 @@ impl PluginError {
     }
 }
 
+/// An error and its sources in one line, `initrd: --kernel: …`, as keypack prints its own: for
+/// a plugin program's `error` message.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error;

@@ -61,7 +61,7 @@ pub mod runner;
 pub mod testing;
 
 pub use boot::{BOOT_DESCRIPTION_VERSION, Boot, BootDescription, Firmware};
-pub use error::PluginError;
+pub use error::{PluginError, error_chain};
 pub use keypack_bundle::{Manifest, ManifestEntry, SealedBundle};
 pub use keypack_layout::HostName;
 pub use medium::{BuildInputs, Medium};

@@ -267,13 +267,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if !args.dry_run
         && let (Some(r), _) = run_external::running(&dir)?
     {
-        bail!(
-            "{} already runs (pid {}, runner {}); `keypack stop -H {}` first",
-            args.host,
-            r.pid,
-            r.runner,
-            args.host
-        );
+        bail!(already_runs(&args.host, r.pid, &r.runner));
     }
     let opts = options(&args);
     if args.dry_run {
@@ -315,11 +309,21 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Some(blob) => Some(check_run_passphrase(&args.host, &blob)?),
         None => None,
     };
-    let started = vm.start_with_passphrase(
-        &desc,
-        &opts,
-        passphrase.as_ref().map(|p| p.expose_secret().as_bytes()),
-    )?;
+    let secret = passphrase.as_ref().map(|p| p.expose_secret().as_bytes());
+    // `--port auto` picks a port that is free now; another VM starting at the same moment
+    // can take it before QEMU binds it. Then any other free port will do: try again.
+    let mut tries = 0;
+    let started = loop {
+        match vm.start_with_passphrase(&desc, &opts, secret) {
+            Err(keypack_runner_qemu::QemuError::PortInUse { port, .. })
+                if matches!(opts.port, PortChoice::Auto) && tries < AUTO_PORT_TRIES =>
+            {
+                tries += 1;
+                eprintln!("note: port {port} was taken while QEMU started; trying another");
+            }
+            other => break other?,
+        }
+    };
     drop(passphrase);
     if let Some(notice) = &started.notice {
         eprintln!("note: {notice}");
@@ -353,6 +357,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How often `--port auto` picks again when the port it picked is taken before the machine
+/// binds it.
+const AUTO_PORT_TRIES: u32 = 5;
+
+/// The refusal to start a second machine for `host`.
+fn already_runs(host: &HostName, pid: u32, runner: &str) -> String {
+    format!("{host} already runs (pid {pid}, runner {runner}); `keypack stop -H {host}` first")
+}
+
 /// `keypack run --runner NAME` with an external runner.
 fn run_external(
     args: &RunArgs,
@@ -373,20 +386,10 @@ fn run_external(
     }
     let program = crate::media::external_runner(&args.runner)?;
     if let Status::Running { pid, .. } = vm.status()? {
-        bail!(
-            "{} already runs (pid {pid}, the built-in QEMU runner); `keypack stop -H {}` first",
-            args.host,
-            args.host
-        );
+        bail!(already_runs(&args.host, pid, keypack_runner_qemu::NAME));
     }
     if let (Some(r), _) = run_external::running(dir)? {
-        bail!(
-            "{} already runs (pid {}, runner {}); `keypack stop -H {}` first",
-            args.host,
-            r.pid,
-            r.runner,
-            args.host
-        );
+        bail!(already_runs(&args.host, r.pid, &r.runner));
     }
     let desc = if args.bios {
         BootDescription {
@@ -400,9 +403,11 @@ fn run_external(
         Some(blob) => Some(check_run_passphrase(&args.host, &blob)?),
         None => None,
     };
-    let ssh_port = keypack_runner_qemu::ports::pick(args.port)?;
-    let record = run_external::start(
-        &run_external::Start {
+    let secret = passphrase.as_ref().map(|p| p.expose_secret().as_bytes());
+    let mut tries = 0;
+    let record = loop {
+        let ssh_port = keypack_runner_qemu::ports::pick(args.port)?;
+        let start = run_external::Start {
             host: &args.host,
             dir,
             runner: (&args.runner, &program),
@@ -415,9 +420,24 @@ fn run_external(
                 NetArg::Isolated => keypack_plugin::external::protocol::Network::Isolated,
             },
             extra_disks: options(args).extra_disks,
-        },
-        passphrase.as_ref().map(|p| p.expose_secret().as_bytes()),
-    )?;
+        };
+        match run_external::start(&start, secret) {
+            // As for the built-in runner: a port `auto` picked, taken by someone else before
+            // the runner bound it (the runner failed and the port is busy now).
+            Err(e)
+                if matches!(args.port, PortChoice::Auto)
+                    && tries < AUTO_PORT_TRIES
+                    && keypack_runner_qemu::ports::pick(PortChoice::Fixed(ssh_port)).is_err() =>
+            {
+                tries += 1;
+                eprintln!(
+                    "note: port {ssh_port} was taken while runner {} started ({e:#}); trying another",
+                    args.runner
+                );
+            }
+            other => break other?,
+        }
+    };
     drop(passphrase);
     eprintln!(
         "started {} (pid {}, runner {} [external: {}], ssh on 127.0.0.1:{}){}",

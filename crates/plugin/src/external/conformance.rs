@@ -140,14 +140,7 @@ pub fn run(
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+    crate::error_chain(e)
 }
 
 /// What gives a private key away: each private file whole, each of its base64 lines, the

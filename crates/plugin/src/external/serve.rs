@@ -279,17 +279,9 @@ fn build(medium: &dyn Medium, req: &BuildRequest) -> Result<crate::BootDescripti
         .with_iso(req.iso.as_deref())
         .with_seed(req.seed)
         .with_ignore_cache(req.ignore_cache);
-    medium.build(&bundle, &inputs).map_err(|e| {
-        // The whole chain in one line, `initrd: --kernel: …`, as keypack prints its own.
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        msg
-    })
+    medium
+        .build(&bundle, &inputs)
+        .map_err(|e| crate::error_chain(&e))
 }
 
 /// The archive from the inherited fd.

@@ -43,7 +43,7 @@ impl RunnerService for QemuExt {
         let vm = Vm::new(&req.host, &req.state_dir);
         let started = vm
             .start_with_passphrase(&req.boot, &opts, passphrase)
-            .map_err(|e| chain(&e))?;
+            .map_err(|e| keypack_plugin::error_chain(&e))?;
         Ok(StartedReply {
             pid: started.record.pid,
             console: Some(vm.serial_log()),
@@ -56,7 +56,7 @@ impl RunnerService for QemuExt {
         Ok(
             match vm
                 .stop(Duration::from_secs(req.timeout_secs))
-                .map_err(|e| chain(&e))?
+                .map_err(|e| keypack_plugin::error_chain(&e))?
             {
                 keypack_runner_qemu::StopOutcome::NotRunning { .. } => StopOutcome::NotRunning,
                 keypack_runner_qemu::StopOutcome::PoweredOff => StopOutcome::PoweredOff,
@@ -65,18 +65,6 @@ impl RunnerService for QemuExt {
             },
         )
     }
-}
-
-/// The error and its sources in one line, as keypack prints its own.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 fn main() -> ExitCode {
