@@ -87,7 +87,8 @@ pub struct RunArgs {
     /// Accelerator.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
-    /// Host port forwarded to the guest's SSH, on 127.0.0.1 only: a number or `auto`.
+    /// Host port forwarded to the guest's SSH, on 127.0.0.1 only: a number or `auto` (any free
+    /// port, picked again if another VM takes it before this one binds it).
     #[arg(long, value_name = "N|auto", default_value = "2222")]
     pub port: PortChoice,
     /// Guest memory in MiB.
