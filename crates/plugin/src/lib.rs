@@ -44,6 +44,13 @@
 //! `keypack build` then stores the description as `boot.json` in the host's state folder,
 //! where `keypack run` reads it; a runner never learns which medium produced it.
 //!
+//! # Adding a runner
+//!
+//! A runner is a program `keypack-runner-<name>` (`keypack run --runner <name>`): in Rust an
+//! `impl runner::RunnerService` (`start`, `stop`) served by `external::serve_runner` (see
+//! `plugins/qemu/src/bin/keypack-runner-qemu-ext.rs`), or any program speaking the "Runners"
+//! part of `PROTOCOL.md`.
+//!
 //! `plugins/initrd` is the smallest complete medium; read it first.
 // `unsafe` only in `external::session::limit_fds` (close_range/fcntl between fork and exec).
 #![deny(unsafe_code)]

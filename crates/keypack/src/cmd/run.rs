@@ -1,9 +1,11 @@
 //! The VM verbs: `run`, `stop`, `restart`, `status`, `log`, `ssh`. Glue between the CLI, the
-//! host's state folder (`state.rs`), the last build's `boot.json` and the QEMU runner plugin
-//! (`keypack-runner-qemu`), which does the work.
+//! host's state folder (`state.rs`), the last build's `boot.json` and the runner that does the
+//! work: the built-in QEMU runner (`keypack-runner-qemu`), or an external runner program with
+//! `--runner NAME` (`run_external.rs`, whose record every verb here consults first).
 //!
 //! Does not build media (`keypack build` writes `boot.json`) and never handles key bytes: the
-//! runner gets paths, and `ssh` pins the packed *public* host key.
+//! runner gets paths (and a sealed build's checked passphrase, for the guest), and `ssh` pins
+//! the packed *public* host key.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
