@@ -55,6 +55,21 @@ pub enum Boot {
     },
 }
 
+impl BootDescription {
+    /// Every file the description names as a build's artifact (the image, or the kernel and
+    /// the initrds; not a `cdrom` input the kernel boot merely attaches), in order.
+    pub fn files(&self) -> Vec<PathBuf> {
+        match &self.boot {
+            Boot::Disk { image } | Boot::Cdrom { image } => vec![image.clone()],
+            Boot::Kernel {
+                kernel, initrds, ..
+            } => std::iter::once(kernel.clone())
+                .chain(initrds.iter().cloned())
+                .collect(),
+        }
+    }
+}
+
 /// Firmware a boot needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -17,7 +17,7 @@ use keypack_layout::{HostName, KeyRole, UserName};
 use secrecy::SecretSlice;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 
-use crate::{Boot, BootDescription, BuildInputs, Medium};
+use crate::{BootDescription, BuildInputs, Medium};
 
 /// A fresh OpenSSH ed25519 private key (random; for tests only).
 pub fn throwaway_key() -> SecretSlice<u8> {
@@ -136,8 +136,8 @@ pub fn check_medium_with(medium: &dyn Medium, check: &Check<'_>) -> BootDescript
     let back: BootDescription = serde_json::from_str(&json).expect("description parses back");
     assert_eq!(back, first, "description round-trips through JSON");
 
-    let paths_a = description_paths(&first);
-    let paths_b = description_paths(&second);
+    let paths_a = first.files();
+    let paths_b = second.files();
     assert_eq!(paths_a.len(), paths_b.len(), "same number of artifacts");
     assert!(
         !paths_a.is_empty(),
@@ -186,18 +186,6 @@ pub fn check_medium_with(medium: &dyn Medium, check: &Check<'_>) -> BootDescript
         }
     }
     first
-}
-
-/// Every file a description names.
-pub fn description_paths(desc: &BootDescription) -> Vec<PathBuf> {
-    match &desc.boot {
-        Boot::Disk { image } | Boot::Cdrom { image } => vec![image.clone()],
-        Boot::Kernel {
-            kernel, initrds, ..
-        } => std::iter::once(kernel.clone())
-            .chain(initrds.iter().cloned())
-            .collect(),
-    }
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -14,7 +14,7 @@ use keypack_bundle::SealedBundle;
 
 use super::ExternalMedium;
 use super::session::Session;
-use crate::{Boot, BootDescription, BuildInputs, HostName, Medium};
+use crate::{BootDescription, BuildInputs, HostName, Medium};
 
 /// One check's outcome: `Ok(detail)` or `Err(why)`.
 pub type Outcome = Result<String, String>;
@@ -51,7 +51,7 @@ pub fn run(
             s.finish().map(|_| v)
         })
         .map(|v| format!("protocol version {v}"))
-        .map_err(|e| chain(&e));
+        .map_err(|e| crate::error_chain(&e));
     if !note("handshake", hello) {
         return false;
     }
@@ -70,7 +70,7 @@ pub fn run(
             m
         }
         Err(e) => {
-            note("describe", Err(chain(&e)));
+            note("describe", Err(crate::error_chain(&e)));
             return false;
         }
     };
@@ -109,7 +109,7 @@ pub fn run(
         match medium.run_build(bundle, &inputs, &mut on_start) {
             Ok(desc) => builds.push(desc),
             Err(e) => {
-                note(&format!("build {run}"), Err(chain(&e)));
+                note(&format!("build {run}"), Err(crate::error_chain(&e)));
                 return false;
             }
         }
@@ -124,8 +124,8 @@ pub fn run(
         "boot description valid",
         valid_description(first, input.name, bundle),
     );
-    let paths_a = description_paths(first);
-    let paths_b = description_paths(second);
+    let paths_a = first.files();
+    let paths_b = second.files();
     note("artifacts byte-identical", identical(&paths_a, &paths_b));
     note(
         "artifacts 0600",
@@ -137,10 +137,6 @@ pub fn run(
         no_stray_keys(input.dir, &listed, &secrets),
     );
     ok
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    crate::error_chain(e)
 }
 
 /// What gives a private key away: each private file whole, each of its base64 lines, the
@@ -231,7 +227,7 @@ fn valid_description(d: &BootDescription, name: &str, bundle: &SealedBundle) -> 
     if Some(d.host_public_key.as_str()) != bundle.manifest().host_public_key() {
         return Err("host_public_key is not the bundle's host public key".into());
     }
-    let paths = description_paths(d);
+    let paths = d.files();
     if paths.is_empty() {
         return Err("lists no file".into());
     }
@@ -250,18 +246,6 @@ fn valid_description(d: &BootDescription, name: &str, bundle: &SealedBundle) -> 
         paths.len(),
         d.firmware
     ))
-}
-
-/// Every file a description names.
-pub fn description_paths(desc: &BootDescription) -> Vec<PathBuf> {
-    match &desc.boot {
-        Boot::Disk { image } | Boot::Cdrom { image } => vec![image.clone()],
-        Boot::Kernel {
-            kernel, initrds, ..
-        } => std::iter::once(kernel.clone())
-            .chain(initrds.iter().cloned())
-            .collect(),
-    }
 }
 
 fn identical(a: &[PathBuf], b: &[PathBuf]) -> Outcome {
