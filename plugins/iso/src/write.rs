@@ -44,8 +44,9 @@ pub fn full(iso: &Path, area: Area, content: &[u8], output: &Path) -> Result<(),
 }
 
 /// Overwrites the area of the existing keyed ISO `path` in place with `content` and zeros:
-/// makes the file 0600 first, covers every non-zero byte of the old area, fsyncs.
-pub fn in_place(path: &Path, area: Area, content: &[u8]) -> Result<(), IsoMediumError> {
+/// makes the file 0600 first, covers every non-zero byte of the old area, fdatasyncs. Returns
+/// how many bytes of the old area were in use.
+pub fn in_place(path: &Path, area: Area, content: &[u8]) -> Result<u64, IsoMediumError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -58,21 +59,13 @@ pub fn in_place(path: &Path, area: Area, content: &[u8]) -> Result<(), IsoMedium
     let cover = (content.len() as u64).max(used);
     write_area(&file, area, content, cover).map_err(err)?;
     // Data only: the size and the blocks do not change, so fdatasync makes the area durable.
-    file.sync_data().map_err(err)
+    file.sync_data().map_err(err)?;
+    Ok(used)
 }
 
 /// Zeroes the area of `path` in place (`keypack media reset`); returns how many bytes were in use.
 pub fn reset(path: &Path, area: Area) -> Result<u64, IsoMediumError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| IsoMediumError::io("opening", path, e))?;
-    let err = |e| IsoMediumError::io("writing", path, e);
-    let used = used_len(&file, area).map_err(err)?;
-    write_area(&file, area, &[], used).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    Ok(used)
+    in_place(path, area, &[])
 }
 
 /// Length of the area's prefix that holds non-zero bytes (0 for an empty area).
