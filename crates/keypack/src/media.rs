@@ -203,14 +203,21 @@ pub fn is_built_in_runner(name: &str) -> bool {
     RUNNERS.iter().any(|r| r.name() == name)
 }
 
-/// The program of the external runner `name` (discovering the plugins).
+/// The program of the external runner `name`. Only runner programs are looked at (the media
+/// programs are not started to describe themselves), and the one found must describe itself
+/// as runner `name`.
 pub fn external_runner(name: &str) -> anyhow::Result<PathBuf> {
-    let reg = registry();
-    if let Some(r) = reg.external_runners.iter().find(|r| r.name == name) {
+    let dirs = plugin_dirs();
+    let runners: Vec<Found> = external::discover(dirs.iter().map(PathBuf::as_path))
+        .into_iter()
+        .filter(|f| f.kind == PluginKind::Runner)
+        .collect();
+    if let Some(r) = runners.iter().find(|r| r.name == name) {
+        external::describe_program(&r.path, name, PluginKind::Runner)?;
         return Ok(r.path.clone());
     }
     let mut names: Vec<&str> = RUNNERS.iter().map(|r| r.name()).collect();
-    names.extend(reg.external_runners.iter().map(|r| r.name.as_str()));
+    names.extend(runners.iter().map(|r| r.name.as_str()));
     anyhow::bail!(
         "no runner `{name}` (runners: {}); an external runner is a program keypack-runner-{name} in an absolute PATH entry or in plugin_dir (`keypack plugins` lists them)",
         names.join(", ")
