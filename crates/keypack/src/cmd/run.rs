@@ -306,27 +306,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // A sealed build: the passphrase is asked once and checked against the medium's own
-    // sealed blob before anything starts, so a typo is caught here, not at the guest's console.
-    let passphrase = match super::seal::sealed_blob_of(&desc)? {
-        Some(blob) => Some(check_run_passphrase(&args.host, &blob)?),
-        None => None,
-    };
+    let passphrase = sealed_passphrase(&args.host, &desc)?;
     let secret = passphrase.as_ref().map(|p| p.expose_secret().as_bytes());
-    // `--port auto` picks a port that is free now; another VM starting at the same moment
-    // can take it before QEMU binds it. Then any other free port will do: try again.
-    let mut tries = 0;
-    let started = loop {
-        match vm.start_with_passphrase(&desc, &opts, secret) {
-            Err(keypack_runner_qemu::QemuError::PortInUse { port, .. })
-                if matches!(opts.port, PortChoice::Auto) && tries < AUTO_PORT_TRIES =>
-            {
-                tries += 1;
-                eprintln!("note: port {port} was taken while QEMU started; trying another");
-            }
-            other => break other?,
-        }
-    };
+    let started = with_port_retries(args.port, "QEMU", || {
+        vm.start_with_passphrase(&desc, &opts, secret)
+            .map_err(|e| Failed {
+                taken: match &e {
+                    keypack_runner_qemu::QemuError::PortInUse { port, .. } => Some(*port),
+                    _ => None,
+                },
+                error: e.into(),
+            })
+    })?;
     drop(passphrase);
     if let Some(notice) = &started.notice {
         eprintln!("note: {notice}");
@@ -363,6 +354,47 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 /// How often `--port auto` picks again when the port it picked is taken before the machine
 /// binds it.
 const AUTO_PORT_TRIES: u32 = 5;
+
+/// A failed start; `taken` names the SSH port when it was taken before the machine bound it.
+struct Failed {
+    error: anyhow::Error,
+    taken: Option<u16>,
+}
+
+/// Runs `start` again when it lost its SSH port to another machine starting at the same
+/// moment: `--port auto` picked a port that was free then, and any other free one will do. A
+/// fixed port is the user's choice, and its failure is the error.
+fn with_port_retries<T>(
+    port: PortChoice,
+    who: &str,
+    mut start: impl FnMut() -> Result<T, Failed>,
+) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match start() {
+            Ok(v) => return Ok(v),
+            Err(Failed {
+                taken: Some(taken), ..
+            }) if matches!(port, PortChoice::Auto) && tries < AUTO_PORT_TRIES => {
+                tries += 1;
+                eprintln!("note: port {taken} was taken while {who} started; trying another");
+            }
+            Err(f) => return Err(f.error),
+        }
+    }
+}
+
+/// A sealed build's passphrase, asked once and checked against the medium's own sealed blob
+/// before anything starts (a typo is caught here, not at the guest's console); `None` for an
+/// unsealed build.
+fn sealed_passphrase(
+    host: &HostName,
+    desc: &BootDescription,
+) -> Result<Option<secrecy::SecretString>> {
+    super::seal::sealed_blob_of(desc)?
+        .map(|blob| check_run_passphrase(host, &blob))
+        .transpose()
+}
 
 /// The refusal to start a second machine for `host`.
 fn already_runs(host: &HostName, pid: u32, runner: &str) -> String {
@@ -402,14 +434,14 @@ fn run_external(
     } else {
         desc
     };
-    let passphrase = match super::seal::sealed_blob_of(&desc)? {
-        Some(blob) => Some(check_run_passphrase(&args.host, &blob)?),
-        None => None,
-    };
+    let passphrase = sealed_passphrase(&args.host, &desc)?;
     let secret = passphrase.as_ref().map(|p| p.expose_secret().as_bytes());
-    let mut tries = 0;
-    let record = loop {
-        let ssh_port = keypack_runner_qemu::ports::pick(args.port)?;
+    let who = format!("runner {}", args.runner);
+    let record = with_port_retries(args.port, &who, || {
+        let ssh_port = keypack_runner_qemu::ports::pick(args.port).map_err(|e| Failed {
+            error: e.into(),
+            taken: None,
+        })?;
         let start = run_external::Start {
             host: &args.host,
             dir,
@@ -424,23 +456,14 @@ fn run_external(
             },
             extra_disks: options(args).extra_disks,
         };
-        match run_external::start(&start, secret) {
-            // As for the built-in runner: a port `auto` picked, taken by someone else before
-            // the runner bound it (the runner failed and the port is busy now).
-            Err(e)
-                if matches!(args.port, PortChoice::Auto)
-                    && tries < AUTO_PORT_TRIES
-                    && keypack_runner_qemu::ports::pick(PortChoice::Fixed(ssh_port)).is_err() =>
-            {
-                tries += 1;
-                eprintln!(
-                    "note: port {ssh_port} was taken while runner {} started ({e:#}); trying another",
-                    args.runner
-                );
-            }
-            other => break other?,
-        }
-    };
+        // The runner's error does not say why; the port being busy now does.
+        run_external::start(&start, secret).map_err(|error| Failed {
+            error,
+            taken: keypack_runner_qemu::ports::pick(PortChoice::Fixed(ssh_port))
+                .is_err()
+                .then_some(ssh_port),
+        })
+    })?;
     drop(passphrase);
     eprintln!(
         "started {} (pid {}, runner {} [external: {}], ssh on 127.0.0.1:{}){}",
