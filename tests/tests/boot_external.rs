@@ -19,6 +19,28 @@ fn prerequisites(test: &str) -> bool {
 const MEDIUM: (&str, &str) = ("keypack-media-initrd", "keypack-media-initrd-ext");
 const RUNNER: (&str, &str) = ("keypack-runner-qemu", "keypack-runner-qemu-ext");
 
+/// `build` of alice and the host through the external initrd medium, kernel `k`, base initrd
+/// `b`, then `extra`.
+fn build_args<'a>(k: &'a str, b: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "build",
+        "-H",
+        HOST,
+        "-U",
+        "alice",
+        "--media",
+        "initrd-ext",
+        "--kernel",
+        k,
+        "--initrd",
+        b,
+        "--append",
+        "console=ttyS0",
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
 /// An environment whose PATH starts with a private folder holding `programs`, built if
 /// needed.
 fn with_programs(programs: &[(&str, &str)]) -> Env {
@@ -73,21 +95,7 @@ fn boot_through_the_external_initrd_medium_and_ssh_with_the_pinned_key() {
     ]);
     assert!(check.contains("initrd-ext: every check passed"), "{check}");
 
-    env.ok(&[
-        "build",
-        "-H",
-        HOST,
-        "-U",
-        "alice",
-        "--media",
-        "initrd-ext",
-        "--kernel",
-        &k,
-        "--initrd",
-        &b,
-        "--append",
-        "console=ttyS0",
-    ]);
+    env.ok(&build_args(&k, &b, &[]));
     let cpio = env.host_state().join("keys.cpio.gz");
     assert_eq!(
         std::fs::metadata(&cpio).unwrap().permissions().mode() & 0o777,
@@ -154,23 +162,7 @@ fn a_sealed_build_boots_through_an_external_runner_with_status_ssh_log_and_stop(
         "{listing}"
     );
     let (ok, err) = with_input(
-        &[
-            "build",
-            "-H",
-            HOST,
-            "-U",
-            "alice",
-            "--media",
-            "initrd-ext",
-            "--kernel",
-            &k,
-            "--initrd",
-            &b,
-            "--append",
-            "console=ttyS0",
-            "--seal",
-            "passphrase",
-        ],
+        &build_args(&k, &b, &["--seal", "passphrase"]),
         &format!("{PASS}\n{PASS}\n"),
     );
     assert!(ok, "sealed build through the external medium: {err}");

@@ -64,6 +64,21 @@ fn kp(repo: &Repo, dirs: &[&Path], args: &[&str], extra_env: &[(&str, &str)]) ->
     out
 }
 
+/// `build --keys-repo ROOT -i AGE_KEY -H web1 REST…`.
+fn build_args<'a>(root: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "build",
+        "--keys-repo",
+        root,
+        "-i",
+        crate::common::AGE_KEY,
+        "-H",
+        "web1",
+    ];
+    a.extend_from_slice(rest);
+    a
+}
+
 fn boot_inputs(repo: &Repo) -> (String, String) {
     let k = repo.tmp.path().join("vmlinuz");
     let i = repo.tmp.path().join("base.img");
@@ -165,27 +180,23 @@ fn python_example_is_listed_checked_and_builds_through_keypack() {
     let artifact = dir.join("keys.tar.gz");
     let a = artifact.display().to_string();
     let root = repo.root().display().to_string();
-    let args = [
-        "build",
-        "--keys-repo",
+    let args = build_args(
         &root,
-        "-i",
-        crate::common::AGE_KEY,
-        "-H",
-        "web1",
-        "-U",
-        "alice",
-        "--media",
-        "pyexample",
-        "--kernel",
-        &k,
-        "--initrd",
-        &i,
-        "--py-cmdline",
-        "-quiet console=ttyS0",
-        "-o",
-        &a,
-    ];
+        &[
+            "-U",
+            "alice",
+            "--media",
+            "pyexample",
+            "--kernel",
+            &k,
+            "--initrd",
+            &i,
+            "--py-cmdline",
+            "-quiet console=ttyS0",
+            "-o",
+            &a,
+        ],
+    );
     let out = kp(&repo, &[&bin], &args, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     // The plugin's stderr reaches the user, prefixed with its name.
@@ -233,19 +244,7 @@ fn python_example_is_listed_checked_and_builds_through_keypack() {
     );
 
     // Its error, in keypack's own format, with its hint.
-    let args = [
-        "build",
-        "--keys-repo",
-        &root,
-        "-i",
-        crate::common::AGE_KEY,
-        "-H",
-        "web1",
-        "--media",
-        "pyexample",
-        "-o",
-        &a,
-    ];
+    let args = build_args(&root, &["--media", "pyexample", "-o", &a]);
     let out = kp(&repo, &[&bin], &args, &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -324,21 +323,7 @@ fn a_plugin_sees_a_sealed_read_only_fd_and_nothing_else_of_keypack() {
     let root = repo.root().display().to_string();
     let dir = repo.out_dir("probe");
     let o = dir.join("x").display().to_string();
-    let args = [
-        "build",
-        "--keys-repo",
-        &root,
-        "-i",
-        crate::common::AGE_KEY,
-        "-H",
-        "web1",
-        "-U",
-        "alice",
-        "--media",
-        "probe",
-        "-o",
-        &o,
-    ];
+    let args = build_args(&root, &["-U", "alice", "--media", "probe", "-o", &o]);
     let canary = "KEYPACK_CANARY_MUST_NOT_REACH_A_PLUGIN";
     let out = kp(
         &repo,
@@ -452,21 +437,10 @@ fn an_external_runner_that_fails_leaves_a_clean_error_and_no_record() {
     let bin = bin_dir(&repo, "bin", &[("keypack-runner-fake", RUNNER)]);
     let (k, i) = boot_inputs(&repo);
     let root = repo.root().display().to_string();
-    let build = [
-        "build",
-        "--keys-repo",
+    let build = build_args(
         &root,
-        "-i",
-        crate::common::AGE_KEY,
-        "-H",
-        "web1",
-        "--media",
-        "initrd",
-        "--kernel",
-        &k,
-        "--initrd",
-        &i,
-    ];
+        &["--media", "initrd", "--kernel", &k, "--initrd", &i],
+    );
     let out = kp(&repo, &[&bin], &build, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let state = repo.tmp.path().join("state").join("web1");
