@@ -38,16 +38,36 @@ pub fn reopen_archive(
     if bytes.len() > MAX_ARCHIVE_SIZE {
         return Err(refused("", "archive is larger than any bundle"));
     }
-    if crate::sealed_blob_in_archive(bytes)?.is_some() {
-        return reopen_sealed(bytes, sealed_keys);
+    // The manifest says which it is; the archive must agree (each path refuses the other's
+    // files), so it is read once.
+    if sealed_keys.is_empty() {
+        reopen_plain(bytes)
+    } else {
+        reopen_sealed(bytes, sealed_keys)
     }
-    if !sealed_keys.is_empty() {
-        return Err(refused(
-            SEALED_BLOB_PATH,
-            "the manifest lists sealed keys but the archive has no sealed blob",
-        ));
+}
+
+/// Calls `each` with the path and the entry of every file of the archive (anything but a
+/// regular file is refused); returns the mtime of the last one (keypack gives all one mtime).
+fn each_file<'a>(
+    bytes: &'a [u8],
+    mut each: impl for<'e> FnMut(
+        String,
+        &mut tar::Entry<'e, GzDecoder<&'a [u8]>>,
+    ) -> Result<(), BundleError>,
+) -> Result<u64, BundleError> {
+    let mut mtime = 0;
+    let mut archive = tar::Archive::new(GzDecoder::new(bytes));
+    for entry in archive.entries().map_err(BundleError::Archive)? {
+        let mut entry = entry.map_err(BundleError::Archive)?;
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(refused(&raw_path, "not a regular file"));
+        }
+        mtime = entry.header().mtime().map_err(BundleError::Archive)?;
+        each(raw_path, &mut entry)?;
     }
-    reopen_plain(bytes)
+    Ok(mtime)
 }
 
 fn refused(path: &str, reason: &'static str) -> BundleError {
@@ -68,41 +88,40 @@ fn reopen_plain(bytes: &[u8]) -> Result<SealedBundle, BundleError> {
     let mut builder = BundleBuilder::new();
     // keypack already decided whether shared keys are allowed; the archive is its result.
     builder.allow_shared_keys(true);
-    let mut mtime = 0;
-    let mut archive = tar::Archive::new(GzDecoder::new(bytes));
-    for entry in archive.entries().map_err(BundleError::Archive)? {
-        let mut entry = entry.map_err(BundleError::Archive)?;
-        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            return Err(refused(&raw_path, "not a regular file"));
+    let mtime = each_file(bytes, |raw_path, entry| {
+        if raw_path == SEALED_BLOB_PATH {
+            return Err(refused(
+                &raw_path,
+                "a sealed bundle, but the manifest lists no sealed key",
+            ));
         }
-        mtime = entry.header().mtime().map_err(BundleError::Archive)?;
         if raw_path == BURN_MARK_PATH {
             // The builder writes the mark again from its token; the round trip checks the rest.
             let mut mark = String::new();
-            (&mut entry)
+            entry
                 .take(64)
                 .read_to_string(&mut mark)
                 .map_err(|_| refused(&raw_path, "not a burn mark"))?;
             builder.burn_after_boot(mark.trim_end_matches('\n'))?;
-            continue;
+            return Ok(());
         }
         let known = classify(&raw_path).ok_or_else(|| refused(&raw_path, "not a bundle path"))?;
         if known.public {
             // Derived again from the private key by the builder; the round trip checks it.
-            continue;
+            return Ok(());
         }
         let size = entry.header().size().map_err(BundleError::Archive)?;
         if size > MAX_KEY_FILE_SIZE {
             return Err(refused(&raw_path, "larger than any key"));
         }
         let mut contents = Zeroizing::new(Vec::with_capacity(size as usize));
-        (&mut entry)
+        entry
             .take(size)
             .read_to_end(&mut contents)
             .map_err(BundleError::Archive)?;
         builder.add_key(known.role, SecretSlice::from(contents.to_vec()), None)?;
-    }
+        Ok(())
+    })?;
     let sealed = builder.seal(mtime)?;
     if sealed.expose_archive() != bytes {
         return Err(not_the_same());
@@ -111,17 +130,9 @@ fn reopen_plain(bytes: &[u8]) -> Result<SealedBundle, BundleError> {
 }
 
 fn reopen_sealed(bytes: &[u8], sealed_keys: &[ManifestEntry]) -> Result<SealedBundle, BundleError> {
-    let mut mtime = 0;
     let mut public_files: Vec<(ManifestEntry, SecretSlice<u8>)> = Vec::new();
     let mut extra: Vec<(ExtraEntry, Box<[u8]>)> = Vec::new();
-    let mut archive = tar::Archive::new(GzDecoder::new(bytes));
-    for entry in archive.entries().map_err(BundleError::Archive)? {
-        let mut entry = entry.map_err(BundleError::Archive)?;
-        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            return Err(refused(&raw_path, "not a regular file"));
-        }
-        mtime = entry.header().mtime().map_err(BundleError::Archive)?;
+    let mtime = each_file(bytes, |raw_path, entry| {
         let size = entry.header().size().map_err(BundleError::Archive)?;
         let (mode, limit) = match raw_path.as_str() {
             SEALED_BLOB_PATH => (SEALED_BLOB_MODE, MAX_SEALED_BLOB_SIZE),
@@ -137,7 +148,7 @@ fn reopen_sealed(bytes: &[u8], sealed_keys: &[ManifestEntry]) -> Result<SealedBu
                     ));
                 }
                 let mut text = String::new();
-                (&mut entry)
+                entry
                     .take(MAX_KEY_FILE_SIZE)
                     .read_to_string(&mut text)
                     .map_err(|_| refused(&raw_path, "not a public key"))?;
@@ -159,14 +170,14 @@ fn reopen_sealed(bytes: &[u8], sealed_keys: &[ManifestEntry]) -> Result<SealedBu
                     sealed: false,
                 };
                 public_files.push((entry, SecretSlice::from(text.into_bytes())));
-                continue;
+                return Ok(());
             }
         };
         if size > limit {
             return Err(refused(&raw_path, "larger than keypack writes it"));
         }
         let mut contents = Vec::with_capacity(size as usize);
-        (&mut entry)
+        entry
             .take(limit)
             .read_to_end(&mut contents)
             .map_err(BundleError::Archive)?;
@@ -178,7 +189,8 @@ fn reopen_sealed(bytes: &[u8], sealed_keys: &[ManifestEntry]) -> Result<SealedBu
             },
             contents.into_boxed_slice(),
         ));
-    }
+        Ok(())
+    })?;
     // Each sealed key: a private entry of the manifest whose `.pub` half is in the archive with
     // the same public key; and every `.pub` in the archive has its sealed half.
     let mut entries: Vec<ManifestEntry> = Vec::new();
