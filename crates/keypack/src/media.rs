@@ -7,7 +7,8 @@
 //! Does not parse flags or build anything itself: `cmd/build.rs` picks a medium from here by
 //! `--media` and hands it the bundle. External programs are started (to `describe` them) only
 //! by [`registry`], the first time a verb needs the list: `build`, `rebuild`, `plugins`, help
-//! and completions, never `status` or `ssh`.
+//! and completions, never `status` or `ssh`; and by [`external_runner`] for `run --runner
+//! NAME`, which starts that runner only.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
