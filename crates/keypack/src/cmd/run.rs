@@ -268,7 +268,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         return run_external(&args, &vm, &dir, desc);
     }
     if !args.dry_run
-        && let (Some(r), _) = run_external::running(&dir)?
+        && let Some(r) = run_external::running(&dir)?
     {
         bail!(already_runs(&args.host, r.pid, &r.runner));
     }
@@ -423,7 +423,7 @@ fn run_external(
     if let Status::Running { pid, .. } = vm.status()? {
         bail!(already_runs(&args.host, pid, keypack_runner_qemu::NAME));
     }
-    if let (Some(r), _) = run_external::running(dir)? {
+    if let Some(r) = run_external::running(dir)? {
         bail!(already_runs(&args.host, r.pid, &r.runner));
     }
     let desc = if args.bios {
@@ -681,7 +681,7 @@ fn status_external(args: &StatusArgs, r: &run_external::ExternalRun) -> Result<E
 /// `keypack status`.
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
     let (vm, dir) = vm_for(&args.host)?;
-    if let (Some(r), _) = run_external::running(&dir)? {
+    if let Some(r) = run_external::running(&dir)? {
         return status_external(&args, &r);
     }
     let status = vm.status()?;
@@ -836,7 +836,7 @@ impl LogPrinter {
 
 /// The SSH port and pinned host key of what runs for the host.
 fn ssh_target(vm: &Vm, dir: &std::path::Path, host: &HostName) -> Result<(u16, String)> {
-    if let (Some(r), _) = run_external::running(dir)? {
+    if let Some(r) = run_external::running(dir)? {
         return Ok((r.ssh_port, r.host_public_key));
     }
     let record = match vm.status()? {

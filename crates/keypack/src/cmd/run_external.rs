@@ -79,15 +79,15 @@ pub fn load(dir: &Path) -> Result<Option<ExternalRun>> {
 }
 
 /// The machine an external runner started, if it still runs. A record whose machine is gone
-/// is removed (the second value says so).
-pub fn running(dir: &Path) -> Result<(Option<ExternalRun>, bool)> {
+/// is removed.
+pub fn running(dir: &Path) -> Result<Option<ExternalRun>> {
     match load(dir)? {
-        Some(r) if alive(r.pid) => Ok((Some(r), false)),
+        Some(r) if alive(r.pid) => Ok(Some(r)),
         Some(_) => {
             let _ = std::fs::remove_file(record_path(dir));
-            Ok((None, true))
+            Ok(None)
         }
-        None => Ok((None, false)),
+        None => Ok(None),
     }
 }
 
@@ -103,7 +103,7 @@ pub struct Start<'a> {
     pub desc: &'a BootDescription,
     /// The SSH port (already picked).
     pub ssh_port: u16,
-    /// Memory, CPUs, network, extra disks.
+    /// Guest memory in MiB.
     pub memory_mib: u32,
     /// Guest CPUs.
     pub cpus: u32,
